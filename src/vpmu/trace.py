@@ -1,0 +1,98 @@
+"""What a run shows: one `Observation` per action, from either model.
+
+The reference and the KVM world produce the same record shape so that the checker is a pure
+comparison. Guest-visible fields come first; `signals` and `log` are model-internal (the
+guest cannot see them, but they explain a divergence, e.g. two overflow signals that
+coalesced into one PMI).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from vpmu.actions import Action, action_to_dict
+
+SignalSource = Literal["wrap", "hw", "emulated", "ignored"]
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """Outcome of one instruction or host access that returns something."""
+
+    value: int | None = None
+    fault: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "fault": self.fault}
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """One overflow signal for PMC `pmc` after `insn` guest instructions had retired.
+
+    source: "wrap" — the reference counter carried out of its width;
+            "hw" — KVM's perf overflow callback reported it (`__kvm_perf_overflow(in_pmi)`);
+            "emulated" — KVM's emulated-overflow detection reported it;
+            "ignored" — `kvm_perf_overflow` dropped a hardware overflow (reprogram bit set).
+    """
+
+    pmc: int
+    insn: int
+    source: SignalSource
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pmc": self.pmc, "insn": self.insn, "source": self.source}
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """Everything observable after one action.
+
+    step:     index of the action in the run (0-based).
+    insn:     guest instructions retired so far, after the action.
+    results:  one Result per value-returning instruction/access in the action, in order.
+    counters: guest-visible value of every PMC after the action, in `PmuConfig.pmc_indices`
+              order (read without side effects).
+    global_status: GLOBAL_STATUS after the action (0 where the PMU has none).
+    lvtpc:    the LVTPC register after the action.
+    pmis:     for each PMI delivered to the guest during the action, the number of guest
+              instructions retired before it arrived.
+    signals:  overflow signals (model-internal; see Signal).
+    log:      model-internal events in order, one short line each.
+    """
+
+    step: int
+    action: Action
+    insn: int
+    results: tuple[Result, ...] = ()
+    counters: tuple[int, ...] = ()
+    global_status: int = 0
+    lvtpc: int = 0
+    pmis: tuple[int, ...] = ()
+    signals: tuple[Signal, ...] = ()
+    log: tuple[str, ...] = field(default=())
+
+    def to_dict(self, pmc_indices: tuple[int, ...]) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "action": action_to_dict(self.action),
+            "insn": self.insn,
+            "results": [r.to_dict() for r in self.results],
+            "counters": {str(i): v for i, v in zip(pmc_indices, self.counters, strict=True)},
+            "global_status": self.global_status,
+            "lvtpc": self.lvtpc,
+            "pmis": list(self.pmis),
+            "signals": [s.to_dict() for s in self.signals],
+            "log": list(self.log),
+        }
+
+
+class Machine(Protocol):
+    """Anything that runs guest actions: the reference (`vpmu.reference`) or KVM (`vpmu.world`)."""
+
+    def step(self, action: Action) -> Observation: ...
+
+
+def run_all(machine: Machine, actions: list[Action] | tuple[Action, ...]) -> list[Observation]:
+    return [machine.step(a) for a in actions]
