@@ -19,6 +19,7 @@ saved as a scenario file that `vpmu run` replays.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -515,7 +516,12 @@ def exhaustive_search(
     return SearchResult("exhaustive", stats, list(found.values()))
 
 
-# --- parallel exhaustive expansion ---------------------------------------------------------
+# --- partitioned exhaustive expansion ------------------------------------------------------
+
+IndexPath = tuple[int, ...]
+#: One expanded transition: the successor's index path, its state key (None when the
+#: transition diverged, so it is not expanded), and the findings it produced.
+Expansion = tuple[IndexPath, Any, list[Finding]]
 
 
 def _replay(target: Target, path: Sequence[Action]) -> tuple[Any, Any, list[Any], list[Any]]:
@@ -523,90 +529,112 @@ def _replay(target: Target, path: Sequence[Action]) -> tuple[Any, Any, list[Any]
     return ref, kvm, [ref.step(a) for a in path], [kvm.step(a) for a in path]
 
 
-Expansion = tuple[int, int, Any, list[Finding]]
+def expand_unit(target: Target, bounds: Bounds, paths: list[IndexPath]) -> list[Expansion]:
+    """Expand frontier states given by their index paths (positions in `alphabet`).
 
-
-def expand_paths(target: Target, bounds: Bounds, paths: list[tuple[Action, ...]],
-                 base: int) -> list[Expansion]:
-    """Expand frontier paths (rebuilt by replay): for each (path, action) pair, the
-    successor's state key (None when the transition diverged) and its findings.
-
-    A pure function of its arguments, so the same frontier gives the same answer in any
-    process; `base` is the index of `paths[0]` in the whole frontier.
+    Each state is rebuilt by replaying its path, so a unit is a pure function of its
+    arguments: any process, or a retried Ray task, computes the same answer.
     """
     judge = make_judge(target)
     letters = [a for _, a in alphabet(target.cfg, bounds)]
+    prefix = setup_prefix(target.cfg, bounds)
     out: list[Expansion] = []
-    for p, path in enumerate(paths):
+    for ipath in paths:
+        path = prefix + tuple(letters[i] for i in ipath)
         ref, kvm, ref_obs, kvm_obs = _replay(target, path)
         for a, action in enumerate(letters):
             r2, k2 = ref.clone(), kvm.clone()
             ro = ref_obs + [r2.step(action)]
             ko = kvm_obs + [k2.step(action)]
             divs = judge(ro, ko)
+            new = ipath + (a,)
             if divs:
-                out.append((base + p, a, None, [
-                    Finding(d.kind, d.visibility, path + (action,), d.step,
-                            getattr(d, "message", "")) for d in divs]))
+                out.append((new, None, [Finding(d.kind, d.visibility, path + (action,), d.step,
+                                                getattr(d, "message", "")) for d in divs]))
             else:
-                out.append((base + p, a, (k2.state_key(), r2.state_key()), []))
+                out.append((new, (k2.state_key(), r2.state_key()), []))
     return out
 
 
-def parallel_exhaustive_search(
+def owner_of(key: Any, partitions: int) -> int:
+    """The partition that owns a state: a hash that is stable across processes and runs
+    (Python's own str hash is salted per process)."""
+    digest = hashlib.blake2b(repr(key).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % partitions
+
+
+#: Runs a list of units, each (target, bounds, index paths), and returns their expansions
+#: in the same order. Local processes and Ray both provide one.
+UnitRunner = Callable[[list[tuple[Target, Bounds, list[IndexPath]]]], list[list[Expansion]]]
+
+
+def partitioned_exhaustive_search(
     target: Target,
     bounds: Bounds,
-    jobs: int,
+    partitions: int,
+    run_units: UnitRunner,
     deadline: float | None = None,
     progress: Progress | None = None,
 ) -> SearchResult:
-    """Level-synchronous BFS whose frontier is expanded by `jobs` processes.
+    """Level-synchronous BFS with the frontier and the visited set partitioned by state hash.
 
-    Workers return successor keys; the driver merges them in (frontier index, action
-    index) order, so states, transitions and findings equal `exhaustive_search`'s.
+    Each state has one owner partition; a level's work is one unit per owner (its frontier
+    states). Candidates are admitted in lexicographic order of their index paths, which is
+    exactly the discovery order of `exhaustive_search`, so states, transitions and
+    findings are identical to the single-process search for any number of partitions.
     """
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
-    letters = [a for _, a in alphabet(target.cfg, bounds)]
     prefix = setup_prefix(target.cfg, bounds)
     stats = Stats()
     found: dict[tuple[str, str], Finding] = {}
     start = time.perf_counter()
     ref, kvm, _, _ = _replay(target, prefix)
-    visited = {(kvm.state_key(), ref.state_key())}
+    root = (kvm.state_key(), ref.state_key())
+    visited: list[set[Any]] = [set() for _ in range(partitions)]
+    visited[owner_of(root, partitions)].add(root)
     stats.states = 1
-    frontier: list[tuple[Action, ...]] = [tuple(prefix)]
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-        for depth in range(1, bounds.depth + 1):
-            if deadline is not None and time.perf_counter() > deadline:
-                stats.stopped_by_budget = True
-                break
-            size = max(1, -(-len(frontier) // (jobs * 4)))
-            chunks = [frontier[i:i + size] for i in range(0, len(frontier), size)]
-            futures = [pool.submit(expand_paths, target, bounds, chunk, i * size)
-                       for i, chunk in enumerate(chunks)]
-            next_frontier: list[tuple[Action, ...]] = []
-            for fut in futures:
-                for parent, a, key, findings in fut.result():
-                    stats.transitions += 1
-                    for f in findings:
-                        _record(found, f)
-                    if key is None or key in visited:
-                        continue
-                    visited.add(key)
-                    stats.states += 1
-                    next_frontier.append(frontier[parent] + (letters[a],))
-            stats.depth_reached = depth
-            if progress is not None:
-                stats.elapsed = time.perf_counter() - start
-                progress(stats, len(found))
-            frontier = next_frontier
-            if not frontier:
-                break
+    frontier: list[list[IndexPath]] = [[] for _ in range(partitions)]
+    frontier[owner_of(root, partitions)].append(())
+    for depth in range(1, bounds.depth + 1):
+        if deadline is not None and time.perf_counter() > deadline:
+            stats.stopped_by_budget = True
+            break
+        units = [(target, bounds, paths) for paths in frontier if paths]
+        expansions = sorted((e for part in run_units(units) for e in part), key=lambda e: e[0])
+        frontier = [[] for _ in range(partitions)]
+        for ipath, key, findings in expansions:
+            stats.transitions += 1
+            for f in findings:
+                _record(found, f)
+            if key is None:
+                continue
+            owner = owner_of(key, partitions)
+            if key in visited[owner]:
+                continue
+            visited[owner].add(key)
+            stats.states += 1
+            frontier[owner].append(ipath)
+        stats.depth_reached = depth
+        if progress is not None:
+            stats.elapsed = time.perf_counter() - start
+            progress(stats, len(found))
+        if not any(frontier):
+            break
     stats.exhausted = not stats.stopped_by_budget
     stats.elapsed = time.perf_counter() - start
     return SearchResult("exhaustive", stats, list(found.values()))
+
+
+def _run_unit(unit: tuple[Target, Bounds, list[IndexPath]]) -> list[Expansion]:
+    return expand_unit(*unit)
+
+
+def local_unit_runner(pool: Any) -> UnitRunner:
+    """Run units on a `concurrent.futures` process pool."""
+
+    def run(units: list[tuple[Target, Bounds, list[IndexPath]]]) -> list[list[Expansion]]:
+        return list(pool.map(_run_unit, units))
+
+    return run
 
 
 # --- the whole run -------------------------------------------------------------------------
@@ -634,6 +662,65 @@ def _random_worker(args: tuple[Target, Bounds, int, int, int, float | None]) -> 
     return random_search(target, bounds, seed, restarts, worker, deadline)
 
 
+def merge_random(parts: list[SearchResult]) -> SearchResult:
+    """Combine swarm workers' results in worker order (so the merge is deterministic)."""
+    merged = Stats()
+    findings: dict[tuple[str, str], Finding] = {}
+    for part in parts:
+        merged.states += part.stats.states
+        merged.transitions += part.stats.transitions
+        merged.sequences += part.stats.sequences
+        merged.depth_reached = max(merged.depth_reached, part.stats.depth_reached)
+        merged.elapsed = max(merged.elapsed, part.stats.elapsed)
+        merged.stopped_by_budget |= part.stats.stopped_by_budget
+        for f in part.findings:
+            _record(findings, f)
+    return SearchResult("random", merged, list(findings.values()))
+
+
+class Backend:
+    """Where searches run. `LocalBackend` uses this machine's processes; the Ray backend
+    (vpmu.ray_backend) sends the same units to a Ray cluster."""
+
+    partitions: int = 1
+
+    def random_parts(self, args: list[tuple[Target, Bounds, int, int, int, float | None]]) -> list[SearchResult]:
+        raise NotImplementedError
+
+    def unit_runner(self) -> UnitRunner:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release workers (and, for a Ray instance this backend started, the instance)."""
+
+
+class LocalBackend(Backend):
+    """`jobs` worker processes on this machine (spawned lazily, only when jobs > 1)."""
+
+    def __init__(self, jobs: int) -> None:
+        self.partitions = max(1, jobs)
+        self._pool: Any = None
+
+    def _executor(self) -> Any:
+        if self._pool is None:
+            from concurrent.futures import ProcessPoolExecutor
+            from multiprocessing import get_context
+
+            self._pool = ProcessPoolExecutor(max_workers=self.partitions, mp_context=get_context("spawn"))
+        return self._pool
+
+    def random_parts(self, args: list[tuple[Target, Bounds, int, int, int, float | None]]) -> list[SearchResult]:
+        return list(self._executor().map(_random_worker, args))
+
+    def unit_runner(self) -> UnitRunner:
+        return local_unit_runner(self._executor())
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+
 def explore(
     target: Target,
     bounds: Bounds,
@@ -643,47 +730,43 @@ def explore(
     restarts: int = 400,
     time_budget: float | None = None,
     progress: Progress | None = None,
+    backend: Backend | None = None,
 ) -> ExploreReport:
     """Run the chosen searches, then shrink one counterexample per divergence kind.
 
     mode "random", "exhaustive", or "auto" (random first, then exhaustive). With jobs > 1
-    the random restarts are split over worker processes (worker w gets its own seed
-    stream) and exhaustive levels are expanded in parallel; results do not depend on
-    `jobs` except through the split of random restarts, which is fixed by (seed, jobs).
+    (or a distributed backend) the random restarts are split over `jobs` swarm workers,
+    worker w seeding from (seed, w, restart), and exhaustive levels are expanded as units
+    partitioned by state hash. Results depend on (seed, bounds, restarts, jobs) only: the
+    exhaustive numbers do not depend on jobs at all, and the backend never matters.
     """
     if mode not in ("random", "exhaustive", "auto"):
         raise VpmuError(f"unknown mode {mode!r} (known: random, exhaustive, auto)")
     bounds.validate(target.cfg)
     deadline = None if time_budget is None else time.perf_counter() + time_budget
+    owned = backend is None
+    if backend is None:
+        backend = LocalBackend(jobs)
     searches: list[SearchResult] = []
-    if mode in ("random", "auto"):
-        if jobs <= 1:
-            searches.append(random_search(target, bounds, seed, restarts, 0, deadline, progress))
-        else:
-            from concurrent.futures import ProcessPoolExecutor
-            from multiprocessing import get_context
-
-            per = -(-restarts // jobs)
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-                parts = list(pool.map(_random_worker, [
-                    (target, bounds, seed, per, w, deadline) for w in range(jobs)]))
-            merged = Stats()
-            findings: dict[tuple[str, str], Finding] = {}
-            for part in parts:
-                merged.states += part.stats.states
-                merged.transitions += part.stats.transitions
-                merged.sequences += part.stats.sequences
-                merged.depth_reached = max(merged.depth_reached, part.stats.depth_reached)
-                merged.elapsed = max(merged.elapsed, part.stats.elapsed)
-                merged.stopped_by_budget |= part.stats.stopped_by_budget
-                for f in part.findings:
-                    _record(findings, f)
-            searches.append(SearchResult("random", merged, list(findings.values())))
-    if mode in ("exhaustive", "auto") and not (deadline and time.perf_counter() > deadline):
-        if jobs <= 1:
-            searches.append(exhaustive_search(target, bounds, deadline, progress))
-        else:
-            searches.append(parallel_exhaustive_search(target, bounds, jobs, deadline, progress))
+    try:
+        parallel = jobs > 1 or not isinstance(backend, LocalBackend)
+        if mode in ("random", "auto"):
+            if not parallel:
+                searches.append(random_search(target, bounds, seed, restarts, 0, deadline, progress))
+            else:
+                per = -(-restarts // max(1, jobs))
+                parts = backend.random_parts(
+                    [(target, bounds, seed, per, w, deadline) for w in range(max(1, jobs))])
+                searches.append(merge_random(parts))
+        if mode in ("exhaustive", "auto") and not (deadline and time.perf_counter() > deadline):
+            if not parallel:
+                searches.append(exhaustive_search(target, bounds, deadline, progress))
+            else:
+                searches.append(partitioned_exhaustive_search(
+                    target, bounds, backend.partitions, backend.unit_runner(), deadline, progress))
+    finally:
+        if owned:
+            backend.close()
     best: dict[tuple[str, str], Finding] = {}
     for search in searches:
         for f in search.findings:
