@@ -1,0 +1,160 @@
+"""`ReferenceMachine`: guest actions (vpmu.actions) run on the architectural PMU (vpmu.arch).
+
+One `Observation` per `step(action)`, deterministic. Conventions (docs/reference.md):
+
+* Native -> `retire(count, branches, cpl)` (branches first, actions.py).
+* Wrmsr / Rdmsr / Rdpmc -> the access, then, unless it faulted, the instruction retires at its
+  CPL (it counts itself after its effect); a faulting instruction does not retire.
+* Cpuid -> retires 1 at its CPL; Hlt -> retires 1 at CPL 0.
+* Emulate / Batch -> each item in order, the same way (Insn retires 1, a branch if `branch`).
+  The architecture has no VM-exits, so both are just instruction sequences here.
+* HostPmi, PerfFail -> no architectural effect.
+* SetFilter / ClearFilter -> the filter gate; SetFilter returns one Result (fault = the ioctl
+  rejected the filter, which then leaves the previous one installed).
+* HostWrmsr / HostRdmsr -> host-initiated access, one Result.
+* SaveRestore -> read every existing PMU MSR, write each back host-initiated (invisible).
+* pmis = instructions retired before each *delivered* PMI; signals = one `Signal(pmc, k, "wrap")`
+  per wrap, k = number of the wrapping instruction.
+"""
+
+from __future__ import annotations
+
+from vpmu import actions as A
+from vpmu.arch import ArchPmu
+from vpmu.config import PmuConfig
+from vpmu.errors import VpmuError
+from vpmu.filter import EventFilter
+from vpmu.msrs import LVTPC_RESET, msr_name, resolve_msr
+from vpmu.trace import Observation, Result, Signal
+
+
+class ReferenceMachine:
+    """The architectural reference as a `vpmu.trace.Machine`.
+
+    lvtpc: initial LVTPC (default: the architectural reset value 0x10000, masked). Pass the
+    KVM world's initial value (a Linux guest's 0x400) to compare runs that never program it.
+    """
+
+    def __init__(self, cfg: PmuConfig, *, lvtpc: int = LVTPC_RESET) -> None:
+        self.cfg = cfg
+        self.pmu = ArchPmu(cfg, lvtpc)
+        self.steps = 0
+        self._results: list[Result] = []
+
+    # --- explorer support ---------------------------------------------------------------
+
+    def clone(self) -> ReferenceMachine:
+        c = ReferenceMachine.__new__(ReferenceMachine)
+        c.cfg, c.pmu, c.steps, c._results = self.cfg, self.pmu.clone(), self.steps, []
+        return c
+
+    def state_key(self) -> tuple[object, ...]:
+        """Everything that affects the future (not the instruction count or step number)."""
+        return self.pmu.key()
+
+    # --- stepping ---------------------------------------------------------------------------
+
+    def step(self, action: A.Action) -> Observation:
+        self._results = []
+        self.pmu.take()
+        self._run(action)
+        wraps, pmis, log = self.pmu.take()
+        status = self.pmu.global_status if self.cfg.has_global_msrs else 0
+        obs = Observation(
+            step=self.steps,
+            action=action,
+            insn=self.pmu.insn,
+            results=tuple(self._results),
+            counters=self.pmu.counter_values(),
+            global_status=status,
+            lvtpc=self.pmu.lvtpc,
+            pmis=tuple(p.insn for p in pmis if p.delivered),
+            signals=tuple(Signal(w.pmc, w.insn, "wrap") for w in wraps),
+            log=tuple(log),
+        )
+        self.steps += 1
+        return obs
+
+    def _run(self, action: A.Action) -> None:
+        pmu = self.pmu
+        if isinstance(action, A.Native):
+            count = max(action.count, 0)
+            pmu.retire(count, max(min(action.branches, count), 0), action.cpl)
+        elif isinstance(action, A.Wrmsr | A.Rdmsr | A.Rdpmc):
+            self._item(action)
+        elif isinstance(action, A.Cpuid):
+            pmu.retire(1, 0, action.cpl)
+        elif isinstance(action, A.Hlt):
+            pmu.retire(1, 0, 0)
+        elif isinstance(action, A.Emulate | A.Batch):
+            for item in action.items:
+                self._item(item)
+        elif isinstance(action, A.HostPmi | A.PerfFail):
+            pass
+        elif isinstance(action, A.SetFilter):
+            try:
+                flt = EventFilter.from_ioctl(action.action, action.events, action.fixed_counter_bitmap,
+                                             action.masked, vendor=self.cfg.vendor)
+            except VpmuError as err:
+                pmu.log.append(f"filter rejected: {err}")
+                self._results.append(Result(None, True))
+                return
+            pmu.set_filter(flt)
+            pmu.log.append(f"filter installed: {action.action} {len(flt.entries)} entries, "
+                           f"fixed bitmap {action.fixed_counter_bitmap:#x}")
+            self._results.append(Result(None, False))
+        elif isinstance(action, A.ClearFilter):
+            pmu.set_filter(None)
+            pmu.log.append("filter removed")
+        elif isinstance(action, A.HostWrmsr):
+            r = pmu.wrmsr(action.msr, action.value, host=True)
+            self._note(r, f"host write {msr_name(resolve_msr(action.msr))} = {action.value:#x}")
+            self._results.append(r)
+        elif isinstance(action, A.HostRdmsr):
+            r = pmu.rdmsr(action.msr, host=True)
+            self._note(r, f"host read {msr_name(resolve_msr(action.msr))}")
+            self._results.append(r)
+        elif isinstance(action, A.SaveRestore):
+            self._save_restore()
+        else:
+            raise VpmuError(f"not an action: {action!r}")
+
+    def _item(self, item: A.EmulatedItem) -> None:
+        """One instruction: its effect, then (unless it faulted) its retirement at its CPL."""
+        pmu = self.pmu
+        if isinstance(item, A.Insn):
+            pmu.retire(1, 1 if item.branch else 0, item.cpl)
+            return
+        if isinstance(item, A.Wrmsr):
+            r = pmu.wrmsr(item.msr, item.value, cpl=item.cpl)
+            self._note(r, f"WRMSR {msr_name(resolve_msr(item.msr))} = {item.value:#x}")
+        elif isinstance(item, A.Rdmsr):
+            r = pmu.rdmsr(item.msr, cpl=item.cpl)
+            self._note(r, f"RDMSR {msr_name(resolve_msr(item.msr))}")
+        else:
+            r = pmu.rdpmc(item.ecx, cpl=item.cpl, pce=item.pce)
+            self._note(r, f"RDPMC {item.ecx:#x}")
+        self._results.append(r)
+        if not r.fault:
+            pmu.retire(1, 0, item.cpl)
+
+    def _note(self, r: Result, what: str) -> None:
+        if r.fault:
+            self.pmu.log.append(f"{what}: #GP")
+        elif r.value is not None:
+            self.pmu.log.append(f"{what} -> {r.value:#x}")
+
+    def _save_restore(self) -> None:
+        pmu = self.pmu
+        saved: list[tuple[int, int]] = []
+        for msr in pmu.existing_msrs():
+            r = pmu.rdmsr(msr, host=True)
+            if r.value is not None:
+                saved.append((msr, r.value))
+        for msr, value in saved:
+            if pmu.wrmsr(msr, value, host=True).fault:  # pragma: no cover - would be a model bug
+                raise VpmuError(f"reference save/restore: restoring {msr_name(msr)} = {value:#x} faulted")
+        pmu.log.append(f"save/restore {len(saved)} MSRs")
+
+
+__all__ = ["ReferenceMachine"]
