@@ -1,0 +1,216 @@
+"""The counter-tracking seam: how KVM keeps a PMC's value and detects emulated overflow.
+
+A design is a small stateless object; per-PMC state lives on `KvmPmc` (`counter`,
+`prev_counter`, `emulated_counter`, and the free-form `extra` dict for new designs). The KVM
+model calls exactly these hooks:
+
+* `incr_counter(kvm, pmc)`     — kvm_pmu_incr_counter(): one KVM-emulated event.
+* `pause_counter(kvm, pmc)`    — pmc_pause_counter(): stop the perf event, fold counts into
+                                 `pmc.counter`, return True iff *emulated* events wrapped.
+* `read_counter(kvm, pmc)`     — pmc_read_counter(): guest-visible value; no side effects.
+* `write_counter(kvm, pmc, v)` — pmc_write_counter() without the sample-period update (the
+                                 caller re-arms the perf event afterwards).
+* `reset_counter(kvm, pmc)`    — the per-PMC part of kvm_pmu_reset().
+* `reprogram_complete(kvm, pmc)` — optional: the end of a completed reprogram_counter().
+
+`kvm` is the `vpmu.kvm.KvmVcpu`; designs use its helpers `perf_pause(pmc)`,
+`perf_read(pmc)`, `perf_running(pmc)`, `mask(pmc)`, `request_counter_reprogram(pmc)`,
+`signal_overflow(pmc, in_pmi)`, `request_pmi()` and `era`.
+`owns_hardware = True` means the guest runs on the real counters (no perf events; native counts
+go straight into `pmc.counter` and a wrap raises a real PMI): the mediated vPMU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import sys
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vpmu.errors import VpmuError
+
+if TYPE_CHECKING:
+    from vpmu.kvm import KvmPmc, KvmVcpu
+
+
+class CounterDesign(ABC):
+    """The interface a counter-tracking patch implements (see module docstring)."""
+
+    name: str = "custom"
+    owns_hardware: bool = False
+
+    @abstractmethod
+    def incr_counter(self, kvm: KvmVcpu, pmc: KvmPmc) -> None: ...
+
+    @abstractmethod
+    def pause_counter(self, kvm: KvmVcpu, pmc: KvmPmc) -> bool: ...
+
+    @abstractmethod
+    def read_counter(self, kvm: KvmVcpu, pmc: KvmPmc) -> int: ...
+
+    @abstractmethod
+    def write_counter(self, kvm: KvmVcpu, pmc: KvmPmc, value: int) -> None: ...
+
+    def reset_counter(self, kvm: KvmVcpu, pmc: KvmPmc) -> None:
+        pmc.counter = 0
+        pmc.prev_counter = 0
+        pmc.emulated_counter = 0
+        pmc.extra.clear()
+
+    def reprogram_complete(self, kvm: KvmVcpu, pmc: KvmPmc) -> None:
+        """Called when reprogram_counter() completes (not when perf creation failed)."""
+        return None
+
+
+class PrevCounterDesign(CounterDesign):
+    """v6.1-v6.7 `prev_counter` design (de0f619564f4), spec §3.1 and §4.4 "pre" column."""
+
+    name = "prev-counter"
+
+    def incr_counter(self, kvm: KvmVcpu, pmc: KvmPmc) -> None:
+        """Mirrors kvm_pmu_incr_counter() v6.1-v6.7 (pmu.c), spec §2.12: bump the base."""
+        pmc.prev_counter = pmc.counter
+        pmc.counter = (pmc.counter + 1) & kvm.mask(pmc)
+        kvm.request_counter_reprogram(pmc)
+
+    def pause_counter(self, kvm: KvmVcpu, pmc: KvmPmc) -> bool:
+        """Mirrors pmc_pause_counter() pre-fd89499a5151 (pmu.c), spec §2.9 step 1 + the
+        `counter < prev_counter` test of reprogram_counter() step 3."""
+        if kvm.perf_running(pmc):
+            pmc.counter = (pmc.counter + kvm.perf_pause(pmc)) & kvm.mask(pmc)
+        return pmc.counter < pmc.prev_counter
+
+    def read_counter(self, kvm: KvmVcpu, pmc: KvmPmc) -> int:
+        """Mirrors pmc_read_counter() pre-patch (pmu.h), spec §1.1."""
+        live = kvm.perf_read(pmc) if kvm.perf_running(pmc) else 0
+        return (pmc.counter + live) & kvm.mask(pmc)
+
+    def write_counter(self, kvm: KvmVcpu, pmc: KvmPmc, value: int) -> None:
+        """Mirrors pmc_write_counter() v6.6 (pmu.h, b29a2acd36dd), spec §2.7; before v6.6 the
+        result was not masked (spec §3.4, era switch mask_counter_writes)."""
+        counter = pmc.counter + value - self.read_counter(kvm, pmc)
+        pmc.counter = counter & (kvm.mask(pmc) if kvm.era.mask_counter_writes else (1 << 64) - 1)
+
+    def reprogram_complete(self, kvm: KvmVcpu, pmc: KvmPmc) -> None:
+        """The `prev_counter = 0` of reprogram_complete in reprogram_counter(), spec §2.9 step 6."""
+        pmc.prev_counter = 0
+
+
+class EmulatedCounterDesign(CounterDesign):
+    """v6.8+ `emulated_counter` design (fd89499a5151, the seed patch), spec §4."""
+
+    name = "emulated-counter"
+
+    def incr_counter(self, kvm: KvmVcpu, pmc: KvmPmc) -> None:
+        """Mirrors kvm_pmu_incr_counter() v6.8+ (pmu.c), spec §4.1: defer to reprogram."""
+        pmc.emulated_counter += 1
+        kvm.request_counter_reprogram(pmc)
+
+    def pause_counter(self, kvm: KvmVcpu, pmc: KvmPmc) -> bool:
+        """Mirrors pmc_pause_counter() v6.8+ (pmu.c), spec §4.1: snapshot after the perf fold."""
+        counter = pmc.counter
+        if kvm.perf_running(pmc):
+            counter += kvm.perf_pause(pmc)
+        prev = counter & kvm.mask(pmc)
+        counter += pmc.emulated_counter
+        pmc.counter = counter & kvm.mask(pmc)
+        pmc.emulated_counter = 0
+        return pmc.counter < prev
+
+    def read_counter(self, kvm: KvmVcpu, pmc: KvmPmc) -> int:
+        """Mirrors pmc_read_counter() v6.8+ (pmu.h), spec §1.1."""
+        live = kvm.perf_read(pmc) if kvm.perf_running(pmc) else 0
+        return (pmc.counter + pmc.emulated_counter + live) & kvm.mask(pmc)
+
+    def write_counter(self, kvm: KvmVcpu, pmc: KvmPmc, value: int) -> None:
+        """Mirrors pmc_write_counter() v6.8+ (pmu.c), spec §2.7: drop unprocessed emulated
+        events first, then rebase so the guest-visible value is exactly `value`."""
+        pmc.emulated_counter = 0
+        pmc.counter = (pmc.counter + value - self.read_counter(kvm, pmc)) & kvm.mask(pmc)
+
+
+class MediatedDesign(CounterDesign):
+    """2026 mediated vPMU, spec §2.12 / §5: `counter` is the real value, no deferral."""
+
+    name = "mediated"
+    owns_hardware = True
+
+    def incr_counter(self, kvm: KvmVcpu, pmc: KvmPmc) -> None:
+        """Mirrors kvm_pmu_incr_counter() in the mediated series (pmu.c), spec §2.12:
+        direct increment, wrap check at once, KVM_REQ_PMI if the PMC's PMI bit is set."""
+        pmc.counter = (pmc.counter + 1) & kvm.mask(pmc)
+        if pmc.counter == 0:
+            kvm.mediated_overflow(pmc, "emulated")
+
+    def pause_counter(self, kvm: KvmVcpu, pmc: KvmPmc) -> bool:
+        """No perf event to pause; nothing is ever deferred."""
+        return False
+
+    def read_counter(self, kvm: KvmVcpu, pmc: KvmPmc) -> int:
+        """Mirrors pmc_read_counter() mediated: the counter itself."""
+        return pmc.counter & kvm.mask(pmc)
+
+    def write_counter(self, kvm: KvmVcpu, pmc: KvmPmc, value: int) -> None:
+        """Mirrors pmc_write_counter() mediated: `counter = val & M`."""
+        pmc.counter = value & kvm.mask(pmc)
+
+
+DESIGNS: dict[str, type[CounterDesign]] = {
+    "prev-counter": PrevCounterDesign,
+    "emulated-counter": EmulatedCounterDesign,
+    "mediated": MediatedDesign,
+}
+
+
+def load_design(ref: str) -> type[CounterDesign]:
+    """Load a design class from `package.module:Class` or `path/to/file.py:Class`."""
+    if ":" not in ref:
+        raise VpmuError(f"design reference {ref!r} must look like 'module:Class' or 'file.py:Class'")
+    where, _, cls_name = ref.rpartition(":")
+    try:
+        if where.endswith(".py") or "/" in where or "\\" in where:
+            path = Path(where)
+            if not path.is_file():
+                raise VpmuError(f"design file {where!r} does not exist")
+            digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
+            mod_name = f"vpmu_user_design_{digest}"
+            spec = importlib.util.spec_from_file_location(mod_name, path)
+            if spec is None or spec.loader is None:
+                raise VpmuError(f"cannot load design file {where!r}")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[mod_name] = module
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(where)
+    except VpmuError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any import failure becomes a one-line error
+        raise VpmuError(f"cannot import design {ref!r}: {type(err).__name__}: {err}") from None
+    cls = getattr(module, cls_name, None)
+    if cls is None:
+        raise VpmuError(f"design {ref!r}: {where!r} has no attribute {cls_name!r}")
+    if not (isinstance(cls, type) and issubclass(cls, CounterDesign)):
+        raise VpmuError(f"design {ref!r} is not a subclass of vpmu.designs.CounterDesign")
+    if getattr(cls, "__abstractmethods__", None):
+        missing = ", ".join(sorted(cls.__abstractmethods__))
+        raise VpmuError(f"design {ref!r} does not implement: {missing}")
+    return cls
+
+
+def resolve_design(design: str | type | None, default: str) -> CounterDesign:
+    """None -> the era's default; a DESIGNS name; a load_design reference; or a class."""
+    if design is None:
+        design = default
+    if isinstance(design, str):
+        if design not in DESIGNS and ":" not in design:
+            raise VpmuError(f"unknown design {design!r} (known: {', '.join(DESIGNS)}; or 'module:Class', "
+                            "'path/to/file.py:Class')")
+        cls = DESIGNS[design] if design in DESIGNS else load_design(design)
+    elif isinstance(design, type) and issubclass(design, CounterDesign):
+        cls = design
+    else:
+        raise VpmuError(f"not a counter design: {design!r}")
+    return cls()

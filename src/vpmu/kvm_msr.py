@@ -1,0 +1,377 @@
+"""KVM vPMU MSR and RDPMC handlers: x86.c dispatch, pmu.c common MSRs, Intel and AMD vendor
+handlers (spec kvm-vpmu.md §2.2-§2.6).
+
+Each handler returns `None` for a #GP ("return 1" in KVM) or the value read / 0 written.
+"""
+
+from __future__ import annotations
+
+from vpmu import msrs as M
+from vpmu.config import FIXED_BASE
+from vpmu.kvm import KvmPmc, KvmVcpu
+
+# x86.c lists these K7/P6 MSRs specially: when not valid for the vPMU, guest writes are
+# ignored and reads return 0 instead of #GP (spec §2.2).
+_LEGACY_IGNORED = frozenset(
+    [M.MSR_K7_EVNTSEL0 + i for i in range(4)] + [M.MSR_K7_PERFCTR0 + i for i in range(4)]
+    + [M.IA32_PERFEVTSEL0, M.IA32_PERFEVTSEL0 + 1, M.IA32_PMC0, M.IA32_PMC0 + 1]
+)
+_INTEL_GLOBAL = (M.IA32_PERF_GLOBAL_STATUS, M.IA32_PERF_GLOBAL_CTRL, M.IA32_PERF_GLOBAL_OVF_CTRL)
+_AMD_GLOBAL = (M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS, M.MSR_AMD64_PERF_CNTR_GLOBAL_CTL,
+               M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS_CLR)
+U64 = (1 << 64) - 1
+
+
+def _gp_index(msr: int, base: int, n: int = 8) -> int | None:
+    i = msr - base
+    return i if 0 <= i < n else None
+
+
+# --- Intel --------------------------------------------------------------------------------
+
+
+def intel_msr_idx_to_pmc(kvm: KvmVcpu, msr: int) -> KvmPmc | None:
+    """Mirrors intel_msr_idx_to_pmc() (vmx/pmu_intel.c): legacy GP counters, eventsels and
+    fixed counters (not the full-width aliases)."""
+    p = kvm.pmu
+    for base in (M.IA32_PMC0, M.IA32_PERFEVTSEL0):
+        i = _gp_index(msr, base)
+        if i is not None and i < p.nr_arch_gp_counters:
+            return p.gp_counters[i]
+    i = _gp_index(msr, M.IA32_FIXED_CTR0, 4)
+    if i is not None and i < p.nr_arch_fixed_counters:
+        return p.fixed_counters[i]
+    return None
+
+
+def _intel_fw_pmc(kvm: KvmVcpu, msr: int) -> KvmPmc | None:
+    i = _gp_index(msr, M.IA32_A_PMC0)
+    if i is not None and kvm.cfg.full_width_writes and i < kvm.pmu.nr_arch_gp_counters:
+        return kvm.pmu.gp_counters[i]
+    return None
+
+
+def intel_is_valid_msr(kvm: KvmVcpu, msr: int) -> bool:
+    """Mirrors intel_is_valid_msr() (vmx/pmu_intel.c), spec §2.2 (no PEBS/DS/LBR MSRs)."""
+    if msr == M.IA32_FIXED_CTR_CTRL:
+        return kvm.pmu.version > 1
+    return intel_msr_idx_to_pmc(kvm, msr) is not None or _intel_fw_pmc(kvm, msr) is not None
+
+
+def intel_pmu_set_msr(kvm: KvmVcpu, msr: int, data: int, host: bool) -> bool:
+    """Mirrors intel_pmu_set_msr() (vmx/pmu_intel.c), spec §2.4. False = #GP."""
+    p = kvm.pmu
+    if msr == M.IA32_FIXED_CTR_CTRL:
+        if data & p.fixed_ctr_ctrl_rsvd:
+            return False
+        if p.fixed_ctr_ctrl != data:
+            kvm.reprogram_fixed_counters(data)
+        return True
+    i = _gp_index(msr, M.IA32_PMC0)
+    fw = _intel_fw_pmc(kvm, msr)
+    if (i is not None and i < p.nr_arch_gp_counters) or fw is not None:
+        pmc = fw if fw is not None else p.gp_counters[i]  # type: ignore[index]
+        if fw is not None and data & ~p.counter_bitmask[0]:
+            return False
+        if fw is None and not host:
+            data = _sign_extend32(data)
+        kvm.pmc_write_counter(pmc, data)
+        return True
+    i = _gp_index(msr, M.IA32_FIXED_CTR0, 4)
+    if i is not None and i < p.nr_arch_fixed_counters:
+        kvm.pmc_write_counter(p.fixed_counters[i], data)
+        return True
+    i = _gp_index(msr, M.IA32_PERFEVTSEL0)
+    if i is not None and i < p.nr_arch_gp_counters:
+        pmc = p.gp_counters[i]
+        if data & p.reserved_bits:
+            return False
+        if data != pmc.eventsel:
+            pmc.eventsel = data
+            kvm.kvm_pmu_request_counter_reprogram(pmc)
+        return True
+    return False
+
+
+def intel_pmu_get_msr(kvm: KvmVcpu, msr: int) -> int | None:
+    """Mirrors intel_pmu_get_msr() (vmx/pmu_intel.c), spec §2.4."""
+    p = kvm.pmu
+    if msr == M.IA32_FIXED_CTR_CTRL:
+        return p.fixed_ctr_ctrl
+    i = _gp_index(msr, M.IA32_PMC0)
+    fw = _intel_fw_pmc(kvm, msr)
+    if (i is not None and i < p.nr_arch_gp_counters) or fw is not None:
+        pmc = fw if fw is not None else p.gp_counters[i]  # type: ignore[index]
+        return kvm.pmc_read_counter(pmc) & p.counter_bitmask[0]
+    i = _gp_index(msr, M.IA32_FIXED_CTR0, 4)
+    if i is not None and i < p.nr_arch_fixed_counters:
+        return kvm.pmc_read_counter(p.fixed_counters[i]) & p.counter_bitmask[1]
+    i = _gp_index(msr, M.IA32_PERFEVTSEL0)
+    if i is not None and i < p.nr_arch_gp_counters:
+        return p.gp_counters[i].eventsel
+    return None
+
+
+def _sign_extend32(data: int) -> int:
+    low = data & 0xFFFF_FFFF
+    return (low | 0xFFFF_FFFF_0000_0000) if low >> 31 else low
+
+
+# --- AMD ----------------------------------------------------------------------------------
+
+
+def get_gp_pmc_amd(kvm: KvmVcpu, msr: int) -> tuple[KvmPmc, bool] | None:
+    """Mirrors get_gp_pmc_amd() (svm/pmu.c), spec §2.5: (pmc, is_eventsel) or None."""
+    p = kvm.pmu
+    if p.version == 0:
+        return None
+    if M.MSR_F15H_PERF_CTL0 <= msr <= M.MSR_F15H_PERF_CTL0 + 11:
+        if not kvm.cfg.perfctr_core:
+            return None
+        off = msr - M.MSR_F15H_PERF_CTL0
+        idx, is_sel = off // 2, off % 2 == 0
+    elif M.MSR_K7_EVNTSEL0 <= msr <= M.MSR_K7_EVNTSEL0 + 3:
+        idx, is_sel = msr - M.MSR_K7_EVNTSEL0, True
+    elif M.MSR_K7_PERFCTR0 <= msr <= M.MSR_K7_PERFCTR0 + 3:
+        idx, is_sel = msr - M.MSR_K7_PERFCTR0, False
+    else:
+        return None
+    if idx >= p.nr_arch_gp_counters:
+        return None
+    return p.gp_counters[idx], is_sel
+
+
+def amd_is_valid_msr(kvm: KvmVcpu, msr: int) -> bool:
+    """Mirrors amd_is_valid_msr() (svm/pmu.c), spec §2.2."""
+    p = kvm.pmu
+    if M.MSR_K7_EVNTSEL0 <= msr <= M.MSR_K7_PERFCTR0 + 3:
+        return p.version > 0
+    if M.MSR_F15H_PERF_CTL0 <= msr <= M.MSR_F15H_PERF_CTL0 + 11:
+        return kvm.cfg.perfctr_core
+    if msr in _AMD_GLOBAL:
+        return p.version > 1
+    if msr == M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS_SET:
+        return p.version > 1 and kvm.era.amd_global_status_set
+    return False
+
+
+def amd_pmu_set_msr(kvm: KvmVcpu, msr: int, data: int) -> bool:
+    """Mirrors amd_pmu_set_msr() (svm/pmu.c), spec §2.5: never #GPs on a real PMC."""
+    found = get_gp_pmc_amd(kvm, msr)
+    if found is None:
+        return False
+    pmc, is_sel = found
+    if is_sel:
+        data &= ~kvm.pmu.reserved_bits
+        if data != pmc.eventsel:
+            pmc.eventsel = data
+            kvm.kvm_pmu_request_counter_reprogram(pmc)
+    else:
+        kvm.pmc_write_counter(pmc, data)
+    return True
+
+
+def amd_pmu_get_msr(kvm: KvmVcpu, msr: int) -> int | None:
+    """Mirrors amd_pmu_get_msr() (svm/pmu.c), spec §2.5."""
+    found = get_gp_pmc_amd(kvm, msr)
+    if found is None:
+        return None
+    pmc, is_sel = found
+    return pmc.eventsel if is_sel else kvm.pmc_read_counter(pmc)
+
+
+# --- common -------------------------------------------------------------------------------
+
+
+def kvm_pmu_is_valid_msr(kvm: KvmVcpu, msr: int) -> bool:
+    """Mirrors kvm_pmu_is_valid_msr() (pmu.c), spec §2.2. The Intel global MSR numbers are
+    tested before the vendor hook, as in KVM (valid iff version > 1)."""
+    if msr in _INTEL_GLOBAL:
+        return kvm.pmu.version > 1
+    if kvm.cfg.is_intel:
+        return intel_is_valid_msr(kvm, msr)
+    return get_gp_pmc_amd(kvm, msr) is not None or amd_is_valid_msr(kvm, msr)
+
+
+def kvm_pmu_mark_pmc_in_use(kvm: KvmVcpu, msr: int) -> None:
+    """Mirrors kvm_pmu_mark_pmc_in_use() (pmu.c), spec §2.2."""
+    if kvm.cfg.is_intel:
+        pmc = intel_msr_idx_to_pmc(kvm, msr)
+    else:
+        found = get_gp_pmc_amd(kvm, msr)
+        pmc = found[0] if found else None
+    if pmc is not None:
+        kvm.pmu.pmc_in_use |= 1 << pmc.idx
+
+
+def kvm_pmu_set_msr(kvm: KvmVcpu, msr: int, data: int, host: bool) -> bool:
+    """Mirrors kvm_pmu_set_msr() (pmu.c), spec §2.3. False = #GP."""
+    p = kvm.pmu
+    amd = not kvm.cfg.is_intel
+    if msr in (M.IA32_PERF_GLOBAL_STATUS, M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS):
+        if not host:
+            return amd  # read-only: AMD ignores the write, Intel #GPs
+        if data & p.global_status_rsvd:
+            return False
+        p.global_status = data
+        return True
+    if msr in (M.IA32_PERF_GLOBAL_CTRL, M.MSR_AMD64_PERF_CNTR_GLOBAL_CTL):
+        if amd:
+            data &= ~p.global_ctrl_rsvd
+        elif data & p.global_ctrl_rsvd:
+            return False
+        if p.global_ctrl != data:
+            diff = p.global_ctrl ^ data
+            p.global_ctrl = data
+            kvm.reprogram_counters(diff)
+        return True
+    if msr == M.IA32_PERF_GLOBAL_OVF_CTRL:
+        if data & p.global_status_rsvd:
+            return False
+        if not host:
+            p.global_status &= ~data
+        return True
+    if msr == M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS_CLR:
+        if not host:
+            p.global_status &= ~data
+        return True
+    if msr == M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS_SET:
+        if not host:
+            p.global_status |= data & ~p.global_status_rsvd
+        return True
+    kvm_pmu_mark_pmc_in_use(kvm, msr)
+    if kvm.cfg.is_intel:
+        return intel_pmu_set_msr(kvm, msr, data, host)
+    return amd_pmu_set_msr(kvm, msr, data)
+
+
+def kvm_pmu_get_msr(kvm: KvmVcpu, msr: int) -> int | None:
+    """Mirrors kvm_pmu_get_msr() (pmu.c), spec §2.3."""
+    p = kvm.pmu
+    if msr in (M.IA32_PERF_GLOBAL_STATUS, M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS):
+        return p.global_status
+    if msr in (M.IA32_PERF_GLOBAL_CTRL, M.MSR_AMD64_PERF_CNTR_GLOBAL_CTL):
+        return p.global_ctrl
+    if msr in (M.IA32_PERF_GLOBAL_OVF_CTRL, M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS_CLR,
+               M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS_SET):
+        return 0
+    if kvm.cfg.is_intel:
+        return intel_pmu_get_msr(kvm, msr)
+    return amd_pmu_get_msr(kvm, msr)
+
+
+def perf_capabilities(kvm: KvmVcpu) -> int:
+    return M.PERF_CAP_FW_WRITES if kvm.cfg.full_width_writes else 0
+
+
+def kvm_set_msr_common(kvm: KvmVcpu, msr: int, data: int, host: bool) -> bool:
+    """Mirrors the PMU part of kvm_set_msr_common() (x86.c) + vmx_set_msr for
+    PERF_CAPABILITIES and the x2APIC LVTPC write, spec §2.2/§2.4. False = #GP.
+    MSRs outside the PMU (and LVTPC) are not modelled and #GP ("unknown MSR")."""
+    if not 0 <= data <= U64:
+        return False
+    if msr == M.X2APIC_LVTPC:
+        return _write_lvtpc(kvm, data) if kvm.lapic.in_kernel else False
+    if msr == M.IA32_PERF_CAPABILITIES:
+        if not kvm.cfg.is_intel or not kvm.cfg.pdcm:
+            return False
+        # Guest writes #GP (host-only MSR); a host write may only restore the current value
+        # (refresh after the vCPU ran is a KVM_BUG_ON; not modelled).
+        return host and data == perf_capabilities(kvm)
+    if kvm_pmu_is_valid_msr(kvm, msr):
+        return kvm_pmu_set_msr(kvm, msr, data, host)
+    if msr in _LEGACY_IGNORED:
+        kvm.log.append(f"wrmsr {M.msr_name(msr)} ignored (vPMU does not have it)")
+        return True
+    return False
+
+
+def _write_lvtpc(kvm: KvmVcpu, data: int) -> bool:
+    kvm.lapic.write_lvtpc(data)
+    return True
+
+
+def kvm_get_msr_common(kvm: KvmVcpu, msr: int, host: bool) -> int | None:
+    """Mirrors the PMU part of kvm_get_msr_common() (x86.c), spec §2.2. None = #GP."""
+    if msr == M.X2APIC_LVTPC:
+        return kvm.lapic.lvtpc if kvm.lapic.in_kernel else None
+    if msr == M.IA32_PERF_CAPABILITIES:
+        return perf_capabilities(kvm) if kvm.cfg.is_intel and kvm.cfg.pdcm else None
+    if kvm_pmu_is_valid_msr(kvm, msr):
+        return kvm_pmu_get_msr(kvm, msr)
+    if msr in _LEGACY_IGNORED:
+        return 0
+    return None
+
+
+# --- RDPMC ---------------------------------------------------------------------------------
+
+
+def rdpmc_ecx_to_pmc(kvm: KvmVcpu, ecx: int) -> tuple[KvmPmc, int] | None:
+    """Mirrors {intel,amd}_rdpmc_ecx_to_pmc() (vendor pmu.c) plus the v6.6 fast-mode mask of
+    kvm_pmu_rdpmc(), spec §2.6: (pmc, value mask) or None (#GP)."""
+    p = kvm.pmu
+    if kvm.era.rdpmc_decoding == "v6.6":
+        mask = 0xFFFF_FFFF if ecx >> 31 & 1 else U64
+        idx = ecx & ~(3 << 30)
+        if kvm.cfg.is_intel:
+            fixed = bool(ecx >> 30 & 1)
+            n = p.nr_arch_fixed_counters if fixed else p.nr_arch_gp_counters
+            if idx >= n:
+                return None
+            pmc = p.fixed_counters[idx] if fixed else p.gp_counters[idx]
+            return pmc, mask & p.counter_bitmask[1 if fixed else 0]
+        if idx >= p.nr_arch_gp_counters:
+            return None
+        return p.gp_counters[idx], mask
+    if kvm.cfg.is_intel:
+        kind = ecx & 0xFFFF_0000
+        idx = ecx & 0xFFFF
+        if kind == 0 and idx < p.nr_arch_gp_counters:
+            return p.gp_counters[idx], p.counter_bitmask[0]
+        if kind == 0x4000_0000 and idx < p.nr_arch_fixed_counters:
+            return p.fixed_counters[idx], p.counter_bitmask[1]
+        return None
+    if ecx >= p.nr_arch_gp_counters:
+        return None
+    return p.gp_counters[ecx], U64
+
+
+def kvm_pmu_rdpmc(kvm: KvmVcpu, ecx: int, cpl: int, pce: bool) -> int | None:
+    """Mirrors kvm_pmu_rdpmc() (pmu.c), spec §2.6 (VMware backdoor not modelled; the guest is
+    in protected mode). None = #GP."""
+    if kvm.pmu.version == 0:
+        return None
+    found = rdpmc_ecx_to_pmc(kvm, ecx & 0xFFFF_FFFF)
+    if found is None:
+        return None
+    if not pce and cpl != 0:
+        return None
+    pmc, mask = found
+    return kvm.pmc_read_counter(pmc) & mask
+
+
+def save_restore_msrs(kvm: KvmVcpu) -> list[int]:
+    """The PMU MSRs a VMM saves and restores (KVM_GET_MSR_INDEX_LIST order, controls after
+    counters), restricted to those valid for this vPMU."""
+    p = kvm.pmu
+    out: list[int] = []
+    if kvm.cfg.is_intel:
+        out += [M.IA32_PMC0 + i for i in range(p.nr_arch_gp_counters)]
+        out += [M.IA32_FIXED_CTR0 + i for i in range(p.nr_arch_fixed_counters)]
+        out += [M.IA32_PERFEVTSEL0 + i for i in range(p.nr_arch_gp_counters)]
+        if p.version > 1:
+            out += [M.IA32_FIXED_CTR_CTRL, M.IA32_PERF_GLOBAL_STATUS, M.IA32_PERF_GLOBAL_CTRL]
+    else:
+        if kvm.cfg.perfctr_core:
+            out += [M.MSR_F15H_PERF_CTL0 + 2 * i + 1 for i in range(p.nr_arch_gp_counters)]
+            out += [M.MSR_F15H_PERF_CTL0 + 2 * i for i in range(p.nr_arch_gp_counters)]
+        else:
+            out += [M.MSR_K7_PERFCTR0 + i for i in range(p.nr_arch_gp_counters)]
+            out += [M.MSR_K7_EVNTSEL0 + i for i in range(p.nr_arch_gp_counters)]
+        if p.version > 1:
+            out += [M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS, M.MSR_AMD64_PERF_CNTR_GLOBAL_CTL]
+    return [m for m in out if kvm_pmu_is_valid_msr(kvm, m)]
+
+
+__all__ = ["FIXED_BASE", "kvm_get_msr_common", "kvm_pmu_rdpmc", "kvm_set_msr_common", "save_restore_msrs"]

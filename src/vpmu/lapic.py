@@ -1,0 +1,98 @@
+"""Local APIC pieces the vPMU touches: LVTPC and the NMI queue (spec kvm-vpmu.md §2.11).
+
+* LVTPC: vector 7:0, delivery mode 10:8 (000 fixed, 100 NMI), mask bit 16. Writes keep only
+  those bits (KVM's `apic_lvt_mask` for LVTPC; reserved bits are silently dropped).
+* `kvm_apic_local_deliver` for LVTPC: delivered only if the APIC is in-kernel, enabled and
+  LVTPC is unmasked; a PMI arriving while masked is dropped (not latched). On acceptance the
+  era's auto-mask policy may set LVTPC.M (Intel-compatible guests since v6.6; never on AMD
+  since the 2024 fix; never before v6.6).
+* NMI mode: `nmi_queued++` (the caller raises KVM_REQ_NMI); `process_nmi` folds the queue into
+  `nmi_pending` capped at 2 (NMIs are never blocked at the instruction boundaries the model
+  stops at, so the cap is 2, never 1). Extra NMIs are dropped.
+* Fixed mode: the vector is set in IRR; several PMIs before injection coalesce.
+* Other delivery modes (SMI, INIT, ExtINT, ...) are not modelled: the PMI is dropped.
+* Userspace APIC (`in_kernel=False`): every PMI is dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vpmu.msrs import LVTPC_DELIVERY_NMI, LVTPC_MASKED
+
+LVTPC_WRITABLE = LVTPC_MASKED | 0x700 | 0xFF
+MODE_FIXED = 0b000
+MODE_NMI = 0b100
+NMI_PENDING_LIMIT = 2
+
+#: What a Linux guest programs: `apic_write(APIC_LVTPC, APIC_DM_NMI)` (NMI, unmasked).
+LINUX_GUEST_LVTPC = LVTPC_DELIVERY_NMI
+
+
+@dataclass(slots=True)
+class Lapic:
+    in_kernel: bool = True
+    lvtpc: int = LINUX_GUEST_LVTPC
+    nmi_queued: int = 0
+    nmi_pending: int = 0
+    irr: set[int] = field(default_factory=set)
+
+    def write_lvtpc(self, value: int) -> None:
+        """Mirrors kvm_lapic_reg_write(APIC_LVTPC): keep vector, mode and mask."""
+        self.lvtpc = value & LVTPC_WRITABLE
+
+    @property
+    def masked(self) -> bool:
+        return bool(self.lvtpc & LVTPC_MASKED)
+
+    @property
+    def mode(self) -> int:
+        return self.lvtpc >> 8 & 0b111
+
+    def local_deliver_lvtpc(self, auto_mask: bool) -> str:
+        """Mirrors kvm_apic_local_deliver(apic, APIC_LVTPC) + __apic_accept_irq (lapic.c), §2.11.
+
+        Returns "nmi" / "fixed" when accepted, else the reason it was dropped."""
+        if not self.in_kernel:
+            return "dropped: userspace APIC"
+        if self.masked:
+            return "dropped: LVTPC masked"
+        mode = self.mode
+        if mode == MODE_NMI:
+            self.nmi_queued += 1
+            kind = "nmi"
+        elif mode == MODE_FIXED:
+            self.irr.add(self.lvtpc & 0xFF)
+            kind = "fixed"
+        else:
+            return f"dropped: delivery mode {mode:#o} not modelled"
+        if auto_mask:
+            self.lvtpc |= LVTPC_MASKED
+        return kind
+
+    def process_nmi(self) -> int:
+        """Mirrors process_nmi() (x86.c): fold queued NMIs into pending, cap 2; returns dropped."""
+        total = self.nmi_pending + self.nmi_queued
+        self.nmi_queued = 0
+        self.nmi_pending = min(total, NMI_PENDING_LIMIT)
+        return total - self.nmi_pending
+
+    def inject(self) -> list[str]:
+        """Event injection at VM-entry: every pending NMI, then pending fixed-mode vectors.
+
+        The guest's handler is not modelled, so a second pending NMI is taken right after the
+        first one's IRET, at the same guest instruction boundary."""
+        out = ["nmi"] * self.nmi_pending
+        self.nmi_pending = 0
+        out += [f"vector {v:#x}" for v in sorted(self.irr)]
+        self.irr.clear()
+        return out
+
+    def has_events(self) -> bool:
+        return bool(self.nmi_pending or self.nmi_queued or self.irr)
+
+    def clone(self) -> Lapic:
+        return Lapic(self.in_kernel, self.lvtpc, self.nmi_queued, self.nmi_pending, set(self.irr))
+
+    def key(self) -> tuple[int, ...]:
+        return (int(self.in_kernel), self.lvtpc, self.nmi_queued, self.nmi_pending, *sorted(self.irr))

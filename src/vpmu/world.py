@@ -1,0 +1,465 @@
+"""The KVM world: one vCPU running guest actions on the KVM vPMU model (spec kvm-vpmu.md §2.12,
+§2.13; x86.c `vcpu_enter_guest`, `kvm_skip_emulated_instruction`, vmx.c
+`handle_invalid_guest_state`).
+
+Timeline rules (what the checker engineer needs to know):
+
+* Between actions the vCPU is in guest mode: every exit ends with `vcpu_enter_guest`, which
+  processes KVM_REQ_PMU / KVM_REQ_PMI / KVM_REQ_NMI in the era's order, re-looping when a
+  request raised during the pass cancels the entry (v6.6 NMI-before-PMU), then injects pending
+  NMIs / LVTPC vectors. Each injected PMI is recorded as the number of guest instructions
+  retired so far ("a PMI delivered before instruction k+1 is recorded as k").
+* `Native`: perf events (or, for a hardware-owning design, the PMCs themselves) count the run
+  arithmetically, jumping from one overflow point to the next (cost O(overflows)). A real perf
+  overflow raises a pending host PMI. Without `hold_pmi` it lands right after the overflowing
+  instruction as an NMI VM-exit (handler `kvm_perf_overflow`, then `vcpu_enter_guest`), and the
+  rest of the run continues. With `hold_pmi` it stays in flight until a `HostPmi` action or the
+  next VM-exit, where the exiting action's `host_pmi` says whether it lands before or after
+  KVM's exit handler. Only instructions and branches retired are counted on hardware (any other
+  event counts nothing); a perf event counts when its event select + umask match.
+* Intercepted WRMSR/RDMSR/RDPMC/CPUID/HLT: KVM's handler takes effect, then
+  `kvm_skip_emulated_instruction` retires the instruction (emulated "instructions" event).
+  WRMSR/RDMSR at CPL > 0 #GP in hardware before any VM-exit (no exit, nothing retires).
+* `Emulate`: each item is its own exit followed by request processing. `Batch`: all items in
+  one `handle_invalid_guest_state` loop with no request processing until the loop ends.
+  Emulated branches also count "branch instructions". Faulting items do not retire.
+* HLT retires, then the vCPU halts. While halted KVM_REQ_PMU is not processed; KVM_REQ_PMI
+  (and a pending NMI/interrupt) wakes it at once; otherwise the next guest action wakes it
+  (request processing runs before that action). Userspace actions do not wake it.
+* Userspace actions run with the vCPU outside the guest: the kick out of KVM_RUN is a VM-exit,
+  so an in-flight host PMI lands first; afterwards a running vCPU re-enters
+  (`vcpu_enter_guest`). `PerfFail` is a host switch with no exit.
+* Results: one `Result` per Wrmsr/Rdmsr/Rdpmc (also inside Emulate/Batch), HostWrmsr,
+  HostRdmsr and SetFilter; writes carry `value=None`. Faults are `fault=True`.
+* The mediated design (owns_hardware): native counts go straight into `pmc.counter`; a wrap
+  sets GLOBAL_STATUS and, with INT/PMI set, raises a real PMI routed to KVM_REQ_PMI, handled
+  at once as a VM-exit (hold_pmi is ignored).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from vpmu import actions as A
+from vpmu.actions import Action
+from vpmu.config import PmuConfig
+from vpmu.designs import resolve_design
+from vpmu.eras import get_era
+from vpmu.errors import VpmuError
+from vpmu.events import ENCODINGS, EventKind
+from vpmu.filter import EventFilter
+from vpmu.host import HOST_COUNTER_WIDTH, PerfEvent, PerfHost
+from vpmu.kvm import REQ_EVENT, REQ_NMI, REQ_PMI, REQ_PMU, KvmPmc, KvmVcpu
+from vpmu.kvm_msr import kvm_get_msr_common, kvm_pmu_rdpmc, kvm_set_msr_common, save_restore_msrs
+from vpmu.lapic import LINUX_GUEST_LVTPC, Lapic
+from vpmu.trace import Observation, Result
+
+_REQ_BIT = {"pmu": REQ_PMU, "pmi": REQ_PMI, "nmi": REQ_NMI}
+_MAX_ENTRY_PASSES = 8
+
+
+@dataclass(frozen=True, slots=True)
+class WorldOptions:
+    """Host-side facts of the world.
+
+    lapic_in_kernel: the local APIC is emulated by KVM (False: userspace APIC, PMIs dropped and
+        the x2APIC LVTPC MSR #GPs).
+    lvtpc: initial LVTPC. Default: NMI delivery, unmasked (0x400) — what a Linux guest programs
+        at boot (`apic_write(APIC_LVTPC, APIC_DM_NMI)`), not the architectural reset value
+        (masked).
+    perf_fail: perf event creation fails from the start (toggled later by `PerfFail`).
+    host_counter_width: width of the host's hardware counters (sets perf's max_period).
+    """
+
+    lapic_in_kernel: bool = True
+    lvtpc: int = LINUX_GUEST_LVTPC
+    perf_fail: bool = False
+    host_counter_width: int = HOST_COUNTER_WIDTH
+
+
+class World:
+    """A KVM vCPU with a vPMU of `cfg`, in era `era`, with counter design `design`."""
+
+    def __init__(self, cfg: PmuConfig, era: str = "6.8", design: str | type | None = None,
+                 options: WorldOptions | None = None) -> None:
+        self.cfg = cfg
+        self.era = get_era(era)
+        self.options = options or WorldOptions()
+        self.design = resolve_design(design, self.era.default_design)
+        self.lapic = Lapic(self.options.lapic_in_kernel, self.options.lvtpc)
+        self.host = PerfHost(self.options.perf_fail, self.options.host_counter_width)
+        self.kvm = KvmVcpu(cfg, self.era, self.design, self.lapic, self.host)
+        self.kvm.kvm_pmu_init()
+        self.kvm.log.clear()
+        self.insn = 0
+        self.halted = False
+        self.steps = 0
+        self._results: list[Result] = []
+        self._pmis: list[int] = []
+
+    # --- explorer support ---------------------------------------------------------------
+
+    def clone(self) -> World:
+        c = World.__new__(World)
+        c.cfg, c.era, c.options, c.design = self.cfg, self.era, self.options, self.design
+        c.lapic = self.lapic.clone()
+        c.host = PerfHost(self.host.fail, self.host.host_width)
+        c.kvm = self.kvm.clone(c.lapic, c.host)
+        c.insn, c.halted, c.steps = self.insn, self.halted, self.steps
+        c._results, c._pmis = [], []
+        return c
+
+    def state_key(self) -> tuple[object, ...]:
+        """Everything that affects the future (not the instruction count or step number)."""
+        return (self.kvm.key(), self.lapic.key(), self.host.fail, self.halted)
+
+    # --- observation ------------------------------------------------------------------
+
+    def counters(self) -> tuple[int, ...]:
+        """Guest-visible values in cfg.pmc_indices order (pmc_read_counter, no side effects);
+        counters KVM does not implement (e.g. fixed counter 3) read 0."""
+        out = []
+        for idx in self.cfg.pmc_indices:
+            pmc = self.kvm.pmc(idx)
+            out.append(self.kvm.pmc_read_counter(pmc) if pmc is not None else 0)
+        return tuple(out)
+
+    def step(self, action: Action) -> Observation:
+        self._results, self._pmis = [], []
+        self.kvm.log, self.kvm.signals = [], []
+        handler = _HANDLERS.get(type(action))
+        if handler is None:
+            raise VpmuError(f"not an action: {action!r}")
+        handler(self, action)
+        status = self.kvm.pmu.global_status if self.kvm.pmu.version > 1 else 0
+        obs = Observation(self.steps, action, self.insn, tuple(self._results), self.counters(),
+                          status, self.lapic.lvtpc, tuple(self._pmis),
+                          tuple(self.kvm.signals), tuple(self.kvm.log))
+        self.steps += 1
+        return obs
+
+    # --- x86.c: entering the guest -------------------------------------------------------
+
+    def vcpu_enter_guest(self) -> None:
+        """Mirrors the request part of vcpu_enter_guest() (x86.c), spec §2.13."""
+        k = self.kvm
+        for _ in range(_MAX_ENTRY_PASSES):
+            for name in self.era.request_order:
+                bit = _REQ_BIT[name]
+                if not k.requests & bit:
+                    continue
+                k.requests &= ~bit
+                k.log.append(f"service KVM_REQ_{name.upper()}")
+                if bit == REQ_PMU:
+                    k.kvm_pmu_handle_event()
+                elif bit == REQ_PMI:
+                    k.kvm_pmu_deliver_pmi()
+                else:
+                    dropped = self.lapic.process_nmi()
+                    if dropped:
+                        k.log.append(f"{dropped} NMI(s) dropped: pending limit")
+                    if self.lapic.nmi_pending:
+                        k.requests |= REQ_EVENT
+            if k.requests & REQ_EVENT:
+                k.requests &= ~REQ_EVENT
+                for what in self.lapic.inject():
+                    k.log.append(f"PMI injected ({what}) before insn {self.insn + 1}")
+                    self._pmis.append(self.insn)
+            if k.requests & (REQ_PMU | REQ_PMI | REQ_NMI | REQ_EVENT):
+                k.log.append("entry cancelled: request pending")
+                continue
+            return
+
+    def _wake_events(self) -> bool:
+        """kvm_vcpu_has_events() for the PMU: KVM_REQ_PMI (v6.6+) and pending NMIs/IRQs."""
+        return bool(self.kvm.requests & (REQ_PMI | REQ_NMI)) or self.lapic.has_events()
+
+    def _resume(self) -> None:
+        """After host/userspace work: a running vCPU re-enters; a halted one only on a wake event."""
+        if self.halted:
+            if not self._wake_events():
+                return
+            self.halted = False
+            self.kvm.log.append("vCPU woken by a pending PMI")
+        self.vcpu_enter_guest()
+
+    def _wake_for_guest(self) -> None:
+        if self.halted:
+            self.halted = False
+            self.kvm.log.append("vCPU woken")
+            self.vcpu_enter_guest()
+
+    # --- host PMI ---------------------------------------------------------------------
+
+    def _pmcs_with_pending(self) -> list[KvmPmc]:
+        return [p for p in self.kvm.valid_pmcs() if p.perf_event is not None and p.perf_event.overflow_pending]
+
+    def land_host_pmi(self, nmi_exit: bool) -> None:
+        """The host PMI (an NMI) is handled: perf re-arms each overflowed event and calls
+        kvm_perf_overflow() for it (x86 PMI handler order: increasing counter index)."""
+        pending = self._pmcs_with_pending()
+        if not pending:
+            return
+        k = self.kvm
+        k.log.append("host PMI lands" + (" (NMI VM-exit)" if nmi_exit else " (host context)"))
+        k.handling_nmi_from_guest = nmi_exit
+        for pmc in pending:
+            ev = pmc.perf_event
+            if ev is not None and ev.land_pmi():
+                k.kvm_perf_overflow(pmc)
+        k.handling_nmi_from_guest = False
+
+    # --- retirement ------------------------------------------------------------------
+
+    def kvm_skip_emulated_instruction(self, branch: bool = False) -> None:
+        """Mirrors the PMU part of kvm_skip_emulated_instruction() / x86_emulate_instruction()
+        (x86.c), spec §2.12: retire, then count the emulated instruction (and branch)."""
+        self.insn += 1
+        self.kvm.insn = self.insn
+        self.kvm.kvm_pmu_trigger_event("instructions")
+        if branch:
+            self.kvm.kvm_pmu_trigger_event("branches")
+
+    # --- instruction effects ------------------------------------------------------------
+
+    def _effect(self, item: A.EmulatedItem | A.Cpuid | A.Hlt) -> bool:
+        """Run one intercepted/emulated instruction's effect; True if it completed."""
+        k = self.kvm
+        if isinstance(item, A.Wrmsr):
+            ok = item.cpl == 0 and 0 <= item.value < 1 << 64 and kvm_set_msr_common(k, item.msr, item.value, False)
+            self._results.append(Result(None, not ok))
+            return ok
+        if isinstance(item, A.Rdmsr):
+            value = kvm_get_msr_common(k, item.msr, False) if item.cpl == 0 else None
+            self._results.append(Result(value, value is None))
+            return value is not None
+        if isinstance(item, A.Rdpmc):
+            value = kvm_pmu_rdpmc(k, item.ecx, item.cpl, item.pce)
+            self._results.append(Result(value, value is None))
+            return value is not None
+        return True
+
+    def _intercepted(self, action: A.Wrmsr | A.Rdmsr | A.Rdpmc | A.Cpuid | A.Hlt) -> None:
+        self._wake_for_guest()
+        cpl = getattr(action, "cpl", 0)
+        self.kvm.cpl = cpl
+        if isinstance(action, A.Wrmsr | A.Rdmsr) and cpl != 0:
+            self._results.append(Result(None, True))  # #GP in hardware, no VM-exit
+            return
+        self.kvm.log.append(f"VM-exit: {action.KIND}")
+        if action.host_pmi == "before-handler":
+            self.land_host_pmi(nmi_exit=False)
+        if self._effect(action):
+            self.kvm_skip_emulated_instruction()
+        if action.host_pmi == "after-handler":
+            self.land_host_pmi(nmi_exit=False)
+        if isinstance(action, A.Hlt):
+            self.halted = True
+            self.kvm.log.append("vCPU halted")
+            self._resume()
+            return
+        self.vcpu_enter_guest()
+
+    def _emulate_item(self, item: A.EmulatedItem) -> None:
+        cpl = item.cpl
+        self.kvm.cpl = cpl
+        if self._effect(item):
+            self.kvm_skip_emulated_instruction(branch=isinstance(item, A.Insn) and item.branch)
+
+    def _emulate(self, action: A.Emulate) -> None:
+        for item in action.items:
+            self._wake_for_guest()
+            self.kvm.log.append(f"VM-exit: emulate {item.KIND}")
+            point = getattr(item, "host_pmi", "before-handler")
+            if point == "before-handler":
+                self.land_host_pmi(nmi_exit=False)
+            self._emulate_item(item)
+            if point == "after-handler":
+                self.land_host_pmi(nmi_exit=False)
+            self.vcpu_enter_guest()
+
+    def handle_invalid_guest_state(self, action: A.Batch) -> None:
+        """Mirrors handle_invalid_guest_state() (vmx.c), spec §2.13: all items emulated in one
+        exit; KVM_REQ_PMU is not checked inside the loop."""
+        self._wake_for_guest()
+        self.kvm.log.append(f"VM-exit: invalid guest state, {len(action.items)} emulated")
+        point = getattr(action.items[0], "host_pmi", "before-handler") if action.items else "before-handler"
+        if point == "before-handler":
+            self.land_host_pmi(nmi_exit=False)
+        for item in action.items:
+            self._emulate_item(item)
+        if point == "after-handler":
+            self.land_host_pmi(nmi_exit=False)
+        self.vcpu_enter_guest()
+
+    # --- native execution ------------------------------------------------------------
+
+    def _kind_of(self, event: int) -> EventKind | None:
+        for kind, enc in ENCODINGS[self.cfg.vendor].items():
+            if event == enc:
+                return kind
+        return None
+
+    def _native(self, action: A.Native) -> None:
+        """Native guest execution, advanced arithmetically from one overflow point to the next."""
+        self._wake_for_guest()
+        count = max(action.count, 0)
+        branches, cpl = max(min(action.branches, count), 0), action.cpl
+        self.kvm.cpl = cpl
+        mediated = self.design.owns_hardware
+        pos = 0
+        while pos < count:
+            sources = self._mediated_sources(cpl) if mediated else self._perf_sources(cpl)
+            step = count - pos
+            for kind, need, _ in sources:
+                off = _offset(kind, need, pos, branches)
+                if off is not None and off < step:
+                    step = off
+            hit = False
+            for kind, _, obj in sources:
+                hit |= self._count(obj, _events(kind, pos, step, branches))
+            pos += step
+            self.insn += step
+            self.kvm.insn = self.insn
+            if mediated and hit:
+                self.kvm.log.append("hardware PMI (mediated): VM-exit")
+                self.vcpu_enter_guest()
+            elif hit and not action.hold_pmi:
+                self.land_host_pmi(nmi_exit=True)
+                self.vcpu_enter_guest()
+
+    def _perf_sources(self, cpl: int) -> list[tuple[EventKind, int, PerfEvent | KvmPmc]]:
+        """Running perf events that count at `cpl`, with events left until they interrupt."""
+        out: list[tuple[EventKind, int, PerfEvent | KvmPmc]] = []
+        for pmc in self.kvm.valid_pmcs():
+            ev = pmc.perf_event
+            if ev is None or not ev.enabled or not ev.counts_at(cpl):
+                continue
+            kind = self._kind_of(ev.event)
+            if kind is not None:
+                out.append((kind, ev.armed if not ev.overflow_pending else 0, ev))
+        return out
+
+    def _mediated_sources(self, cpl: int) -> list[tuple[EventKind, int, PerfEvent | KvmPmc]]:
+        """PMCs the guest's hardware counts at `cpl`, with events left until they wrap."""
+        out: list[tuple[EventKind, int, PerfEvent | KvmPmc]] = []
+        for pmc in self.kvm.valid_pmcs():
+            kind = self.kvm.mediated_counts(pmc, cpl)
+            if kind is not None:
+                mask = self.kvm.pmc_bitmask(pmc)
+                out.append((kind, mask + 1 - (pmc.counter & mask), pmc))
+        return out
+
+    def _count(self, obj: PerfEvent | KvmPmc, n: int) -> bool:
+        """Count n events on a perf event or a mediated PMC; True on an interrupting overflow."""
+        if n <= 0:
+            return False
+        if isinstance(obj, PerfEvent):
+            if obj.advance(n):
+                self.kvm.log.append(f"perf overflow pmc{obj.pmc_idx}: host PMI pending")
+                return True
+            return False
+        mask = self.kvm.pmc_bitmask(obj)
+        new = (obj.counter & mask) + n
+        obj.counter = new & mask
+        if new > mask:
+            self.kvm.mediated_overflow(obj, "hw")
+            return True
+        return False
+
+    # --- host and userspace actions ------------------------------------------------------
+
+    def _host_pmi(self, action: A.HostPmi) -> None:
+        self.land_host_pmi(nmi_exit=not self.halted)
+        self._resume()
+
+    def _perf_fail(self, action: A.PerfFail) -> None:
+        self.host.fail = action.on
+        self.kvm.log.append(f"perf creation {'fails' if action.on else 'succeeds'} from now on")
+
+    def _kick_to_userspace(self) -> None:
+        """A userspace action needs the vCPU out of KVM_RUN: the kick is a VM-exit, so a host
+        PMI still in flight lands first (in host context)."""
+        self.land_host_pmi(nmi_exit=False)
+
+    def _set_filter(self, action: A.SetFilter) -> None:
+        self._kick_to_userspace()
+        try:
+            flt = EventFilter.from_ioctl(action.action, action.events, action.fixed_counter_bitmap,
+                                         action.masked, vendor=self.cfg.vendor)
+        except VpmuError as err:
+            self.kvm.log.append(f"KVM_SET_PMU_EVENT_FILTER failed: {err}")
+            self._results.append(Result(None, True))
+            self._resume()
+            return
+        self._results.append(Result(None, False))
+        self.kvm.kvm_vm_ioctl_set_pmu_event_filter(flt)
+        self._resume()
+
+    def _clear_filter(self, action: A.ClearFilter) -> None:
+        self._kick_to_userspace()
+        self.kvm.kvm_vm_ioctl_set_pmu_event_filter(None)
+        self._resume()
+
+    def _host_wrmsr(self, action: A.HostWrmsr) -> None:
+        self._kick_to_userspace()
+        ok = 0 <= action.value < 1 << 64 and kvm_set_msr_common(self.kvm, action.msr, action.value, True)
+        self._results.append(Result(None, not ok))
+        self._resume()
+
+    def _host_rdmsr(self, action: A.HostRdmsr) -> None:
+        self._kick_to_userspace()
+        value = kvm_get_msr_common(self.kvm, action.msr, True)
+        self._results.append(Result(value, value is None))
+        self._resume()
+
+    def _save_restore(self, action: A.SaveRestore) -> None:
+        self._kick_to_userspace()
+        k = self.kvm
+        saved = [(m, kvm_get_msr_common(k, m, True)) for m in save_restore_msrs(k)]
+        k.log.append(f"save/restore {len(saved)} MSRs")
+        for msr, value in saved:
+            if value is not None and not kvm_set_msr_common(k, msr, value, True):
+                k.log.append(f"restore of {msr:#x} failed")
+        self._resume()
+
+
+def _events(kind: EventKind, start: int, length: int, branches: int) -> int:
+    """Events of `kind` among run instructions start+1 .. start+length (branches come first)."""
+    if kind == "instructions":
+        return length
+    return max(0, min(branches, start + length) - min(branches, start))
+
+
+def _offset(kind: EventKind, need: int, pos: int, branches: int) -> int | None:
+    """Instructions after `pos` until `need` more events of `kind` have happened (None: never)."""
+    if need <= 0:
+        return None
+    if kind == "instructions":
+        return need
+    done = min(branches, pos)
+    if done + need > branches:
+        return None
+    return done + need - pos
+
+
+_HANDLERS: dict[type, Callable[[World, object], None]] = {
+    A.Native: World._native,  # type: ignore[dict-item]
+    A.Wrmsr: World._intercepted,  # type: ignore[dict-item]
+    A.Rdmsr: World._intercepted,  # type: ignore[dict-item]
+    A.Rdpmc: World._intercepted,  # type: ignore[dict-item]
+    A.Cpuid: World._intercepted,  # type: ignore[dict-item]
+    A.Hlt: World._intercepted,  # type: ignore[dict-item]
+    A.Emulate: World._emulate,  # type: ignore[dict-item]
+    A.Batch: World.handle_invalid_guest_state,  # type: ignore[dict-item]
+    A.HostPmi: World._host_pmi,  # type: ignore[dict-item]
+    A.PerfFail: World._perf_fail,  # type: ignore[dict-item]
+    A.SetFilter: World._set_filter,  # type: ignore[dict-item]
+    A.ClearFilter: World._clear_filter,  # type: ignore[dict-item]
+    A.HostWrmsr: World._host_wrmsr,  # type: ignore[dict-item]
+    A.HostRdmsr: World._host_rdmsr,  # type: ignore[dict-item]
+    A.SaveRestore: World._save_restore,  # type: ignore[dict-item]
+}
+
+__all__ = ["World", "WorldOptions"]

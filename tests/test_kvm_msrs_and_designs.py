@@ -1,0 +1,171 @@
+"""Bad input gives the architecturally right fault (or KVM's documented behaviour), MSR
+handlers per vendor, eras, and the design seam (registry, loader, user example)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vpmu import msrs as M
+from vpmu.actions import (
+    Cpuid,
+    HostRdmsr,
+    HostWrmsr,
+    Native,
+    PerfFail,
+    Rdmsr,
+    Rdpmc,
+    SaveRestore,
+    SetFilter,
+    Wrmsr,
+)
+from vpmu.config import preset
+from vpmu.designs import DESIGNS, CounterDesign, load_design
+from vpmu.eras import ERAS
+from vpmu.errors import VpmuError
+from vpmu.world import World, WorldOptions
+
+ROOT = Path(__file__).resolve().parents[1]
+INTEL, AMD_V2, AMD_K7 = preset("intel-v2"), preset("amd-perfmon-v2"), preset("amd-k7")
+
+
+def one(world: World, action) -> tuple[int | None, bool]:  # type: ignore[no-untyped-def]
+    r = world.step(action).results[0]
+    return r.value, r.fault
+
+
+@pytest.mark.parametrize("era", list(ERAS))
+def test_intel_bad_input_faults_never_raises(era: str) -> None:
+    w = World(INTEL, era)
+    assert one(w, Wrmsr(0x12345, 1)) == (None, True)                  # unknown MSR
+    assert one(w, Rdmsr(0x12345)) == (None, True)
+    assert one(w, Wrmsr(M.IA32_PERF_GLOBAL_STATUS, 1)) == (None, True)  # read-only on Intel
+    assert one(w, Rdpmc(7)) == (None, True)                           # missing GP counter
+    assert one(w, Rdpmc(0x4000_0003)) == (None, True)                 # missing fixed counter
+    assert one(w, Wrmsr(M.IA32_PERFEVTSEL0 + 4, 0)) == (None, True)   # beyond num_gp
+    assert one(w, Wrmsr(M.IA32_PERFEVTSEL0, 1 << 21)) == (None, True)  # AnyThread reserved
+    assert one(w, Wrmsr(M.IA32_A_PMC0, 1 << 48)) == (None, True)      # above width
+    assert one(w, Wrmsr(M.IA32_PERF_GLOBAL_CTRL, 1 << 5)) == (None, True)
+    assert one(w, Wrmsr(M.IA32_FIXED_CTR_CTRL, 0x4)) == (None, True)   # AnyThread bit
+    assert one(w, Wrmsr(M.IA32_PERF_CAPABILITIES, 0)) == (None, True)  # host-only MSR
+    assert one(w, Wrmsr(M.IA32_PERFEVTSEL0, 0, cpl=3)) == (None, True)  # privileged
+    assert one(w, Rdpmc(0, cpl=3, pce=False)) == (None, True)
+    assert one(w, Wrmsr(M.IA32_FIXED_CTR0, 1 << 50)) == (None, False)  # silently truncated
+    assert one(w, Wrmsr(M.MSR_K7_EVNTSEL0, 5)) == (None, False)       # K7 range ignored
+    assert one(w, Rdmsr(M.MSR_K7_PERFCTR0)) == (0, False)
+    assert one(w, Rdmsr(M.IA32_PERF_GLOBAL_OVF_CTRL)) == (0, False)
+    assert one(w, HostWrmsr(M.IA32_PERF_GLOBAL_STATUS, 1)) == (None, False)
+    assert one(w, Rdmsr(M.IA32_PERF_GLOBAL_STATUS)) == (1, False)
+    assert one(w, HostWrmsr(M.IA32_PERF_GLOBAL_STATUS, 1 << 40)) == (None, True)
+    assert one(w, Wrmsr(M.IA32_PERF_GLOBAL_STATUS_SET, 1)) == (None, True)  # not emulated
+    assert one(w, Wrmsr(M.IA32_PERF_GLOBAL_OVF_CTRL, 1)) == (None, False)
+    assert one(w, Rdmsr(M.IA32_PERF_GLOBAL_STATUS)) == (0, False)
+    assert one(w, SetFilter("allow", tuple(range(301)))) == (None, True)  # -E2BIG
+
+
+def test_rdpmc_decoding_per_era() -> None:
+    seq = [HostWrmsr(M.IA32_A_PMC0, 0x1_2345_6789)]
+    old, new = World(INTEL, "6.6"), World(INTEL, "6.9")
+    for w in (old, new):
+        w.step(seq[0])
+    assert one(old, Rdpmc(0x8000_0000)) == (0x2345_6789, False)      # v6.6 fast mode: low 32 bits
+    assert one(new, Rdpmc(0x8000_0000)) == (None, True)              # v6.9: other types #GP
+    assert one(new, Rdpmc(0)) == (0x1_2345_6789, False)
+
+
+def test_legacy_write_sign_extends_for_guest_only() -> None:
+    w = World(INTEL, "6.9")
+    w.step(Wrmsr(M.IA32_PMC0, 0xFFFF_FFFF))
+    assert one(w, Rdmsr(M.IA32_A_PMC0)) == ((1 << 48) - 1, False)
+    w.step(HostWrmsr(M.IA32_PMC0, 0xFFFF_FFFF))
+    assert one(w, HostRdmsr(M.IA32_A_PMC0)) == (0xFFFF_FFFF, False)
+
+
+@pytest.mark.parametrize("era", list(ERAS))
+def test_amd_msrs(era: str) -> None:
+    w = World(AMD_V2, era)
+    assert one(w, Wrmsr(M.IA32_PERF_GLOBAL_STATUS_SET, 1)) == (None, True)
+    assert one(w, Wrmsr(M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS, 1)) == (None, False)  # ignored
+    assert one(w, Rdmsr(M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS)) == (0, False)
+    assert one(w, Wrmsr(M.MSR_F15H_PERF_CTL0, (1 << 41) | 0x4300C0)) == (None, False)
+    assert one(w, Rdmsr(M.MSR_K7_EVNTSEL0)) == (0x4300C0, False)      # reserved bit dropped
+    assert one(w, Wrmsr(M.MSR_AMD64_PERF_CNTR_GLOBAL_CTL, (1 << 63) | 1)) == (None, False)
+    assert one(w, Rdmsr(M.MSR_AMD64_PERF_CNTR_GLOBAL_CTL)) == (1, False)
+    assert one(w, Wrmsr(M.MSR_F15H_PERF_CTL0 + 1, 1 << 60)) == (None, False)  # masked to 48 bits
+    set_ok = one(w, Wrmsr(M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS_SET, 2))
+    assert set_ok == ((None, False) if ERAS[era].amd_global_status_set else (None, True))
+    assert one(w, Rdpmc(6)) == (None, True)
+    k7 = World(AMD_K7, era)
+    assert one(k7, Wrmsr(M.MSR_F15H_PERF_CTL0, 0)) == (None, True)
+    assert one(k7, Wrmsr(M.MSR_AMD64_PERF_CNTR_GLOBAL_CTL, 0)) == (None, True)
+
+
+def test_amd_lvtpc_not_auto_masked_from_6_9() -> None:
+    seq = [Wrmsr(M.MSR_K7_EVNTSEL0, 0x5300C0), Wrmsr(M.MSR_K7_PERFCTR0, (1 << 48) - 2), Cpuid()]
+    for era, masked in (("6.8", True), ("6.9", False)):
+        w = World(AMD_K7, era)
+        obs = [w.step(a) for a in seq]
+        assert obs[2].pmis == (3,)
+        assert bool(obs[-1].lvtpc & M.LVTPC_MASKED) is masked
+
+
+def test_userspace_apic_drops_pmis_and_perf_failure() -> None:
+    seq = [HostWrmsr(M.IA32_PERFEVTSEL0, 0x5300C0), HostWrmsr(M.IA32_PERF_GLOBAL_CTRL, 1),
+           HostWrmsr(M.IA32_A_PMC0, (1 << 48) - 1), Cpuid()]
+    w = World(INTEL, "6.9", options=WorldOptions(lapic_in_kernel=False))
+    obs = [w.step(a) for a in seq]
+    assert obs[-1].global_status == 1 and obs[-1].pmis == ()
+    assert one(w, Wrmsr(M.X2APIC_LVTPC, 0)) == (None, True)
+    f = World(INTEL, "6.9")
+    f.step(PerfFail(True))
+    obs = [f.step(a) for a in [*seq[:3], Native(10)]]
+    assert obs[-1].counters[0] == (1 << 48) - 1          # hardware counts lost (R3)
+    assert any("failed" in line for o in obs for line in o.log)
+
+
+def test_save_restore_keeps_values() -> None:
+    w = World(INTEL, "6.9")
+    for a in [Wrmsr(M.IA32_PERFEVTSEL0, 0x4300C0), Native(50)]:
+        w.step(a)
+    before = w.step(Cpuid()).counters
+    after = w.step(SaveRestore()).counters
+    assert before == after and before[0] == 52
+
+
+def test_design_registry_and_loader() -> None:
+    assert set(DESIGNS) == {"prev-counter", "emulated-counter", "mediated"}
+    assert all(ERAS[e].default_design in DESIGNS for e in ERAS)
+    assert load_design("vpmu.designs:MediatedDesign") is DESIGNS["mediated"]
+    for bad in ("nope", "no.such.module:X", "vpmu.designs:Nope", "vpmu.errors:VpmuError",
+                "missing/file.py:X", "vpmu.designs:CounterDesign"):
+        with pytest.raises(VpmuError):
+            load_design(bad)
+    with pytest.raises(VpmuError):
+        World(INTEL, "6.5")
+
+
+def test_user_example_design_loads_and_reproduces_v1_duplicate() -> None:
+    ref = f"{ROOT / 'examples' / 'my_design.py'}:SnapshotBeforePerf"
+    cls = load_design(ref)
+    assert issubclass(cls, CounterDesign)
+    seq = [HostWrmsr(M.IA32_PERFEVTSEL0, 0x5300C0), HostWrmsr(M.IA32_PERF_GLOBAL_CTRL, 1),
+           HostWrmsr(M.IA32_A_PMC0, 0xFFFF_FFFF_FF9C), Native(100, hold_pmi=True), Cpuid()]
+    w = World(INTEL, "6.8", ref)
+    obs = [w.step(a) for a in seq]
+    assert [s.source for o in obs for s in o.signals] == ["hw", "emulated"]
+    assert obs[-1].counters[0] == 1
+
+
+@pytest.mark.parametrize("era", ["6.6", "6.9"])
+def test_failed_perf_creation_retried_only_on_next_request(era: str) -> None:
+    w = World(INTEL, era)
+    for a in [HostWrmsr(M.IA32_PERF_GLOBAL_CTRL, 1), PerfFail(True), Wrmsr(M.IA32_PERFEVTSEL0, 0x4100C0)]:
+        w.step(a)
+    assert w.kvm.pmu.reprogram_pmi & 1                  # bit stays set, no new request
+    w.step(PerfFail(False))
+    assert w.step(Native(10)).counters[0] == 0          # nothing retries the creation yet
+    assert w.step(Native(10, cpl=3)).counters[0] == 0   # hardware counts lost
+    w.step(Cpuid(cpl=3))                                # emulated event -> KVM_REQ_PMU -> retry
+    obs = w.step(Native(10, cpl=3))
+    assert obs.counters[0] == 11
