@@ -1,0 +1,602 @@
+"""The differential oracle: compare the reference's and KVM's observations of one run.
+
+Pure: `compare(cfg, ref_obs, kvm_obs, options)` looks only at the two observation lists (the
+actions are inside them) and returns `Divergence`s in a stable order. docs/checker.md
+describes every kind, the visibility rule and each tolerance option.
+
+How each comparison works:
+
+* Counter values (end of every step, and every RDPMC/RDMSR of a counter inside a step) and other
+  read results -> `wrong-value`. A mismatch that persists is reported once, when it starts.
+* GLOBAL_STATUS overflow bits are compared at every observation point (each RDMSR of the
+  status MSR inside a step, then the end of the step). A bit the reference shows and KVM does
+  not opens a gap; if KVM's bit appears while the reference's is still set the gap is a
+  `late-overflow`, otherwise (never, or only after the guest cleared it) a `lost-overflow`.
+  A bit KVM shows and the reference does not is a `spurious-overflow`.
+* PMIs (instruction numbers) are matched in order: within `pmi_skid` instructions is on time,
+  later is `late-pmi`; unmatched ones are `missing-pmi` / `extra-pmi`.
+* Faults of each value-returning access -> `unexpected-fault` / `missing-fault`.
+* Internal: KVM's overflow signals (sources hw/emulated) are matched to the reference's
+  wraps per PMC; a signal with no wrap left to match (e.g. a second one for the same wrap) is
+  an internal `spurious-overflow`, a wrap without a signal an internal `lost-overflow` (each
+  only when no guest-visible divergence already reports it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+from vpmu import msrs as M
+from vpmu.actions import Batch, Emulate, HostRdmsr, HostWrmsr, Native, Rdmsr, Rdpmc, SetFilter, Wrmsr
+from vpmu.config import FIXED_BASE, PmuConfig
+from vpmu.errors import VpmuError
+from vpmu.trace import Observation, Signal
+
+Kind = Literal[
+    "wrong-value", "lost-overflow", "spurious-overflow", "late-overflow", "missing-pmi",
+    "extra-pmi", "late-pmi", "unexpected-fault", "missing-fault",
+]
+KINDS: tuple[str, ...] = (
+    "wrong-value", "lost-overflow", "spurious-overflow", "late-overflow", "missing-pmi",
+    "extra-pmi", "late-pmi", "unexpected-fault", "missing-fault",
+)
+Visibility = Literal["guest", "internal"]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckerOptions:
+    """What the checker tolerates and where an overflow is due (docs/checker.md).
+
+    pmi_skid: a PMI up to this many guest instructions after the wrapping one is on time.
+    r1_vm_entry: R1 — an overflow KVM detects by emulation may become visible (status and PMI)
+        as late as the end of the action in which the wrap happened (the next VM-entry).
+    r3_min_period: R3 — a hardware-counted wrap may be signalled 1 event late (perf's minimum
+        sample period of 2).
+    held_pmi_skid: a hardware wrap during `Native(hold_pmi=True)` may become visible when the
+        held host PMI lands (by the end of the first later step that is not such a run); this is
+        the PMI skid the scenario chose explicitly.
+    r14_truncation: R14 — KVM does not #GP on writes the architecture rejects (fixed-counter
+        values above the width, AMD reserved bits); the missing fault and the resulting value
+        (from that step on) are tolerated.
+    r7_ignored_overflow: R7 — a hardware overflow KVM ignored because the PMC's reprogram bit
+        was set (a loss) is tolerated. Off by default.
+    r11_disallowed_overflow: R11 — an emulated overflow dropped because the PMC was no longer
+        allowed at processing time (a loss) is tolerated. Off by default.
+    r2_duplicate_signal: R2 — a second overflow signal for one wrap (internal) is tolerated.
+        Off by default.
+    """
+
+    pmi_skid: int = 0
+    r1_vm_entry: bool = True
+    r3_min_period: bool = True
+    held_pmi_skid: bool = True
+    r14_truncation: bool = True
+    r7_ignored_overflow: bool = False
+    r11_disallowed_overflow: bool = False
+    r2_duplicate_signal: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+#: Option name -> one-line description (for `vpmu options` and docs).
+OPTION_HELP: dict[str, str] = {
+    "pmi_skid": "PMI on time if within this many instructions after the wrap",
+    "r1_vm_entry": "R1: emulated overflow visible by the end of its action (next VM-entry) is tolerated",
+    "r3_min_period": "R3: hardware-counted overflow 1 event late (perf minimum period 2) is tolerated",
+    "held_pmi_skid": "hardware overflow visible when a held host PMI (Native hold_pmi) lands is tolerated",
+    "r14_truncation": "R14: no #GP for over-wide fixed-counter writes / AMD reserved bits is tolerated",
+    "r7_ignored_overflow": "R7: hardware overflow ignored because a reprogram was pending is tolerated",
+    "r11_disallowed_overflow": "R11: emulated overflow dropped because the PMC became disallowed is tolerated",
+    "r2_duplicate_signal": "R2: a second overflow signal for one wrap (internal) is tolerated",
+}
+
+
+def options_from_mapping(data: dict[str, Any]) -> CheckerOptions:
+    """Checker options from a mapping of option name -> value; unknown names raise."""
+    known = {f.name: f for f in fields(CheckerOptions)}
+    values: dict[str, Any] = {}
+    for name, value in data.items():
+        if name not in known:
+            raise VpmuError(f"unknown checker option {name!r} (known: {', '.join(known)})")
+        if name == "pmi_skid":
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise VpmuError(f"checker option pmi_skid must be an integer >= 0, not {value!r}")
+        elif not isinstance(value, bool):
+            raise VpmuError(f"checker option {name} must be true or false, not {value!r}")
+        values[name] = value
+    return CheckerOptions(**values)
+
+
+def parse_option(text: str) -> tuple[str, bool | int]:
+    """`NAME=VALUE` from the command line (true/false/yes/no/on/off/1/0, or an integer)."""
+    name, sep, raw = text.partition("=")
+    name = name.strip().replace("-", "_")
+    if not sep:
+        raise VpmuError(f"option {text!r} must be NAME=VALUE")
+    raw = raw.strip().lower()
+    if name == "pmi_skid":
+        try:
+            return name, int(raw, 0)
+        except ValueError:
+            raise VpmuError(f"option pmi_skid needs an integer, not {raw!r}") from None
+    if raw in ("1", "true", "yes", "on"):
+        return name, True
+    if raw in ("0", "false", "no", "off"):
+        return name, False
+    raise VpmuError(f"option {name} needs true or false, not {raw!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Divergence:
+    """One difference the guest (or the model's internals) can see between reference and KVM.
+
+    step: index of the action where it starts; counter: "gp0" / "fixed1" / None;
+    expected / observed: the reference's and KVM's value (int), or a short text;
+    relaxation: the spec §6.2 relaxation that tolerates it ("R1", ...), if any.
+    """
+
+    kind: str
+    visibility: str
+    tolerated: bool
+    step: int
+    counter: str | None
+    expected: int | str | None
+    observed: int | str | None
+    message: str
+    relaxation: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind, "visibility": self.visibility, "tolerated": self.tolerated,
+            "relaxation": self.relaxation, "step": self.step, "counter": self.counter,
+            "expected": self.expected, "observed": self.observed, "message": self.message,
+        }
+
+
+def counter_name(pmc: int) -> str:
+    """PMC index -> "gp0" / "fixed1"."""
+    return f"fixed{pmc - FIXED_BASE}" if pmc >= FIXED_BASE else f"gp{pmc}"
+
+
+def counter_of_msr(cfg: PmuConfig, msr: int) -> int | None:
+    """The PMC index a counter MSR reads/writes, or None for any other MSR."""
+    if cfg.is_intel:
+        for base in (M.IA32_PMC0, M.IA32_A_PMC0):
+            if base <= msr < base + cfg.num_gp:
+                return msr - base
+        if M.IA32_FIXED_CTR0 <= msr < M.IA32_FIXED_CTR0 + 4:
+            return FIXED_BASE + msr - M.IA32_FIXED_CTR0
+        return None
+    if M.MSR_K7_PERFCTR0 <= msr < M.MSR_K7_PERFCTR0 + 4:
+        return msr - M.MSR_K7_PERFCTR0
+    off = msr - M.MSR_F15H_PERF_CTL0
+    if 0 <= off < 12 and off % 2 == 1 and cfg.perfctr_core:
+        return off // 2
+    return None
+
+
+def counter_of_rdpmc(cfg: PmuConfig, ecx: int) -> int | None:
+    if cfg.is_intel:
+        idx = ecx & 0xFFFF
+        return FIXED_BASE + idx if ecx & (1 << 30) else idx
+    return ecx & 0xFFFF
+
+
+def status_msr(cfg: PmuConfig) -> int:
+    return M.IA32_PERF_GLOBAL_STATUS if cfg.is_intel else M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS
+
+
+def is_pmu_msr(msr: int) -> bool:
+    return M.msr_name(msr) != f"{msr:#x}"
+
+
+# --- result sources -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Access:
+    """What produced one Result: a guest or host MSR read/write, an RDPMC or a filter ioctl."""
+
+    what: str  # "rdmsr" | "wrmsr" | "rdpmc" | "host_rdmsr" | "host_wrmsr" | "set_filter"
+    msr: int = 0
+    index: int = 0  # position among the action's items (for insn estimates)
+
+
+def _accesses(action: Any) -> list[_Access]:
+    items: tuple[Any, ...] = action.items if isinstance(action, Emulate | Batch) else (action,)
+    out: list[_Access] = []
+    for i, item in enumerate(items):
+        if isinstance(item, Rdmsr):
+            out.append(_Access("rdmsr", item.msr, i))
+        elif isinstance(item, Wrmsr):
+            out.append(_Access("wrmsr", item.msr, i))
+        elif isinstance(item, Rdpmc):
+            out.append(_Access("rdpmc", item.ecx, i))
+        elif isinstance(item, HostRdmsr):
+            out.append(_Access("host_rdmsr", item.msr, i))
+        elif isinstance(item, HostWrmsr):
+            out.append(_Access("host_wrmsr", item.msr, i))
+        elif isinstance(item, SetFilter):
+            out.append(_Access("set_filter", 0, i))
+    return out
+
+
+def _describe(acc: _Access) -> str:
+    if acc.what == "rdpmc":
+        return f"RDPMC {acc.msr:#x}"
+    if acc.what == "set_filter":
+        return "KVM_SET_PMU_EVENT_FILTER"
+    name = {"rdmsr": "RDMSR", "wrmsr": "WRMSR", "host_rdmsr": "KVM_GET_MSRS",
+            "host_wrmsr": "KVM_SET_MSRS"}[acc.what]
+    return f"{name} {M.msr_name(acc.msr)}"
+
+
+# --- the comparison -----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Gap:
+    """An open status-bit difference for one PMC."""
+
+    missing: bool  # True: reference shows the bit, KVM does not
+    step: int
+    insn: int
+    mid: bool
+
+
+class _Checker:
+    def __init__(self, cfg: PmuConfig, ref: Sequence[Observation], kvm: Sequence[Observation],
+                 opts: CheckerOptions) -> None:
+        self.cfg, self.ref, self.kvm, self.opts = cfg, ref, kvm, opts
+        self.out: list[Divergence] = []
+        self.open_values: dict[str, tuple[int, bool]] = {}  # key -> (step, tolerated)
+        self.pmis_so_far = [0, 0]  # PMIs delivered so far: reference, KVM
+        self.r14_steps: dict[int, int] = {}  # pmc -> step of a tolerated R14 missing fault
+        self.wraps: dict[int, list[tuple[int, int]]] = {}  # pmc -> [(insn, step)]
+        self.kvm_sigs: dict[int, list[tuple[Signal, int]]] = {}
+        for o in ref:
+            for s in o.signals:
+                if s.source == "wrap":
+                    self.wraps.setdefault(s.pmc, []).append((s.insn, o.step))
+        for o in kvm:
+            for s in o.signals:
+                self.kvm_sigs.setdefault(s.pmc, []).append((s, o.step))
+
+    # -- helpers
+
+    def add(self, kind: str, step: int, counter: str | None, expected: int | str | None,
+            observed: int | str | None, message: str, *, relaxation: str | None = None,
+            visibility: str = "guest") -> None:
+        self.out.append(Divergence(kind, visibility, relaxation is not None, step, counter,
+                                   expected, observed, message, relaxation))
+
+    def insn_before(self, step: int) -> int:
+        return self.ref[step - 1].insn if step > 0 else 0
+
+    def wrap_before(self, pmc: int, step: int, insn: int | None = None) -> tuple[int, int] | None:
+        """The latest reference wrap of `pmc` at or before `step` (and `insn`)."""
+        best = None
+        for w_insn, w_step in self.wraps.get(pmc, []):
+            if w_step <= step and (insn is None or w_insn <= insn):
+                best = (w_insn, w_step)
+        return best
+
+    def native_step(self, step: int) -> Native | None:
+        a = self.ref[step].action
+        return a if isinstance(a, Native) else None
+
+    def held_landing(self, step: int) -> int:
+        """The first step after `step` that is not a Native(hold_pmi=True) run."""
+        s = step + 1
+        while s < len(self.ref):
+            a = self.ref[s].action
+            if not (isinstance(a, Native) and a.hold_pmi):
+                break
+            s += 1
+        return s
+
+    def kvm_signal(self, pmc: int, lo: int, hi: int, min_insn: int) -> Signal | None:
+        for sig, step in self.kvm_sigs.get(pmc, []):
+            if lo <= step <= hi and sig.source in ("hw", "emulated"):
+                return sig
+        return None
+
+    def lateness_relaxation(self, pmc: int | None, wrap: tuple[int, int] | None, seen_step: int,
+                            seen_insn: int | None) -> str | None:
+        """Which option (if any) tolerates an overflow of `pmc` (reference wrap `wrap`) that
+        KVM makes visible in step `seen_step` (at instruction `seen_insn` if known)."""
+        if pmc is None or wrap is None:
+            return None
+        w_insn, w_step = wrap
+        sig = self.kvm_signal(pmc, w_step, seen_step, w_insn)
+        native = self.native_step(w_step)
+        o = self.opts
+        if o.r1_vm_entry and seen_step == w_step and native is None:
+            return "R1"
+        if o.r1_vm_entry and seen_step == w_step and sig is not None and sig.source == "emulated":
+            return "R1"
+        if native is not None:
+            if o.held_pmi_skid and native.hold_pmi and seen_step <= self.held_landing(w_step):
+                return "held-pmi"
+            late_insn = sig.insn if sig is not None else seen_insn
+            if o.r3_min_period and late_insn is not None and late_insn - w_insn <= 1:
+                return "R3"
+        return None
+
+    def loss_relaxation(self, pmc: int, from_step: int) -> str | None:
+        o = self.opts
+        for sig, step in self.kvm_sigs.get(pmc, []):
+            if step >= from_step and sig.source == "ignored" and o.r7_ignored_overflow:
+                return "R7"
+        if o.r11_disallowed_overflow:
+            needle = f"emulated overflow of pmc{pmc} dropped: not allowed"
+            if any(needle in line for ob in self.kvm[from_step:] for line in ob.log):
+                return "R11"
+        return None
+
+    # -- values and faults
+
+    def value_mismatch(self, key: str, step: int, counter: str | None, exp: int | None,
+                       got: int | None, what: str, pmc: int | None) -> None:
+        if key in self.open_values:
+            return
+        rel = None
+        if pmc is not None and self.r14_steps.get(pmc) == step:
+            rel = "R14"
+        self.open_values[key] = (step, rel is not None)
+        exp_s = "none" if exp is None else f"{exp:#x}"
+        got_s = "none" if got is None else f"{got:#x}"
+        self.add("wrong-value", step, counter, exp, got,
+                 f"{what}: reference {exp_s}, KVM {got_s}", relaxation=rel)
+
+    def results(self, step: int, r: Observation, k: Observation,
+                points: list[tuple[int, int, int]]) -> None:
+        acc = _accesses(r.action)
+        if len(acc) != len(r.results):
+            acc = [_Access("?", 0, i) for i in range(len(r.results))]
+        base = self.insn_before(step)
+        for a, rr, kr in zip(acc, r.results, k.results, strict=False):
+            if rr.fault != kr.fault:
+                if rr.fault:
+                    rel = None
+                    pmc = counter_of_msr(self.cfg, a.msr) if a.what == "wrmsr" else None
+                    if self.opts.r14_truncation and a.what == "wrmsr" and (
+                        (self.cfg.is_intel and pmc is not None and pmc >= FIXED_BASE)
+                        or (not self.cfg.is_intel and is_pmu_msr(a.msr))
+                    ):
+                        rel = "R14"
+                        if pmc is not None:
+                            self.r14_steps[pmc] = step
+                    self.add("missing-fault", step, counter_name(pmc) if pmc is not None else None,
+                             "#GP", "no fault", f"{_describe(a)} should #GP; KVM completed it",
+                             relaxation=rel)
+                else:
+                    self.add("unexpected-fault", step, None, "no fault", "#GP",
+                             f"{_describe(a)} #GPs under KVM but not on the reference")
+                continue
+            if rr.fault or rr.value == kr.value:
+                if a.what in ("rdmsr", "host_rdmsr") and a.msr == status_msr(self.cfg) and not rr.fault:
+                    points.append((base + a.index, rr.value or 0, kr.value or 0))
+                continue
+            if a.what in ("rdmsr", "host_rdmsr") and a.msr == status_msr(self.cfg):
+                points.append((base + a.index, rr.value or 0, kr.value or 0))
+                other = ((rr.value or 0) ^ (kr.value or 0)) & ~self.cfg.global_ctrl_valid_bits
+                if other:
+                    self.add("wrong-value", step, None, rr.value, kr.value,
+                             f"{_describe(a)} reads non-overflow bits {other:#x} differently")
+                continue
+            pmc = None
+            if a.what == "rdpmc":
+                pmc = counter_of_rdpmc(self.cfg, a.msr)
+            elif a.what in ("rdmsr", "host_rdmsr"):
+                pmc = counter_of_msr(self.cfg, a.msr)
+            if pmc is not None and pmc in self.cfg.pmc_indices:
+                self.value_mismatch(counter_name(pmc), step, counter_name(pmc), rr.value, kr.value,
+                                    f"{_describe(a)} reads {counter_name(pmc)}", pmc)
+            else:
+                self.value_mismatch(f"read:{a.what}:{a.msr:#x}", step, None, rr.value, kr.value,
+                                    f"{_describe(a)} returns a different value", None)
+
+    def end_values(self, step: int, r: Observation, k: Observation) -> None:
+        for idx, rv, kv in zip(self.cfg.pmc_indices, r.counters, k.counters, strict=False):
+            key = counter_name(idx)
+            if rv == kv:
+                self.open_values.pop(key, None)
+            else:
+                self.value_mismatch(key, step, key, rv, kv, f"{key} after the action", idx)
+        self.pmis_so_far[0] += len(r.pmis)
+        self.pmis_so_far[1] += len(k.pmis)
+        lv_mask = ~0 if self.pmis_so_far[0] == self.pmis_so_far[1] else ~M.LVTPC_MASKED
+        if (r.lvtpc ^ k.lvtpc) & lv_mask == 0:
+            self.open_values.pop("lvtpc", None)
+        else:
+            self.value_mismatch("lvtpc", step, None, r.lvtpc, k.lvtpc, "LVTPC after the action", None)
+        # a read-back that matches again closes read keys too
+        for key in [k_ for k_ in self.open_values if k_.startswith("read:")]:
+            if self.open_values[key][0] != step:
+                self.open_values.pop(key)
+
+    # -- status bits
+
+    def status(self, points_by_step: list[list[tuple[int, int, int, bool]]]) -> None:
+        for pmc in self.cfg.pmc_indices:
+            bit = 1 << pmc
+            gap: _Gap | None = None
+            for step, points in enumerate(points_by_step):
+                for insn, rs, ks, mid in points:
+                    r_on, k_on = bool(rs & bit), bool(ks & bit)
+                    if r_on == k_on:
+                        if gap is not None:
+                            self.close_gap(pmc, gap, step, insn, resolved_by_kvm=r_on)
+                            gap = None
+                        continue
+                    if gap is not None and gap.missing == r_on:
+                        continue
+                    if gap is not None:
+                        self.close_gap(pmc, gap, step, insn, resolved_by_kvm=False)
+                    gap = _Gap(r_on, step, insn, mid)
+            if gap is not None:
+                self.close_gap(pmc, gap, None, None, resolved_by_kvm=False)
+
+    def close_gap(self, pmc: int, gap: _Gap, step: int | None, insn: int | None,
+                  resolved_by_kvm: bool) -> None:
+        name = counter_name(pmc)
+        where = "inside the action" if gap.mid else "after the action"
+        if not gap.missing:
+            self.add("spurious-overflow", gap.step, name, 0, 1,
+                     f"GLOBAL_STATUS.{name} set under KVM {where} without a wrap on the reference")
+            return
+        wrap = self.wrap_before(pmc, gap.step)
+        if resolved_by_kvm and step is not None:
+            rel = self.lateness_relaxation(pmc, wrap, step, None)
+            wrap_txt = f"wrap at insn {wrap[0]}" if wrap else "wrap"
+            if step == gap.step:
+                text = (f"GLOBAL_STATUS.{name} for the {wrap_txt} still reads 0 inside the action and "
+                        "appears only at its end (the next VM-entry)")
+            else:
+                text = (f"GLOBAL_STATUS.{name} for the {wrap_txt} appears only at step {step} "
+                        f"(reference: {where} at step {gap.step})")
+            self.add("late-overflow", gap.step, name, f"status by insn {wrap[0] if wrap else gap.insn}",
+                     f"status at step {step}", text, relaxation=rel)
+            return
+        rel = self.loss_relaxation(pmc, wrap[1] if wrap else gap.step)
+        wrap_txt = f"the wrap at insn {wrap[0]}" if wrap else "a wrap"
+        self.add("lost-overflow", gap.step, name, 1, 0,
+                 f"GLOBAL_STATUS.{name} for {wrap_txt} never appears under KVM", relaxation=rel)
+
+    # -- PMIs
+
+    def pmis(self) -> None:
+        ref = [(n, o.step) for o in self.ref for n in o.pmis]
+        kvm = [(n, o.step) for o in self.kvm for n in o.pmis]
+        i = j = 0
+        skid = self.opts.pmi_skid
+        while i < len(ref) or j < len(kvm):
+            if i == len(ref):
+                self.extra_pmi(*kvm[j])
+                j += 1
+                continue
+            if j == len(kvm):
+                self.missing_pmi(*ref[i])
+                i += 1
+                continue
+            (rn, rs), (kn, ks) = ref[i], kvm[j]
+            if kn < rn:
+                self.extra_pmi(kn, ks)
+                j += 1
+            elif kn <= rn + skid:
+                i += 1
+                j += 1
+            elif i + 1 < len(ref) and kn >= ref[i + 1][0]:
+                self.missing_pmi(rn, rs)
+                i += 1
+            else:
+                pmc = self.pmi_counter(rn, rs)
+                wrap = self.wrap_before(pmc, rs, rn) if pmc is not None else None
+                rel = self.lateness_relaxation(pmc, wrap, ks, kn)
+                self.add("late-pmi", rs, counter_name(pmc) if pmc is not None else None, rn, kn,
+                         f"PMI due before insn {rn + 1} arrives before insn {kn + 1} "
+                         f"({kn - rn} instructions late, step {ks})", relaxation=rel)
+                i += 1
+                j += 1
+
+    def pmi_counter(self, insn: int, step: int) -> int | None:
+        best: tuple[int, int] | None = None
+        for pmc, wraps in sorted(self.wraps.items()):
+            for w_insn, w_step in wraps:
+                if w_insn <= insn and w_step <= step and (best is None or w_insn > best[0]):
+                    best = (w_insn, pmc)
+        return best[1] if best else None
+
+    def missing_pmi(self, n: int, step: int) -> None:
+        pmc = self.pmi_counter(n, step)
+        name = counter_name(pmc) if pmc is not None else None
+        rel = self.loss_relaxation(pmc, step) if pmc is not None else None
+        self.add("missing-pmi", step, name, n, None,
+                 f"the reference delivers a PMI before insn {n + 1}; KVM never does", relaxation=rel)
+
+    def extra_pmi(self, n: int, step: int) -> None:
+        sigs = [s for s in self.kvm[step].signals if s.source in ("hw", "emulated")]
+        name = counter_name(sigs[-1].pmc) if sigs else None
+        self.add("extra-pmi", step, name, None, n,
+                 f"KVM delivers a PMI before insn {n + 1} that the reference does not")
+
+    # -- internal signals
+
+    def signals(self) -> None:
+        guest = {(d.kind, d.counter) for d in self.out}
+        guest_steps = {(d.kind, d.step) for d in self.out}
+        for pmc in sorted(set(self.wraps) | set(self.kvm_sigs)):
+            name = counter_name(pmc)
+            wraps = list(self.wraps.get(pmc, []))
+            used = [False] * len(wraps)
+            last_matched: int | None = None
+            for sig, step in self.kvm_sigs.get(pmc, []):
+                if sig.source not in ("hw", "emulated"):
+                    continue
+                found = next((x for x, (w_insn, w_step) in enumerate(wraps)
+                              if not used[x] and (w_insn <= sig.insn or w_step <= step)), None)
+                if found is not None:
+                    used[found] = True
+                    last_matched = wraps[found][0]
+                    continue
+                if ("spurious-overflow", step) in guest_steps or ("extra-pmi", step) in guest_steps:
+                    continue
+                dup = f" (a second signal for the wrap at insn {last_matched})" if last_matched is not None else ""
+                self.add("spurious-overflow", step, name, "no signal", f"{sig.source} signal",
+                         f"KVM signals an overflow of {name} ({sig.source}) at insn {sig.insn} "
+                         f"with no wrap left to match{dup}",
+                         relaxation="R2" if self.opts.r2_duplicate_signal and dup else None,
+                         visibility="internal")
+            for x, (w_insn, w_step) in enumerate(wraps):
+                if used[x] or ("lost-overflow", name) in guest or ("missing-pmi", name) in guest:
+                    continue
+                rel = self.loss_relaxation(pmc, w_step)
+                self.add("lost-overflow", w_step, name, "wrap signal", "no signal",
+                         f"the wrap of {name} at insn {w_insn} produced no KVM overflow signal",
+                         relaxation=rel, visibility="internal")
+
+    def run(self) -> list[Divergence]:
+        points_by_step: list[list[tuple[int, int, int, bool]]] = []
+        for step, (r, k) in enumerate(zip(self.ref, self.kvm, strict=False)):
+            mid: list[tuple[int, int, int]] = []
+            self.results(step, r, k, mid)
+            self.end_values(step, r, k)
+            pts = [(n, rs, ks, True) for n, rs, ks in mid]
+            pts.append((r.insn, r.global_status, k.global_status, False))
+            points_by_step.append(pts)
+        self.status(points_by_step)
+        self.pmis()
+        self.signals()
+        order = {k: i for i, k in enumerate(KINDS)}
+        return sorted(self.out, key=lambda d: (d.step, d.visibility != "guest", order[d.kind],
+                                               d.counter or ""))
+
+
+def compare(cfg: PmuConfig, ref_obs: Sequence[Observation], kvm_obs: Sequence[Observation],
+            options: CheckerOptions | None = None) -> list[Divergence]:
+    """Every divergence between the reference's and KVM's observations of the same actions."""
+    if len(ref_obs) != len(kvm_obs):
+        raise VpmuError(f"observation lists differ in length ({len(ref_obs)} vs {len(kvm_obs)})")
+    return _Checker(cfg, ref_obs, kvm_obs, options or CheckerOptions()).run()
+
+
+def failed(divergences: Sequence[Divergence]) -> bool:
+    return any(not d.tolerated for d in divergences)
+
+
+def summary(divergences: Sequence[Divergence]) -> str:
+    """"ok", "ok (1 tolerated)" or "FAIL lost-overflow" (the first untolerated kind(s))."""
+    bad: list[str] = []
+    for d in divergences:
+        if not d.tolerated:
+            label = d.kind + (" (internal)" if d.visibility == "internal" else "")
+            if label not in bad:
+                bad.append(label)
+    if bad:
+        return "FAIL " + ", ".join(bad)
+    n = len(divergences)
+    return f"ok ({n} tolerated)" if n else "ok"

@@ -1,0 +1,178 @@
+"""Terminal reports with rich: the trace table, the divergence list, the demo verdict table."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from vpmu import actions as A
+from vpmu import msrs
+from vpmu.checker import counter_name
+from vpmu.scenario import RunResult
+from vpmu.trace import Observation
+
+
+def dumps(obj: Any) -> str:
+    """Deterministic JSON: sorted keys, 2-space indent, trailing newline."""
+    return json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+def _val(v: int) -> str:
+    return f"{v:#x}" if v > 0xFFFF else str(v)
+
+
+def describe_action(a: Any) -> str:
+    """A short human label for an action ("WRMSR IA32_A_PMC0=0xfffffffffffe", "batch[insn insn]")."""
+    if isinstance(a, A.Native):
+        extra = f", {a.branches} br" if a.branches else ""
+        extra += f", cpl{a.cpl}" if a.cpl else ""
+        extra += ", hold_pmi" if a.hold_pmi else ""
+        return f"native {a.count}{extra}"
+    if isinstance(a, A.Wrmsr | A.HostWrmsr):
+        who = "WRMSR" if isinstance(a, A.Wrmsr) else "SET_MSRS"
+        return f"{who} {msrs.msr_name(a.msr)}={_val(a.value)}"
+    if isinstance(a, A.Rdmsr | A.HostRdmsr):
+        who = "RDMSR" if isinstance(a, A.Rdmsr) else "GET_MSRS"
+        return f"{who} {msrs.msr_name(a.msr)}"
+    if isinstance(a, A.Rdpmc):
+        return f"RDPMC {a.ecx:#x}"
+    if isinstance(a, A.Insn):
+        return "insn(br)" if a.branch else "insn"
+    if isinstance(a, A.Emulate | A.Batch):
+        inner = " ".join(describe_action(i).replace("IA32_PERF_", "").replace("IA32_", "") for i in a.items)
+        return f"{a.KIND}[{inner}]"
+    if isinstance(a, A.Cpuid | A.Hlt):
+        pmi = " (host PMI after handler)" if a.host_pmi == "after-handler" else ""
+        return a.KIND.upper() + pmi
+    if isinstance(a, A.SetFilter):
+        return f"set_filter {a.action} {[hex(e) for e in a.events]}"
+    if isinstance(a, A.PerfFail):
+        return f"perf_fail {'on' if a.on else 'off'}"
+    return str(a.KIND)
+
+
+def in_use(res: RunResult) -> list[int]:
+    """Positions (in pmc_indices order) of counters that are non-zero at some step on either side."""
+    idx = res.scenario.cpu.pmc_indices
+    used = [n for n in range(len(idx))
+            if any(o.counters[n] for o in res.ref_obs) or any(o.counters[n] for o in res.kvm_obs)]
+    return used or list(range(min(1, len(idx))))
+
+
+def _cells(cfg_idx: tuple[int, ...], r: Observation, k: Observation,
+           used: list[int]) -> tuple[Text, Text, Text, Text]:
+    counters = Text()
+    for n, (idx, rv, kv) in enumerate(zip(cfg_idx, r.counters, k.counters, strict=False)):
+        if n not in used:
+            continue
+        if counters:
+            counters.append("\n")
+        if rv == kv:
+            counters.append(f"{counter_name(idx)} {_val(rv)}")
+        else:
+            counters.append(f"{counter_name(idx)} {_val(rv)} / {_val(kv)}", style="bold red")
+    st_style = "" if r.global_status == k.global_status else "bold red"
+    status = Text(f"{r.global_status:#x}" if r.global_status == k.global_status
+                  else f"{r.global_status:#x} / {k.global_status:#x}", style=st_style)
+    pm_style = "" if r.pmis == k.pmis else "bold red"
+    pmis = Text(_pmis(r.pmis) if r.pmis == k.pmis else f"{_pmis(r.pmis)} / {_pmis(k.pmis)}", style=pm_style)
+    reads = Text()
+    for rr, kr in zip(r.results, k.results, strict=False):
+        if reads:
+            reads.append(" ")
+        def one(x: Any) -> str:
+            return "#GP" if x.fault else ("-" if x.value is None else _val(x.value))
+        same = rr == kr
+        reads.append(one(rr) if same else f"{one(rr)}/{one(kr)}", style="" if same else "bold red")
+    return counters, status, pmis, reads
+
+
+def _pmis(p: tuple[int, ...]) -> str:
+    return ",".join(f"@{n}" for n in p) if p else "-"
+
+
+def trace_table(res: RunResult, title: str | None = None) -> Table:
+    """Steps as rows; cells show `reference / KVM` where they differ (in red)."""
+    idx = res.scenario.cpu.pmc_indices
+    div_steps: dict[int, list[str]] = {}
+    for d in res.divergences:
+        div_steps.setdefault(d.step, []).append(d.kind + ("~" if d.tolerated else ""))
+    t = Table(title=title, show_lines=False, header_style="bold")
+    for col in ("step", "action", "insn", "counters (ref / kvm)", "STATUS", "PMIs", "results",
+                "KVM signals / log", "divergence"):
+        t.add_column(col, overflow="fold")
+    used = in_use(res)
+    for r, k in zip(res.ref_obs, res.kvm_obs, strict=True):
+        counters, status, pmis, reads = _cells(idx, r, k, used)
+        sigs = [f"{s.source}:{counter_name(s.pmc)}@{s.insn}" for s in k.signals]
+        log = [ln for ln in k.log
+               if any(w in ln for w in ("overflow", "PMI", "KVM_REQ", "lost", "dropped", "cancelled"))]
+        insn = str(r.insn) if r.insn == k.insn else f"{r.insn} / {k.insn}"
+        divs = div_steps.get(r.step, [])
+        dtext = Text(" ".join(divs), style="bold red" if any(not x.endswith("~") for x in divs) else "yellow")
+        t.add_row(str(r.step), Text(describe_action(r.action)), insn, counters, status, pmis, reads,
+                  Text("\n".join(sigs + log)), dtext)
+    return t
+
+
+def divergence_table(res: RunResult) -> Table:
+    t = Table(title="divergences (~ = tolerated)", header_style="bold")
+    for col in ("step", "kind", "vis", "counter", "expected", "observed", "tolerated", "explanation"):
+        t.add_column(col, overflow="fold")
+    for d in res.divergences:
+        style = "yellow" if d.tolerated else "bold red"
+        tol = f"yes ({d.relaxation})" if d.tolerated else "no"
+        t.add_row(str(d.step), Text(d.kind, style=style), d.visibility, d.counter or "-",
+                  Text(_show(d.expected)), Text(_show(d.observed)), tol, Text(d.message))
+    return t
+
+
+def _show(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, int):
+        return _val(v)
+    return str(v)
+
+
+def print_run(console: Console, res: RunResult, trace: bool = True) -> None:
+    s = res.scenario
+    head = Text(s.name, style="bold")
+    head.append(f" on KVM {res.kvm} (design {res.design}), CPU {s.cpu.name}: {s.cpu.describe()}")
+    console.print(head)
+    if s.description:
+        console.print(Text(s.description, style="dim"))
+    if trace:
+        console.print(trace_table(res))
+    if res.divergences:
+        console.print(divergence_table(res))
+    for e in res.expects:
+        if not e.ok:
+            line = Text("expect failed", style="bold red")
+            line.append(f" (line {e.line}, after step {e.after}): {e.check} expected {_show(e.expected)}, "
+                        f"KVM shows {_show(e.observed)}")
+            console.print(line)
+    n_ok = sum(e.ok for e in res.expects)
+    if res.expects:
+        console.print(f"expects: {n_ok}/{len(res.expects)} hold")
+    style = "bold red" if res.failed else "bold green"
+    console.print(Text(f"verdict: {res.verdict}", style=style))
+
+
+def verdict_table(rows: Sequence[str], eras: Sequence[str], cells: dict[tuple[str, str], str]) -> Table:
+    t = Table(title="vpmu demo: reference PMU vs KVM vPMU", header_style="bold")
+    t.add_column("scenario")
+    for e in eras:
+        t.add_column(f"KVM {e}")
+    for r in rows:
+        out = [r]
+        for e in eras:
+            out.append(cells.get((r, e), "n/a"))
+        t.add_row(*[Text(c, style="bold red" if c.startswith("FAIL") else ("green" if c.startswith("ok") else ""))
+                    for c in out])
+    return t

@@ -1,0 +1,549 @@
+"""YAML scenario files -> `Scenario`, and running one through both machines (docs/scenario-format.md).
+
+Loading uses ruamel.yaml's round-trip loader (line numbers; it never constructs Python
+objects). Every validation error names the file, the line and the field. Nothing is imported
+or executed while loading; a `design:` reference to user code is only loaded when the scenario
+runs (the user asked for it explicitly).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from vpmu import actions as A
+from vpmu import msrs
+from vpmu.checker import (
+    CheckerOptions,
+    Divergence,
+    compare,
+    counter_name,
+    counter_of_msr,
+    failed,
+    options_from_mapping,
+    summary,
+)
+from vpmu.config import FIXED_BASE, PRESETS, PmuConfig, config_from_mapping, preset
+from vpmu.errors import VpmuError
+from vpmu.trace import Observation
+
+DEFAULT_ERA = "6.8"
+
+
+class ScenarioError(VpmuError):
+    """A scenario file that does not validate: `file:line: field: what was expected`."""
+
+    def __init__(self, source: str, line: int | None, fld: str, reason: str) -> None:
+        self.source, self.line, self.field, self.reason = source, line, fld, reason
+        where = f"{source}:{line}" if line is not None else source
+        super().__init__(f"{where}: {fld}: {reason}")
+
+
+@dataclass(frozen=True, slots=True)
+class Expect:
+    """Assertions about the KVM model's observation after action `after` (-1: before any)."""
+
+    after: int
+    line: int
+    checks: tuple[tuple[str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    description: str
+    cpu: PmuConfig
+    kvm: str
+    design: str | None
+    checker: CheckerOptions
+    world: dict[str, Any]
+    actions: tuple[A.Action, ...]
+    expects: tuple[Expect, ...] = ()
+    source: str = "<memory>"
+
+
+# --- loading --------------------------------------------------------------------------------
+
+_TOP_KEYS = ("name", "description", "cpu", "kvm", "design", "options", "steps")
+_NO_ARG_KINDS = ("cpuid", "hlt", "host_pmi", "save_restore", "clear_filter", "insn", "perf_fail")
+_ITEM_KINDS = ("insn", "wrmsr", "rdmsr", "rdpmc")
+_EXPECT_KEYS = ("counters", "global_status", "pmis", "fault", "result", "lvtpc", "insn")
+
+
+def _world_fields() -> dict[str, Any]:
+    from vpmu.world import WorldOptions
+
+    return {f.name: f for f in dataclasses.fields(WorldOptions)}
+
+
+class _Loader:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.cfg: PmuConfig | None = None
+
+    def err(self, line: int | None, fld: str, reason: str) -> ScenarioError:
+        return ScenarioError(self.source, line, fld, reason)
+
+    @staticmethod
+    def key_line(node: Any, key: Any, default: int | None) -> int | None:
+        try:
+            return int(node.lc.key(key)[0]) + 1
+        except Exception:  # noqa: BLE001 - plain dicts (built in code) have no line info
+            return default
+
+    @staticmethod
+    def item_line(node: Any, i: int, default: int | None) -> int | None:
+        try:
+            return int(node.lc.item(i)[0]) + 1
+        except Exception:  # noqa: BLE001
+            return default
+
+    def mapping(self, node: Any, line: int | None, fld: str) -> dict[str, Any]:
+        if node is None:
+            return {}
+        if not isinstance(node, dict):
+            raise self.err(line, fld, f"expected a mapping, not {_show(node)}")
+        return node
+
+    def integer(self, value: Any, line: int | None, fld: str, *, lo: int | None = 0,
+                hi: int | None = None) -> int:
+        if isinstance(value, str):
+            try:
+                value = int(value.replace("_", ""), 0)
+            except ValueError:
+                raise self.err(line, fld, f"expected an integer (decimal or 0x hex), not {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.err(line, fld, f"expected an integer, not {_show(value)}")
+        out = int(value)
+        if lo is not None and out < lo:
+            raise self.err(line, fld, f"expected an integer >= {lo}, not {out}")
+        if hi is not None and out > hi:
+            raise self.err(line, fld, f"expected an integer <= {hi:#x}, not {out:#x}")
+        return out
+
+    def boolean(self, value: Any, line: int | None, fld: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.err(line, fld, f"expected true or false, not {_show(value)}")
+        return value
+
+    def msr(self, value: Any, line: int | None, fld: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise self.err(line, fld, f"expected an MSR name or number, not {_show(value)}")
+        try:
+            return msrs.resolve_msr(value if isinstance(value, str) else int(value))
+        except VpmuError as e:
+            raise self.err(line, fld, str(e)) from None
+
+    def msr_value(self, msr: int, value: Any, line: int | None, fld: str) -> int:
+        """An MSR value; -N is 2^width - N for counter MSRs (no other MSR takes negatives)."""
+        v = self.integer(value, line, fld, lo=None, hi=(1 << 64) - 1)
+        if v >= 0:
+            return v
+        assert self.cfg is not None
+        pmc = counter_of_msr(self.cfg, msr)
+        if pmc is None:
+            raise self.err(line, fld, f"negative values are only allowed for counter MSRs "
+                           f"(-N = 2^width - N), not for {msrs.msr_name(msr)}")
+        width = self.cfg.width_of(pmc)
+        if -v > 1 << width:
+            raise self.err(line, fld, f"{v} does not fit a {width}-bit counter")
+        return (1 << width) + v
+
+    def counter(self, key: Any, line: int | None, fld: str) -> int:
+        assert self.cfg is not None
+        if isinstance(key, int) and not isinstance(key, bool):
+            idx = int(key)
+        elif isinstance(key, str) and key.startswith("gp") and key[2:].isdigit():
+            idx = int(key[2:])
+        elif isinstance(key, str) and key.startswith("fixed") and key[5:].isdigit():
+            idx = FIXED_BASE + int(key[5:])
+        else:
+            raise self.err(line, fld, f"expected a counter like gp0 or fixed1, not {_show(key)}")
+        if idx not in self.cfg.pmc_indices:
+            known = ", ".join(counter_name(i) for i in self.cfg.pmc_indices) or "none"
+            raise self.err(line, fld, f"{counter_name(idx)} does not exist on this CPU (counters: {known})")
+        return idx
+
+    # -- top level
+
+    def scenario(self, doc: Any) -> Scenario:
+        if not isinstance(doc, dict):
+            raise self.err(1, "<document>", f"expected a mapping with keys {', '.join(_TOP_KEYS)}")
+        for key in doc:
+            if key not in _TOP_KEYS:
+                raise self.err(self.key_line(doc, key, None), str(key),
+                               f"unknown key (expected one of: {', '.join(_TOP_KEYS)})")
+        for req in ("name", "cpu", "steps"):
+            if req not in doc:
+                raise self.err(1, req, "required key is missing")
+        name = doc["name"]
+        if not isinstance(name, str) or not name.strip():
+            raise self.err(self.key_line(doc, "name", None), "name", "expected a non-empty string")
+        desc = doc.get("description", "")
+        if not isinstance(desc, str):
+            raise self.err(self.key_line(doc, "description", None), "description", "expected a string")
+        self.cfg = self.cpu(doc["cpu"], self.key_line(doc, "cpu", None))
+        kvm = doc.get("kvm", DEFAULT_ERA)
+        kvm_line = self.key_line(doc, "kvm", None)
+        if isinstance(kvm, float | int) and not isinstance(kvm, bool):
+            kvm = str(kvm)
+        from vpmu.eras import ERAS
+
+        if not isinstance(kvm, str) or kvm not in ERAS:
+            raise self.err(kvm_line, "kvm", f"expected a KVM era ({', '.join(ERAS)}), not {_show(kvm)}")
+        design = doc.get("design")
+        if design is not None:
+            design = self.design(design, self.key_line(doc, "design", None))
+        checker, world = self.options(doc.get("options"), self.key_line(doc, "options", None))
+        actions, expects = self.steps(doc["steps"], self.key_line(doc, "steps", None))
+        return Scenario(name.strip(), " ".join(desc.split()), self.cfg, kvm, design, checker, world,
+                        tuple(actions), tuple(expects), self.source)
+
+    def cpu(self, node: Any, line: int | None) -> PmuConfig:
+        try:
+            if isinstance(node, str):
+                return preset(node)
+            if isinstance(node, dict):
+                return config_from_mapping({str(k): (int(v) if isinstance(v, int) and not isinstance(v, bool)
+                                                     else v) for k, v in node.items()})
+        except VpmuError as e:
+            fld = f"cpu.{e.field}" if hasattr(e, "field") else "cpu"
+            sub = self.key_line(node, getattr(e, "field", ""), line) if isinstance(node, dict) else line
+            raise self.err(sub, fld, getattr(e, "reason", str(e))) from None
+        except TypeError as e:
+            raise self.err(line, "cpu", str(e)) from None
+        raise self.err(line, "cpu", f"expected a preset name ({', '.join(PRESETS)}) or a mapping")
+
+    def design(self, value: Any, line: int | None) -> str:
+        from vpmu.designs import DESIGNS
+
+        if not isinstance(value, str) or not value:
+            raise self.err(line, "design", "expected a design name or 'module:Class' / 'file.py:Class'")
+        if value in DESIGNS:
+            return value
+        if ":" not in value:
+            raise self.err(line, "design", f"unknown design {value!r} (known: {', '.join(DESIGNS)}; "
+                           "or 'module:Class', 'file.py:Class')")
+        where, _, cls = value.rpartition(":")
+        if where.endswith(".py") and not Path(where).is_absolute() and self.source not in ("<memory>",) \
+                and not self.source.startswith("builtin:"):
+            where = str(Path(self.source).parent / where)
+        return f"{where}:{cls}"
+
+    def options(self, node: Any, line: int | None) -> tuple[CheckerOptions, dict[str, Any]]:
+        node = self.mapping(node, line, "options")
+        checker_names = {f.name for f in dataclasses.fields(CheckerOptions)}
+        world_fields = _world_fields()
+        checker: dict[str, Any] = {}
+        world: dict[str, Any] = {}
+        for key, value in node.items():
+            kl = self.key_line(node, key, line)
+            fld = f"options.{key}"
+            if key in checker_names:
+                try:
+                    checker[key] = options_from_mapping({key: value}).to_dict()[key]
+                except VpmuError as e:
+                    raise self.err(kl, fld, str(e)) from None
+            elif key in world_fields:
+                default = world_fields[key].default
+                if isinstance(default, bool):
+                    world[key] = self.boolean(value, kl, fld)
+                elif key == "lvtpc":
+                    world[key] = self.integer(value, kl, fld, hi=0xFFFF_FFFF)
+                else:
+                    world[key] = self.integer(value, kl, fld, lo=1, hi=64)
+            else:
+                known = sorted(checker_names | set(world_fields))
+                raise self.err(kl, fld, f"unknown option (known: {', '.join(known)})")
+        return options_from_mapping(checker), world
+
+    def steps(self, node: Any, line: int | None) -> tuple[list[A.Action], list[Expect]]:
+        if not isinstance(node, list) or not node:
+            raise self.err(line, "steps", "expected a non-empty list of steps")
+        actions: list[A.Action] = []
+        expects: list[Expect] = []
+        for i, step in enumerate(node):
+            sl = self.item_line(node, i, line)
+            fld = f"steps[{i}]"
+            kind, args, al = self.split(step, sl, fld, _NO_ARG_KINDS + tuple(A.ACTION_TYPES) + ("expect",))
+            if kind == "expect":
+                expects.append(self.expect(args, al, f"{fld}.expect", len(actions) - 1, sl or 0))
+                continue
+            if kind == "insn":
+                raise self.err(sl, fld, "insn is only allowed inside emulate/batch items")
+            actions.append(self.action(kind, args, al, f"{fld}.{kind}"))
+        if not actions:
+            raise self.err(line, "steps", "needs at least one action (not only expect steps)")
+        return actions, expects
+
+    def split(self, step: Any, line: int | None, fld: str, kinds: tuple[str, ...]) -> tuple[str, Any, int | None]:
+        """A step is `kind` or `{kind: args}`; returns the kind, its args and their line."""
+        if isinstance(step, str):
+            if step not in kinds:
+                raise self.err(line, fld, f"unknown step kind {step!r} (expected one of: {', '.join(kinds)})")
+            return step, None, line
+        if isinstance(step, dict) and len(step) == 1:
+            kind = next(iter(step))
+            if kind not in kinds:
+                raise self.err(line, fld, f"unknown step kind {kind!r} (expected one of: {', '.join(kinds)})")
+            return str(kind), step[kind], line
+        raise self.err(line, fld, "expected a step kind, or a mapping with exactly one step kind as key")
+
+    def action(self, kind: str, args: Any, line: int | None, fld: str) -> A.Action:
+        cls = A.ACTION_TYPES[kind]
+        if kind in ("emulate", "batch"):
+            if isinstance(args, dict) and set(args) == {"items"}:
+                args = args["items"]
+            if not isinstance(args, list) or not args:
+                raise self.err(line, fld, "expected a non-empty list of items (insn, wrmsr, rdmsr, rdpmc)")
+            items = []
+            for j, item in enumerate(args):
+                il = self.item_line(args, j, line)
+                ik, ia, _ = self.split(item, il, f"{fld}[{j}]", _ITEM_KINDS)
+                items.append(self.action(ik, ia, il, f"{fld}[{j}].{ik}"))
+            return cls(tuple(items))  # type: ignore[no-any-return]
+        if kind == "native" and isinstance(args, int) and not isinstance(args, bool):
+            args = {"count": args}
+        mapping = self.mapping(args, line, fld)
+        flds = {f.name: f for f in dataclasses.fields(cls)}
+        for key in mapping:
+            if key not in flds:
+                raise self.err(self.key_line(mapping, key, line), f"{fld}.{key}",
+                               f"unknown field (expected: {', '.join(flds) or 'none'})")
+        values: dict[str, Any] = {}
+        for name, f in flds.items():
+            if name not in mapping:
+                if f.default is dataclasses.MISSING:
+                    raise self.err(line, f"{fld}.{name}", "required field is missing")
+                continue
+            v = mapping[name]
+            vl = self.key_line(mapping, name, line)
+            vf = f"{fld}.{name}"
+            if name == "msr":
+                values[name] = self.msr(v, vl, vf)
+            elif name == "value":
+                values[name] = v  # converted below, once the MSR is known
+            elif name in ("host_pmi",):
+                if v not in ("before-handler", "after-handler"):
+                    raise self.err(vl, vf, f"expected before-handler or after-handler, not {_show(v)}")
+                values[name] = str(v)
+            elif name == "action":
+                if v not in ("allow", "deny"):
+                    raise self.err(vl, vf, f"expected allow or deny, not {_show(v)}")
+                values[name] = str(v)
+            elif name == "events":
+                if not isinstance(v, list):
+                    raise self.err(vl, vf, "expected a list of event codes")
+                values[name] = tuple(self.integer(e, vl, vf, hi=(1 << 64) - 1) for e in v)
+            elif isinstance(f.default, bool):
+                values[name] = self.boolean(v, vl, vf)
+            elif name == "cpl":
+                values[name] = self.integer(v, vl, vf, hi=3)
+            else:
+                values[name] = self.integer(v, vl, vf, hi=(1 << 64) - 1)
+        if "value" in values:
+            values["value"] = self.msr_value(values["msr"], values["value"], self.key_line(mapping, "value", line),
+                                             f"{fld}.value")
+        if kind == "native" and values.get("branches", 0) > values["count"]:
+            raise self.err(line, f"{fld}.branches", "expected at most `count` branches")
+        return cls(**values)  # type: ignore[no-any-return]
+
+    def expect(self, args: Any, line: int | None, fld: str, after: int, step_line: int) -> Expect:
+        mapping = self.mapping(args, line, fld)
+        if not mapping:
+            raise self.err(line, fld, f"expected at least one of: {', '.join(_EXPECT_KEYS)}")
+        checks: list[tuple[str, Any]] = []
+        assert self.cfg is not None
+        for key, v in mapping.items():
+            kl = self.key_line(mapping, key, line)
+            kf = f"{fld}.{key}"
+            if key == "counters":
+                cm = self.mapping(v, kl, kf)
+                for ck, cv in cm.items():
+                    cl = self.key_line(cm, ck, kl)
+                    idx = self.counter(ck, cl, f"{kf}.{ck}")
+                    val = self.integer(cv, cl, f"{kf}.{ck}", lo=None)
+                    if val < 0:
+                        val = (1 << self.cfg.width_of(idx)) + val
+                    checks.append((f"counter:{counter_name(idx)}", val))
+            elif key == "fault":
+                checks.append(("fault", self.boolean(v, kl, kf)))
+            elif key in ("global_status", "pmis", "result", "lvtpc", "insn"):
+                checks.append((key, self.integer(v, kl, kf, hi=(1 << 64) - 1)))
+            else:
+                raise self.err(kl, kf, f"unknown expectation (expected: {', '.join(_EXPECT_KEYS)})")
+        return Expect(after, step_line, tuple(checks))
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+def _yaml() -> YAML:
+    y = YAML(typ="rt")
+    y.allow_duplicate_keys = False
+    return y
+
+
+def parse_scenario(text: str, source: str = "<memory>") -> Scenario:
+    try:
+        doc = _yaml().load(text)
+    except YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ScenarioError(source, line, "<yaml>", f"not valid YAML: {problem}") from None
+    return _Loader(source).scenario(doc)
+
+
+def builtin_names() -> list[str]:
+    root = importlib.resources.files("vpmu") / "scenarios"
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_scenario(ref: str) -> Scenario:
+    """A scenario file path, or the name of a built-in scenario."""
+    path = Path(ref)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as e:
+            raise VpmuError(f"cannot read scenario {ref}: {e.strerror or e}") from None
+        return parse_scenario(text, ref)
+    if ref in builtin_names():
+        text = (importlib.resources.files("vpmu") / "scenarios" / f"{ref}.yaml").read_text(encoding="utf-8")
+        return parse_scenario(text, f"builtin:{ref}")
+    raise VpmuError(f"no scenario file or built-in scenario named {ref!r} (built-ins: {', '.join(builtin_names())})")
+
+
+# --- running -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectOutcome:
+    after: int
+    line: int
+    check: str
+    expected: Any
+    observed: Any
+    ok: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.after, "line": self.line, "check": self.check, "expected": self.expected,
+                "observed": self.observed, "ok": self.ok}
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    scenario: Scenario
+    kvm: str
+    design: str
+    options: CheckerOptions
+    ref_obs: tuple[Observation, ...]
+    kvm_obs: tuple[Observation, ...]
+    divergences: tuple[Divergence, ...]
+    expects: tuple[ExpectOutcome, ...] = field(default=())
+
+    @property
+    def failed(self) -> bool:
+        return failed(self.divergences) or any(not e.ok for e in self.expects)
+
+    @property
+    def verdict(self) -> str:
+        s = summary(self.divergences)
+        bad = sum(not e.ok for e in self.expects)
+        if bad:
+            s = ("FAIL " if not s.startswith("FAIL") else s + ", ") + f"{bad} expect" + ("s" if bad > 1 else "")
+        return s
+
+    def to_dict(self, trace: bool = True) -> dict[str, Any]:
+        idx = self.scenario.cpu.pmc_indices
+        out: dict[str, Any] = {
+            "scenario": self.scenario.name,
+            "description": self.scenario.description,
+            "kvm": self.kvm,
+            "design": self.design,
+            "cpu": self.scenario.cpu.to_dict(),
+            "options": self.options.to_dict(),
+            "failed": self.failed,
+            "verdict": self.verdict,
+            "divergences": [d.to_dict() for d in self.divergences],
+            "expects": [e.to_dict() for e in self.expects],
+        }
+        if trace:
+            out["trace"] = [
+                {"step": r.step, "action": A.action_to_dict(r.action),
+                 "reference": _obs_dict(r, idx), "kvm": _obs_dict(k, idx)}
+                for r, k in zip(self.ref_obs, self.kvm_obs, strict=True)
+            ]
+        return out
+
+
+def _obs_dict(o: Observation, idx: tuple[int, ...]) -> dict[str, Any]:
+    d = o.to_dict(idx)
+    d.pop("action")
+    d.pop("step")
+    d["counters"] = {counter_name(int(k)): v for k, v in d["counters"].items()}
+    return d
+
+
+def _check_expect(e: Expect, obs: list[Observation], cfg: PmuConfig) -> list[ExpectOutcome]:
+    out = []
+    o = obs[e.after] if e.after >= 0 else None
+    for what, expected in e.checks:
+        observed: Any
+        if what.startswith("counter:"):
+            name = what.split(":", 1)[1]
+            i = [counter_name(p) for p in cfg.pmc_indices].index(name)
+            observed = o.counters[i] if o is not None else 0
+        elif what == "global_status":
+            observed = o.global_status if o is not None else 0
+        elif what == "pmis":
+            observed = sum(len(x.pmis) for x in obs[: e.after + 1])
+        elif what == "lvtpc":
+            observed = o.lvtpc if o is not None else None
+        elif what == "insn":
+            observed = o.insn if o is not None else 0
+        elif what == "fault":
+            observed = bool(o.results and o.results[-1].fault) if o is not None else False
+        else:  # result
+            observed = o.results[-1].value if o is not None and o.results else None
+        out.append(ExpectOutcome(e.after, e.line, what, expected, observed, observed == expected))
+    return out
+
+
+def execute(scn: Scenario, kvm: str | None = None, design: str | None = None,
+            options: CheckerOptions | None = None) -> RunResult:
+    """Run the scenario through the reference and the KVM model; compare; check expects."""
+    from vpmu.eras import get_era
+    from vpmu.reference import ReferenceMachine
+    from vpmu.world import World, WorldOptions
+
+    era = get_era(kvm or scn.kvm)
+    design_ref = design if design is not None else scn.design
+    opts = options or scn.checker
+    wopts = WorldOptions(**scn.world)
+    # both machines start from the same LVTPC (the World's; a Linux guest's 0x400 by default)
+    ref = ReferenceMachine(scn.cpu, lvtpc=wopts.lvtpc)
+    world = World(scn.cpu, era.name, design_ref, wopts)
+    ref_obs = [ref.step(a) for a in scn.actions]
+    kvm_obs = [world.step(a) for a in scn.actions]
+    divs = compare(scn.cpu, ref_obs, kvm_obs, opts)
+    outcomes: list[ExpectOutcome] = []
+    for e in scn.expects:
+        outcomes.extend(_check_expect(e, kvm_obs, scn.cpu))
+    design_name = design_ref if design_ref is not None else era.default_design
+    return RunResult(scn, era.name, design_name, opts, tuple(ref_obs), tuple(kvm_obs), tuple(divs),
+                     tuple(outcomes))

@@ -1,0 +1,233 @@
+"""Checker unit tests with hand-built observations: every divergence kind, visibility,
+tolerance options and the report-once rule."""
+
+from __future__ import annotations
+
+from vpmu import msrs as M
+from vpmu.actions import Batch, Cpuid, HostWrmsr, Insn, Native, Rdmsr, Rdpmc, Wrmsr
+from vpmu.checker import (
+    KINDS,
+    CheckerOptions,
+    Divergence,
+    compare,
+    failed,
+    options_from_mapping,
+    parse_option,
+    summary,
+)
+from vpmu.config import preset
+from vpmu.trace import Observation, Result, Signal
+
+CFG = preset("intel-v2")  # gp0-3, fixed0-2
+Z = (0, 0, 0, 0, 0, 0, 0)
+LV = 0x400
+
+
+def ctr(gp0: int, fixed1: int = 0) -> tuple[int, ...]:
+    return (gp0, 0, 0, 0, 0, fixed1, 0)
+
+
+def ob(step: int, action: object, insn: int, *, counters: tuple[int, ...] = Z, status: int = 0,
+       pmis: tuple[int, ...] = (), signals: tuple[Signal, ...] = (), results: tuple[Result, ...] = (),
+       lvtpc: int = LV, log: tuple[str, ...] = ()) -> Observation:
+    return Observation(step, action, insn, results, counters, status, lvtpc, pmis, signals, log)  # type: ignore[arg-type]
+
+
+def kinds(divs: list[Divergence]) -> list[tuple[str, str, bool]]:
+    return [(d.kind, d.visibility, d.tolerated) for d in divs]
+
+
+SETUP = HostWrmsr(M.IA32_A_PMC0, 0xFFFF_FFFF_FFFE)
+
+
+def test_identical_runs_have_no_divergence() -> None:
+    obs = [ob(0, SETUP, 0, counters=ctr(0xFFFF_FFFF_FFFE)), ob(1, Native(1), 1, counters=ctr(0xFFFF_FFFF_FFFF))]
+    assert compare(CFG, obs, obs) == []
+    assert summary([]) == "ok" and not failed([])
+
+
+def test_wrong_value_reported_once_while_it_persists() -> None:
+    ref = [ob(i, Native(1), i + 1, counters=ctr(i + 1)) for i in range(4)]
+    kvm = [ob(i, Native(1), i + 1, counters=ctr(i + (0 if i in (1, 2) else 1))) for i in range(4)]
+    kvm.append(ob(4, Native(1), 5, counters=ctr(9)))
+    ref.append(ob(4, Native(1), 5, counters=ctr(5)))
+    divs = compare(CFG, ref, kvm)
+    assert [(d.kind, d.step, d.counter, d.expected, d.observed) for d in divs] == [
+        ("wrong-value", 1, "gp0", 2, 1), ("wrong-value", 4, "gp0", 5, 9)]
+    assert summary(divs) == "FAIL wrong-value"
+
+
+def test_wrong_value_of_a_read_names_the_counter() -> None:
+    a = Rdpmc(0x40000001)  # fixed1
+    ref = [ob(0, a, 1, results=(Result(7),))]
+    kvm = [ob(0, a, 1, results=(Result(6),))]
+    (d,) = compare(CFG, ref, kvm)
+    assert (d.kind, d.counter, d.expected, d.observed) == ("wrong-value", "fixed1", 7, 6)
+
+
+def test_lost_overflow_guest_and_missing_pmi() -> None:
+    b = Batch((Insn(), Insn(), Insn()))
+    ref = [ob(0, b, 3, counters=ctr(1), status=1, pmis=(2,), signals=(Signal(0, 2, "wrap"),))]
+    kvm = [ob(0, b, 3, counters=ctr(1), status=0)]
+    divs = compare(CFG, ref, kvm)
+    assert kinds(divs) == [("lost-overflow", "guest", False), ("missing-pmi", "guest", False)]
+    assert divs[0].counter == "gp0" and divs[0].step == 0
+
+
+def test_lost_overflow_when_the_guest_clears_before_kvm_shows_it() -> None:
+    ref = [ob(0, Native(1), 1, status=1, signals=(Signal(0, 1, "wrap"),)),
+           ob(1, Wrmsr(M.IA32_PERF_GLOBAL_OVF_CTRL, 1), 2, status=0, results=(Result(None),))]
+    kvm = [ob(0, Native(1), 1, status=0, signals=(Signal(0, 1, "hw"),)),
+           ob(1, Wrmsr(M.IA32_PERF_GLOBAL_OVF_CTRL, 1), 2, status=0, results=(Result(None),))]
+    assert kinds(compare(CFG, ref, kvm)) == [("lost-overflow", "guest", False)]
+
+
+def test_internal_duplicate_signal_is_spurious_overflow() -> None:
+    n = Native(100, hold_pmi=True)
+    ref = [ob(0, n, 100, status=1, pmis=(100,), signals=(Signal(0, 100, "wrap"),)),
+           ob(1, Cpuid(), 101, status=1, counters=ctr(1))]
+    kvm = [ob(0, n, 100, status=1, pmis=(100,)),
+           ob(1, Cpuid(), 101, status=1, counters=ctr(1),
+              signals=(Signal(0, 101, "hw"), Signal(0, 101, "emulated")))]
+    divs = compare(CFG, ref, kvm)
+    assert kinds(divs) == [("spurious-overflow", "internal", False)]
+    assert "second signal" in divs[0].message
+    assert summary(divs) == "FAIL spurious-overflow (internal)"
+    tolerant = compare(CFG, ref, kvm, CheckerOptions(r2_duplicate_signal=True))
+    assert kinds(tolerant) == [("spurious-overflow", "internal", True)]
+
+
+def test_internal_lost_overflow_without_guest_effect() -> None:
+    # status already set from an earlier wrap: the second wrap's loss is only visible internally
+    ref = [ob(0, Native(1), 1, status=1, signals=(Signal(0, 1, "wrap"),)),
+           ob(1, Native(1), 2, status=1, signals=(Signal(0, 2, "wrap"),))]
+    kvm = [ob(0, Native(1), 1, status=1, signals=(Signal(0, 1, "hw"),)), ob(1, Native(1), 2, status=1)]
+    assert kinds(compare(CFG, ref, kvm)) == [("lost-overflow", "internal", False)]
+
+
+def test_spurious_overflow_guest() -> None:
+    ref = [ob(0, Native(5), 5, counters=ctr(5))]
+    kvm = [ob(0, Native(5), 5, counters=ctr(5), status=1, signals=(Signal(0, 5, "emulated"),))]
+    divs = compare(CFG, ref, kvm)
+    assert kinds(divs) == [("spurious-overflow", "guest", False)]
+
+
+def test_late_overflow_inside_batch_is_r1_tolerated() -> None:
+    b = Batch((Insn(), Insn(), Rdmsr(M.IA32_PERF_GLOBAL_STATUS)))
+    ref = [ob(0, b, 3, counters=ctr(1), status=1, pmis=(2,), signals=(Signal(0, 2, "wrap"),),
+              results=(Result(1),))]
+    kvm = [ob(0, b, 3, counters=ctr(1), status=1, pmis=(3,), signals=(Signal(0, 3, "emulated"),),
+              results=(Result(0),))]
+    divs = compare(CFG, ref, kvm)
+    assert kinds(divs) == [("late-overflow", "guest", True), ("late-pmi", "guest", True)]
+    assert {d.relaxation for d in divs} == {"R1"}
+    assert summary(divs) == "ok (2 tolerated)"
+    strict = compare(CFG, ref, kvm, CheckerOptions(r1_vm_entry=False))
+    assert kinds(strict) == [("late-overflow", "guest", False), ("late-pmi", "guest", False)]
+
+
+def test_late_overflow_across_steps_is_not_r1() -> None:
+    ref = [ob(0, Cpuid(), 1, status=1, signals=(Signal(0, 1, "wrap"),)), ob(1, Cpuid(), 2, status=1)]
+    kvm = [ob(0, Cpuid(), 1, status=0), ob(1, Cpuid(), 2, status=1, signals=(Signal(0, 2, "emulated"),))]
+    assert kinds(compare(CFG, ref, kvm)) == [("late-overflow", "guest", False)]
+
+
+def test_hardware_overflow_one_event_late_is_r3() -> None:
+    ref = [ob(0, Native(1), 1, status=1, pmis=(1,), signals=(Signal(0, 1, "wrap"),)),
+           ob(1, Native(3), 4, status=1)]
+    kvm = [ob(0, Native(1), 1, status=0),
+           ob(1, Native(3), 4, status=1, pmis=(2,), signals=(Signal(0, 2, "hw"),))]
+    divs = compare(CFG, ref, kvm)
+    assert kinds(divs) == [("late-overflow", "guest", True), ("late-pmi", "guest", True)]
+    assert {d.relaxation for d in divs} == {"R3"}
+    assert failed(compare(CFG, ref, kvm, CheckerOptions(r3_min_period=False)))
+
+
+def test_held_host_pmi_skid() -> None:
+    n = Native(10, hold_pmi=True)
+    ref = [ob(0, n, 10, status=1, pmis=(10,), signals=(Signal(0, 10, "wrap"),)), ob(1, Native(5), 15, status=1)]
+    kvm = [ob(0, n, 10), ob(1, Native(5), 15, status=1, pmis=(15,), signals=(Signal(0, 15, "hw"),))]
+    divs = compare(CFG, ref, kvm)
+    assert kinds(divs) == [("late-overflow", "guest", True), ("late-pmi", "guest", True)]
+    assert {d.relaxation for d in divs} == {"held-pmi"}
+    assert failed(compare(CFG, ref, kvm, CheckerOptions(held_pmi_skid=False)))
+
+
+def test_pmi_skid_option() -> None:
+    ref = [ob(0, Native(3), 3, pmis=(1,), status=1, signals=(Signal(0, 1, "wrap"),))]
+    kvm = [ob(0, Native(3), 3, pmis=(3,), status=1, signals=(Signal(0, 3, "hw"),))]
+    assert kinds(compare(CFG, ref, kvm, CheckerOptions(r3_min_period=False))) == [("late-pmi", "guest", False)]
+    assert compare(CFG, ref, kvm, CheckerOptions(pmi_skid=2)) == []
+
+
+def test_extra_pmi() -> None:
+    ref = [ob(0, Cpuid(), 1, status=1, pmis=(1,), signals=(Signal(0, 1, "wrap"),))]
+    kvm = [ob(0, Cpuid(), 1, status=1, pmis=(1, 1), signals=(Signal(0, 1, "hw"), Signal(0, 1, "emulated")))]
+    divs = compare(CFG, ref, kvm)
+    assert ("extra-pmi", "guest", False) in kinds(divs)
+    assert ("spurious-overflow", "internal", False) not in kinds(divs)  # already visible to the guest
+
+
+def test_r7_ignored_hardware_overflow() -> None:
+    ref = [ob(0, Native(1), 1, status=1, signals=(Signal(0, 1, "wrap"),))]
+    kvm = [ob(0, Native(1), 1, signals=(Signal(0, 1, "ignored"),))]
+    assert kinds(compare(CFG, ref, kvm)) == [("lost-overflow", "guest", False)]
+    divs = compare(CFG, ref, kvm, CheckerOptions(r7_ignored_overflow=True))
+    assert kinds(divs) == [("lost-overflow", "guest", True)] and divs[0].relaxation == "R7"
+
+
+def test_r11_disallowed_overflow() -> None:
+    ref = [ob(0, Cpuid(), 1, status=1, signals=(Signal(0, 1, "wrap"),))]
+    kvm = [ob(0, Cpuid(), 1, log=("emulated overflow of pmc0 dropped: not allowed",))]
+    assert failed(compare(CFG, ref, kvm))
+    assert not failed(compare(CFG, ref, kvm, CheckerOptions(r11_disallowed_overflow=True)))
+
+
+def test_faults_and_r14() -> None:
+    w = Wrmsr(M.IA32_FIXED_CTR0 + 1, 1 << 50)
+    ref = [ob(0, w, 0, results=(Result(None, True),))]
+    kvm = [ob(0, w, 1, results=(Result(None, False),), counters=ctr(0, fixed1=0))]
+    divs = compare(CFG, ref, kvm)
+    assert kinds(divs) == [("missing-fault", "guest", True)] and divs[0].relaxation == "R14"
+    assert failed(compare(CFG, ref, kvm, CheckerOptions(r14_truncation=False)))
+    g = Wrmsr(M.IA32_PERFEVTSEL0, 0)
+    ref2 = [ob(0, g, 1, results=(Result(None, False),))]
+    kvm2 = [ob(0, g, 0, results=(Result(None, True),))]
+    assert kinds(compare(CFG, ref2, kvm2)) == [("unexpected-fault", "guest", False)]
+    ref3 = [ob(0, Wrmsr(M.IA32_A_PMC0, 1 << 50), 0, results=(Result(None, True),))]
+    kvm3 = [ob(0, Wrmsr(M.IA32_A_PMC0, 1 << 50), 0, results=(Result(None, False),))]
+    assert kinds(compare(CFG, ref3, kvm3)) == [("missing-fault", "guest", False)]
+
+
+def test_lvtpc_mask_follows_pmis() -> None:
+    ref = [ob(0, Cpuid(), 1, status=1, pmis=(1,), lvtpc=LV | M.LVTPC_MASKED, signals=(Signal(0, 1, "wrap"),))]
+    kvm = [ob(0, Cpuid(), 1, status=1, pmis=(), lvtpc=LV, signals=(Signal(0, 1, "emulated"),))]
+    assert kinds(compare(CFG, ref, kvm)) == [("missing-pmi", "guest", False)]  # no extra LVTPC report
+    kvm2 = [ob(0, Cpuid(), 1, status=1, pmis=(1,), lvtpc=LV, signals=(Signal(0, 1, "emulated"),))]
+    assert [d.kind for d in compare(CFG, ref, kvm2)] == ["wrong-value"]
+
+
+def test_every_kind_is_covered_and_serialises() -> None:
+    d = Divergence("late-pmi", "guest", True, 3, "gp0", 2, 3, "x", "R1")
+    assert list(d.to_dict()) == ["kind", "visibility", "tolerated", "relaxation", "step", "counter",
+                                 "expected", "observed", "message"]
+    assert len(KINDS) == 9
+
+
+def test_options_parsing() -> None:
+    assert parse_option("pmi-skid=2") == ("pmi_skid", 2)
+    assert parse_option("r1_vm_entry=off") == ("r1_vm_entry", False)
+    assert options_from_mapping({"r7_ignored_overflow": True}).r7_ignored_overflow
+    for bad in ("nope", "r1_vm_entry=maybe", "pmi_skid=x"):
+        try:
+            parse_option(bad)
+        except Exception as e:  # noqa: BLE001
+            assert "option" in str(e)
+        else:
+            raise AssertionError(bad)
+    try:
+        options_from_mapping({"bogus": 1})
+    except Exception as e:  # noqa: BLE001
+        assert "unknown checker option" in str(e)
+    else:
+        raise AssertionError

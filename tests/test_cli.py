@@ -1,0 +1,191 @@
+"""The `vpmu` command line through its real entry point: every command, exit codes, error
+paths, --json determinism and the golden JSON of the built-in scenarios on each era.
+
+Regenerate the golden files with `VPMU_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_cli.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vpmu.cli import main
+
+GOLDEN = Path(__file__).parent / "golden"
+VPMU = Path(sys.executable).parent / "vpmu"
+ERAS = ("6.6", "6.8", "6.9", "mediated")
+BUILTINS = ("seed-lost-overflow", "seed-duplicate-overflow", "seed-delayed-detection", "kut-emulated-instr")
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as info:
+        main(list(args))
+    out = capsys.readouterr()
+    code = info.value.code
+    return (code if isinstance(code, int) else 0), out.out, out.err
+
+
+def needs_machines() -> None:
+    pytest.importorskip("vpmu.reference")
+
+
+# --- listing commands ------------------------------------------------------------------------
+
+
+def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = cli(capsys, "--version")
+    assert code == 0 and out.startswith("vpmu ")
+    code, out, _ = cli(capsys, "--help")
+    assert code == 0
+    for cmd in ("run", "demo", "scenarios", "designs", "presets", "eras", "options"):
+        assert cmd in out
+
+
+@pytest.mark.parametrize(("cmd", "needle"), [
+    ("scenarios", "seed-lost-overflow"), ("designs", "emulated-counter"), ("presets", "intel-v2"),
+    ("eras", "6.8"), ("options", "r1_vm_entry"),
+])
+def test_lists(capsys: pytest.CaptureFixture[str], cmd: str, needle: str) -> None:
+    code, out, err = cli(capsys, cmd)
+    assert code == 0 and needle in out and err == ""
+
+
+def test_options_lists_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = cli(capsys, "options")
+    lines = {ln.split()[0]: ln.split()[1] for ln in out.splitlines()}
+    assert lines["pmi_skid"] == "0" and lines["r1_vm_entry"] == "true" and lines["r7_ignored_overflow"] == "false"
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [
+    ("bogus",), ("run",), ("run", "no-such-scenario"), ("run", "seed-lost-overflow", "--kvm", "4.19"),
+    ("run", "seed-lost-overflow", "-o", "nope=1"), ("run", "seed-lost-overflow", "--design", "nope"),
+    ("run", "seed-lost-overflow", "--frobnicate"),
+])
+def test_bad_input_exits_2_with_one_line(capsys: pytest.CaptureFixture[str], args: tuple[str, ...]) -> None:
+    if args[:2] == ("run", "seed-lost-overflow") and args[2] in ("--kvm", "--design"):
+        needs_machines()
+    code, out, err = cli(capsys, *args)
+    assert code == 2
+    assert err.startswith("vpmu: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+
+
+def test_bad_file_reports_line_and_field(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    p = tmp_path / "bad.yaml"
+    p.write_text("name: bad\ncpu: intel-v2\nsteps:\n  - cpuid\n  - wrmsr: {msr: IA32_PERFEVTSEL0, value: [1]}\n")
+    code, _, err = cli(capsys, "run", str(p))
+    assert code == 2
+    assert f"{p}:5: steps[1].wrmsr.value: expected an integer" in err
+
+
+def test_debug_shows_traceback(tmp_path: Path) -> None:
+    p = tmp_path / "bad.yaml"
+    p.write_text("name: bad\ncpu: nope\nsteps: [cpuid]\n")
+    r = subprocess.run([str(VPMU), "--debug", "run", str(p)], capture_output=True, text=True, check=False)
+    assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+# --- runs --------------------------------------------------------------------------------------
+
+
+def test_run_exit_codes_and_table(capsys: pytest.CaptureFixture[str]) -> None:
+    needs_machines()
+    code, out, _ = cli(capsys, "run", "seed-lost-overflow", "--kvm", "6.6", "--trace")
+    assert code == 1 and "lost-overflow" in out and "verdict: FAIL" in out
+    assert "\x1b[" not in out  # no colour when not a TTY
+    code, out, _ = cli(capsys, "run", "seed-lost-overflow", "--kvm", "6.8")
+    assert code == 0 and "verdict: ok" in out
+
+
+def test_run_options_change_the_verdict(capsys: pytest.CaptureFixture[str]) -> None:
+    needs_machines()
+    code, _, _ = cli(capsys, "run", "seed-delayed-detection", "--kvm", "6.8", "-o", "r1_vm_entry=false")
+    assert code == 1
+
+
+def test_run_plot(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    needs_machines()
+    out_png = tmp_path / "t.png"
+    code, _, _ = cli(capsys, "run", "seed-lost-overflow", "--kvm", "6.6", "--plot", str(out_png), "--json")
+    assert code == 1 and out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_run_via_console_script() -> None:
+    needs_machines()
+    r = subprocess.run([str(VPMU), "run", "seed-lost-overflow", "--kvm", "6.6", "--json"],
+                       capture_output=True, text=True, check=False, env={**os.environ, "NO_COLOR": "1"})
+    assert r.returncode == 1
+    doc = json.loads(r.stdout)
+    for key in ("scenario", "kvm", "design", "cpu", "divergences", "trace", "expects", "verdict", "failed"):
+        assert key in doc
+    assert doc["kvm"] == "6.6" and doc["design"] == "prev-counter"
+
+
+def test_demo(capsys: pytest.CaptureFixture[str]) -> None:
+    needs_machines()
+    code, out, _ = cli(capsys, "demo")
+    assert code == 0
+    for name in BUILTINS:
+        assert name in out
+    assert "KVM 6.6" in out and "KVM 6.8" in out
+    code, out, _ = cli(capsys, "demo", "--json")
+    assert code == 0
+    doc = json.loads(out)
+    assert set(doc) == {"eras", "scenarios", "verdicts", "runs"}
+    assert doc["verdicts"]["seed-lost-overflow"]["6.6"].startswith("FAIL")
+    _check_golden("demo.json", out)
+
+
+def _check_golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("VPMU_UPDATE_GOLDEN") == "1":
+        GOLDEN.mkdir(exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        return
+    if not path.exists():
+        pytest.fail(f"missing golden file {path}; run with VPMU_UPDATE_GOLDEN=1")
+    assert text == path.read_text(encoding="utf-8"), f"{name} changed; rerun with VPMU_UPDATE_GOLDEN=1 if intended"
+
+
+@pytest.mark.parametrize("era", ERAS)
+@pytest.mark.parametrize("scenario", BUILTINS)
+def test_golden_json(capsys: pytest.CaptureFixture[str], scenario: str, era: str) -> None:
+    needs_machines()
+    code, out, _ = cli(capsys, "run", scenario, "--kvm", era, "--json")
+    doc = json.loads(out)
+    assert code == (1 if doc["failed"] else 0)
+    code2, out2, _ = cli(capsys, "run", scenario, "--kvm", era, "--json")
+    assert out == out2  # deterministic byte for byte
+    _check_golden(f"{scenario}@{era}.json", out)
+
+
+EXPECTED_VERDICTS = {
+    ("seed-lost-overflow", "6.6"): "lost-overflow",
+    ("seed-duplicate-overflow", "6.6"): "spurious-overflow (internal)",
+}
+
+
+@pytest.mark.parametrize("era", ERAS)
+@pytest.mark.parametrize("scenario", ("seed-lost-overflow", "seed-duplicate-overflow", "seed-delayed-detection"))
+def test_seed_verdicts(scenario: str, era: str) -> None:
+    needs_machines()
+    from vpmu.scenario import execute, load_scenario
+
+    res = execute(load_scenario(scenario), kvm=era)
+    want = EXPECTED_VERDICTS.get((scenario, era))
+    if want is not None:
+        assert res.failed and want in res.verdict, res.verdict
+    elif era == "6.6":
+        assert res.failed
+    else:
+        assert not res.failed, res.verdict
+    if scenario == "seed-delayed-detection" and era == "6.8":
+        assert any(d.kind == "late-overflow" and d.tolerated for d in res.divergences)
