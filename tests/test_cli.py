@@ -14,20 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from vpmu.cli import main
+from cli_helper import cli
 
 GOLDEN = Path(__file__).parent / "golden"
 VPMU = Path(sys.executable).parent / "vpmu"
 ERAS = ("6.6", "6.8", "6.9", "mediated")
 BUILTINS = ("seed-lost-overflow", "seed-duplicate-overflow", "seed-delayed-detection", "kut-emulated-instr")
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(list(args))
-    out = capsys.readouterr()
-    code = info.value.code
-    return (code if isinstance(code, int) else 0), out.out, out.err
 
 
 def needs_machines() -> None:

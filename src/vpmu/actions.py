@@ -28,9 +28,10 @@ class Native:
 
     hold_pmi: a host PMI raised by a hardware overflow during the run normally lands right
     after the overflowing instruction (an NMI VM-exit; the rest of the run continues after
-    re-entry). With hold_pmi it stays in flight (skid) until a `HostPmi` step or the next
-    VM-exit, where the exiting action's `host_pmi` says whether it lands before or after
-    KVM's handler runs.
+    re-entry). With hold_pmi it stays in flight (skid) until a `HostPmi` step, the next
+    VM-exit (where the exiting action's `host_pmi` says whether it lands before or after
+    KVM's handler runs) or the next `Native` run without hold_pmi (before its first
+    instruction), whichever comes first.
     """
 
     KIND: ClassVar[str] = "native"

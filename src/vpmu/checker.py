@@ -66,6 +66,10 @@ class CheckerOptions:
         allowed at processing time (a loss) is tolerated. Off by default.
     r2_duplicate_signal: R2 — a second overflow signal for one wrap (internal) is tolerated.
         Off by default.
+    legacy_msrs_ignored: KVM's x86.c ignores guest and host writes to, and returns 0 for reads
+        of, the P6 PERFCTR0/1 / EVNTSEL0/1 and K7 PERFCTR0-3 / EVNTSEL0-3 MSRs when the vPMU has
+        no such counter (spec kvm-vpmu.md §2.2) where the architecture #GPs; that missing #GP
+        is tolerated.
     """
 
     pmi_skid: int = 0
@@ -76,6 +80,7 @@ class CheckerOptions:
     r7_ignored_overflow: bool = False
     r11_disallowed_overflow: bool = False
     r2_duplicate_signal: bool = False
+    legacy_msrs_ignored: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -91,6 +96,7 @@ OPTION_HELP: dict[str, str] = {
     "r7_ignored_overflow": "R7: hardware overflow ignored because a reprogram was pending is tolerated",
     "r11_disallowed_overflow": "R11: emulated overflow dropped because the PMC became disallowed is tolerated",
     "r2_duplicate_signal": "R2: a second overflow signal for one wrap (internal) is tolerated",
+    "legacy_msrs_ignored": "§2.2: no #GP for P6/K7 legacy counter MSRs the vPMU lacks (ignored, read 0) is tolerated",
 }
 
 
@@ -185,6 +191,21 @@ def counter_of_rdpmc(cfg: PmuConfig, ecx: int) -> int | None:
     return ecx & 0xFFFF
 
 
+def legacy_msr_missing(cfg: PmuConfig, msr: int) -> bool:
+    """One of the P6/K7 MSRs KVM's x86.c ignores when invalid (spec §2.2), naming a counter or
+    event select this PMU does not have."""
+    if msr not in M.LEGACY_PMU_MSRS:
+        return False
+    if cfg.version == 0:
+        return True
+    own, other = ((M.IA32_PMC0, M.IA32_PERFEVTSEL0), (M.MSR_K7_PERFCTR0, M.MSR_K7_EVNTSEL0))
+    if not cfg.is_intel:
+        own, other = other, own
+    if any(0 <= msr - base < 4 for base in other):
+        return True
+    return not any(0 <= msr - base < cfg.num_gp for base in own)
+
+
 def status_msr(cfg: PmuConfig) -> int:
     return M.IA32_PERF_GLOBAL_STATUS if cfg.is_intel else M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS
 
@@ -249,8 +270,9 @@ class _Gap:
 
 class _Checker:
     def __init__(self, cfg: PmuConfig, ref: Sequence[Observation], kvm: Sequence[Observation],
-                 opts: CheckerOptions) -> None:
+                 opts: CheckerOptions, open_end: bool = False) -> None:
         self.cfg, self.ref, self.kvm, self.opts = cfg, ref, kvm, opts
+        self.open_end = open_end
         self.out: list[Divergence] = []
         self.open_values: dict[str, tuple[int, bool]] = {}  # key -> (step, tolerated)
         self.pmis_so_far = [0, 0]  # PMIs delivered so far: reference, KVM
@@ -324,13 +346,37 @@ class _Checker:
             late_insn = sig.insn if sig is not None else seen_insn
             if o.r3_min_period and late_insn is not None and late_insn - w_insn <= 1:
                 return "R3"
+            if o.r3_min_period and o.held_pmi_skid:
+                # R3 moves the hardware overflow to the next event; if that event retires in a
+                # held run, its host PMI lands with that run's skid
+                nxt = self.step_of_insn(w_insn + 1, w_step)
+                held = self.native_step(nxt) if nxt is not None else None
+                if held is not None and held.hold_pmi and seen_step <= self.held_landing(nxt or 0):
+                    return "R3"
         return None
+
+    def step_of_insn(self, insn: int, from_step: int) -> int | None:
+        """The step (from `from_step` on) in which instruction `insn` retires."""
+        for s in range(from_step, len(self.ref)):
+            if self.ref[s].insn >= insn:
+                return s
+        return None
+
+    def still_due(self, pmc: int | None, wrap: tuple[int, int] | None) -> bool:
+        """Open-ended traces only: could KVM still make this wrap visible in time, at the very
+        next step or instruction? Then it is not judged yet (the trace may go on)."""
+        if not self.open_end or not self.ref:
+            return False
+        next_insn = self.ref[-1].insn + 1
+        return self.lateness_relaxation(pmc, wrap, len(self.ref), next_insn) is not None
 
     def loss_relaxation(self, pmc: int, from_step: int) -> str | None:
         o = self.opts
         for sig, step in self.kvm_sigs.get(pmc, []):
             if step >= from_step and sig.source == "ignored" and o.r7_ignored_overflow:
                 return "R7"
+            if step >= from_step and sig.source == "min-period" and o.r3_min_period:
+                return "R3"
         if o.r11_disallowed_overflow:
             needle = f"emulated overflow of pmc{pmc} dropped: not allowed"
             if any(needle in line for ob in self.kvm[from_step:] for line in ob.log):
@@ -370,6 +416,9 @@ class _Checker:
                         rel = "R14"
                         if pmc is not None:
                             self.r14_steps[pmc] = step
+                    elif self.opts.legacy_msrs_ignored and a.what in ("wrmsr", "rdmsr", "host_wrmsr", "host_rdmsr") \
+                            and legacy_msr_missing(self.cfg, a.msr):
+                        rel = "legacy-msrs"
                     self.add("missing-fault", step, counter_name(pmc) if pmc is not None else None,
                              "#GP", "no fault", f"{_describe(a)} should #GP; KVM completed it",
                              relaxation=rel)
@@ -412,6 +461,14 @@ class _Checker:
         lv_mask = ~0 if self.pmis_so_far[0] == self.pmis_so_far[1] else ~M.LVTPC_MASKED
         if (r.lvtpc ^ k.lvtpc) & lv_mask == 0:
             self.open_values.pop("lvtpc", None)
+        elif r.lvtpc ^ k.lvtpc == M.LVTPC_MASKED and k.pmis and self.late_pmi_relaxation(step, k.pmis[0]):
+            # KVM's late PMI masked the LVTPC after the guest's own write unmasked it
+            rel = self.late_pmi_relaxation(step, k.pmis[0])
+            if "lvtpc" not in self.open_values:
+                self.open_values["lvtpc"] = (step, True)
+                self.add("wrong-value", step, None, r.lvtpc, k.lvtpc,
+                         f"LVTPC after the action: reference {r.lvtpc:#x}, KVM {k.lvtpc:#x} (KVM's late PMI "
+                         "masked it after the guest's write)", relaxation=rel)
         else:
             self.value_mismatch("lvtpc", step, None, r.lvtpc, k.lvtpc, "LVTPC after the action", None)
         # a read-back that matches again closes read keys too
@@ -452,6 +509,15 @@ class _Checker:
         wrap = self.wrap_before(pmc, gap.step)
         if resolved_by_kvm and step is not None:
             rel = self.lateness_relaxation(pmc, wrap, step, None)
+            later = self.wrap_before(pmc, step)
+            if rel is None and wrap is not None and later is not None and later[0] > wrap[0]:
+                # the bit KVM shows belongs to a later wrap: the first one was lost, not late
+                rel = self.loss_relaxation(pmc, wrap[1])
+                self.add("lost-overflow", gap.step, name, 1, 0,
+                         f"GLOBAL_STATUS.{name} for the wrap at insn {wrap[0]} never appears under KVM "
+                         f"(the bit seen at step {step} is for the later wrap at insn {later[0]})",
+                         relaxation=rel)
+                return
             wrap_txt = f"wrap at insn {wrap[0]}" if wrap else "wrap"
             if step == gap.step:
                 text = (f"GLOBAL_STATUS.{name} for the {wrap_txt} still reads 0 inside the action and "
@@ -462,6 +528,18 @@ class _Checker:
             self.add("late-overflow", gap.step, name, f"status by insn {wrap[0] if wrap else gap.insn}",
                      f"status at step {step}", text, relaxation=rel)
             return
+        if step is None and self.still_due(pmc, wrap):
+            return
+        if step is not None and wrap is not None:
+            # the guest cleared the bit on the reference; KVM may have set it in the same step,
+            # before its own handler cleared it (a late host PMI landing at the exit)
+            sig = self.kvm_signal(pmc, step, step, wrap[0])
+            rel = self.lateness_relaxation(pmc, wrap, step, sig.insn) if sig is not None else None
+            if sig is not None and rel is not None:
+                self.add("late-overflow", gap.step, name, f"status by insn {wrap[0]}", f"status at step {step}",
+                         f"GLOBAL_STATUS.{name} for the wrap at insn {wrap[0]} is set under KVM only in step "
+                         f"{step}, whose write clears it again", relaxation=rel)
+                return
         rel = self.loss_relaxation(pmc, wrap[1] if wrap else gap.step)
         wrap_txt = f"the wrap at insn {wrap[0]}" if wrap else "a wrap"
         self.add("lost-overflow", gap.step, name, 1, 0,
@@ -497,11 +575,30 @@ class _Checker:
                 pmc = self.pmi_counter(rn, rs)
                 wrap = self.wrap_before(pmc, rs, rn) if pmc is not None else None
                 rel = self.lateness_relaxation(pmc, wrap, ks, kn)
+                later = self.wrap_before(pmc, ks, kn) if pmc is not None else None
+                if rel is None and pmc is not None and wrap and later and later[0] > wrap[0]:
+                    self.superseded_pmi(pmc, wrap, later, rs, ks, rn, kn)
+                    i += 1
+                    j += 1
+                    continue
                 self.add("late-pmi", rs, counter_name(pmc) if pmc is not None else None, rn, kn,
                          f"PMI due before insn {rn + 1} arrives before insn {kn + 1} "
                          f"({kn - rn} instructions late, step {ks})", relaxation=rel)
                 i += 1
                 j += 1
+
+    def superseded_pmi(self, pmc: int, wrap: tuple[int, int], later: tuple[int, int], rs: int, ks: int,
+                       rn: int, kn: int) -> None:
+        """KVM's PMI belongs to a later wrap than the reference's: the first PMI is missing, and
+        the second is one the reference blocked (its LVTPC was masked by the first PMI)."""
+        name = counter_name(pmc)
+        rel = self.loss_relaxation(pmc, wrap[1])
+        self.add("missing-pmi", rs, name, rn, None,
+                 f"the PMI for the wrap at insn {wrap[0]} never comes under KVM (the PMI before insn "
+                 f"{kn + 1} is for the later wrap at insn {later[0]})", relaxation=rel)
+        self.add("extra-pmi", ks, name, None, kn,
+                 f"KVM delivers a PMI for the wrap at insn {later[0]}, which the reference blocked: its "
+                 "LVTPC was masked by the earlier PMI that KVM never delivered", relaxation=rel)
 
     def pmi_counter(self, insn: int, step: int) -> int | None:
         best: tuple[int, int] | None = None
@@ -513,6 +610,8 @@ class _Checker:
 
     def missing_pmi(self, n: int, step: int) -> None:
         pmc = self.pmi_counter(n, step)
+        if pmc is not None and self.still_due(pmc, self.wrap_before(pmc, step, n)):
+            return
         name = counter_name(pmc) if pmc is not None else None
         rel = self.loss_relaxation(pmc, step) if pmc is not None else None
         self.add("missing-pmi", step, name, n, None,
@@ -521,8 +620,34 @@ class _Checker:
     def extra_pmi(self, n: int, step: int) -> None:
         sigs = [s for s in self.kvm[step].signals if s.source in ("hw", "emulated")]
         name = counter_name(sigs[-1].pmc) if sigs else None
+        if sigs:
+            sig = sigs[-1]
+            wrap = self.wrap_before(sig.pmc, step, sig.insn)
+            rel = self.lateness_relaxation(sig.pmc, wrap, step, sig.insn) if wrap else None
+            if wrap is not None and rel is not None and self.lvtpc_before(wrap[1]) & M.LVTPC_MASKED:
+                self.add("extra-pmi", step, name, None, n,
+                         f"KVM delivers a PMI for the wrap at insn {wrap[0]}, which the reference blocked "
+                         "(LVTPC masked at the wrap): KVM's late overflow arrives after the guest unmasked it",
+                         relaxation=rel)
+                return
         self.add("extra-pmi", step, name, None, n,
                  f"KVM delivers a PMI before insn {n + 1} that the reference does not")
+
+    def late_pmi_relaxation(self, step: int, kvm_insn: int) -> str | None:
+        """If KVM's PMI in `step` (before insn `kvm_insn` + 1) is a tolerated late delivery of
+        the reference's next PMI, the relaxation that tolerates it."""
+        behind = self.pmis_so_far[1] - len(self.kvm[step].pmis)
+        ref = [(n, o.step) for o in self.ref for n in o.pmis]
+        if behind >= len(ref) or behind >= self.pmis_so_far[0]:
+            return None
+        rn, rs = ref[behind]
+        pmc = self.pmi_counter(rn, rs)
+        wrap = self.wrap_before(pmc, rs, rn) if pmc is not None else None
+        return self.lateness_relaxation(pmc, wrap, step, kvm_insn)
+
+    def lvtpc_before(self, step: int) -> int:
+        """The reference's LVTPC when `step` began."""
+        return self.ref[step - 1].lvtpc if step > 0 else self.ref[0].lvtpc
 
     # -- internal signals
 
@@ -535,6 +660,19 @@ class _Checker:
             used = [False] * len(wraps)
             last_matched: int | None = None
             for sig, step in self.kvm_sigs.get(pmc, []):
+                if sig.source == "min-period":
+                    # perf swallowed this wrap (R3): it is accounted for, as a loss
+                    found = next((x for x, (w_insn, _) in enumerate(wraps) if not used[x] and w_insn <= sig.insn),
+                                 None)
+                    if found is not None:
+                        used[found] = True
+                        if ("lost-overflow", name) not in guest and ("missing-pmi", name) not in guest:
+                            self.add("lost-overflow", wraps[found][1], name, "wrap signal", "no signal",
+                                     f"perf never reports the wrap of {name} at insn {wraps[found][0]}: its "
+                                     "period elapsed before the 2 events perf arms at least (R3)",
+                                     relaxation="R3" if self.opts.r3_min_period else None,
+                                     visibility="internal")
+                    continue
                 if sig.source not in ("hw", "emulated"):
                     continue
                 found = next((x for x, (w_insn, w_step) in enumerate(wraps)
@@ -553,6 +691,8 @@ class _Checker:
                          visibility="internal")
             for x, (w_insn, w_step) in enumerate(wraps):
                 if used[x] or ("lost-overflow", name) in guest or ("missing-pmi", name) in guest:
+                    continue
+                if self.still_due(pmc, (w_insn, w_step)):
                     continue
                 rel = self.loss_relaxation(pmc, w_step)
                 self.add("lost-overflow", w_step, name, "wrap signal", "no signal",
@@ -577,11 +717,16 @@ class _Checker:
 
 
 def compare(cfg: PmuConfig, ref_obs: Sequence[Observation], kvm_obs: Sequence[Observation],
-            options: CheckerOptions | None = None) -> list[Divergence]:
-    """Every divergence between the reference's and KVM's observations of the same actions."""
+            options: CheckerOptions | None = None, *, open_end: bool = False) -> list[Divergence]:
+    """Every divergence between the reference's and KVM's observations of the same actions.
+
+    open_end: the trace is a prefix that may go on (the explorer's paths). An overflow or PMI
+    that KVM could still deliver within the allowed point at the next step is then not judged
+    yet; a scenario's trace is final, so there the end of the trace is the deadline.
+    """
     if len(ref_obs) != len(kvm_obs):
         raise VpmuError(f"observation lists differ in length ({len(ref_obs)} vs {len(kvm_obs)})")
-    return _Checker(cfg, ref_obs, kvm_obs, options or CheckerOptions()).run()
+    return _Checker(cfg, ref_obs, kvm_obs, options or CheckerOptions(), open_end).run()
 
 
 def failed(divergences: Sequence[Divergence]) -> bool:

@@ -148,6 +148,33 @@ def demo(
 
 
 @app.command()
+def conformance(
+    paths: Annotated[list[str] | None, typer.Argument(
+        help="Conformance scenario files or directories; default: the conformance/ directory.")] = None,
+    kvm: Annotated[list[str] | None, typer.Option(
+        "--kvm", help="KVM era (repeatable); default: each scenario's declared eras.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object (docs/json.md).")] = False,
+) -> None:
+    """Run the upstream KVM PMU tests (conformance/*.yaml); exit 1 on a FAIL or unexpected-pass."""
+    from vpmu.conformance import check_eras, collect, counts, run_all
+    from vpmu.report import conformance_table, dumps
+
+    kvm = check_eras(kvm)  # bad input first: exit 2 before anything is loaded or run
+    results = run_all(collect(paths), kvm)
+    n = counts(results)
+    bad = n["FAIL"] + n["unexpected-pass"]
+    if json_out:
+        _out(dumps({"eras": list(kvm) if kvm else None, "counts": n, "ok": bad == 0,
+                    "results": [r.to_dict() for r in results]}))
+    else:
+        console = _console()
+        console.print(conformance_table(results))
+        scenarios = len({r.scenario.name for r in results})
+        console.print(f"{scenarios} scenarios, {len(results)} runs: " + ", ".join(f"{v} {k}" for k, v in n.items()))
+    raise typer.Exit(1 if bad else 0)
+
+
+@app.command()
 def scenarios() -> None:
     """List the built-in scenarios."""
     from vpmu.scenario import builtin_names, load_scenario
@@ -199,6 +226,156 @@ def options() -> None:
         _out(f"{name:24} {shown:6} {text}\n")
 
 
+def _int_list(text: str, what: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v, 0) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise VpmuError(f"--{what} needs comma-separated integers, not {text!r}") from None
+    if not values:
+        raise VpmuError(f"--{what} needs at least one integer")
+    return values
+
+
+def _counters(text: str) -> tuple[int, int]:
+    parts = _int_list(text, "counters")
+    if len(parts) > 2:
+        raise VpmuError(f"--counters is GP[,FIXED], not {text!r}")
+    return parts[0], parts[1] if len(parts) == 2 else 0
+
+
+@app.command()
+def explore(
+    kvm: Annotated[str, typer.Option("--kvm", help="KVM era to explore (see `vpmu eras`).")] = "6.8",
+    design: Annotated[str | None, typer.Option(
+        "--design", help="Counter design name, 'module:Class' or 'file.py:Class'; default: the era's.")] = None,
+    cpu: Annotated[str, typer.Option("--cpu", help="CPU preset (see `vpmu presets`); its counters are "
+                                     "narrowed to --width bits.")] = "intel-v2",
+    mode: Annotated[str, typer.Option("--mode", help="random (seeded swarm search), exhaustive (BFS over "
+                                      "distinct states up to --depth) or auto (random, then exhaustive).")] = "auto",
+    width: Annotated[int, typer.Option("--width", help="Counter width in bits; small so that wraps are "
+                                       "reachable in a few steps.")] = 4,
+    depth: Annotated[int, typer.Option("--depth", help="Explored actions after the set-up prefix.")] = 5,
+    counters: Annotated[str, typer.Option("--counters", help="GP[,FIXED]: how many GP and fixed counters "
+                                          "count instructions with a PMI.")] = "1,0",
+    batch: Annotated[int, typer.Option("--batch", help="Largest invalid-guest-state batch (emulated "
+                                       "instructions in one exit).")] = 3,
+    native: Annotated[str, typer.Option("--native", help="Native run lengths the guest may execute in "
+                                        "one step.")] = "1,2,3",
+    values: Annotated[str, typer.Option("--values", help="Counter write values; -N means 2^width - N.")]
+    = "-1,-2,-3,0",
+    kinds: Annotated[str | None, typer.Option("--kinds", help="Comma-separated action kinds to use "
+                                              "(default: all but perf-fail); see docs/explorer.md.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random search.")] = 0,
+    restarts: Annotated[int, typer.Option("--restarts", help="Random sequences the random search tries.")]
+    = 2000,
+    jobs: Annotated[int | None, typer.Option("--jobs", help="Worker processes (default: all cores); "
+                                             "results do not depend on it.")] = None,
+    time_budget: Annotated[float | None, typer.Option("--time-budget", help="Stop cleanly after this many "
+                                                      "seconds with what was found.")] = None,
+    save: Annotated[str, typer.Option("--save", help="Directory for the shrunk counterexamples as "
+                                      "scenario files (`vpmu run FILE` replays one).")] = "vpmu-counterexamples",
+    no_save: Annotated[bool, typer.Option("--no-save", help="Do not write scenario files.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object (docs/json.md).")] = False,
+    backend: Annotated[str, typer.Option("--backend", help="local (this machine's processes) or ray "
+                                         "(needs pip install 'vpmu[ray]').")] = "local",
+    address: Annotated[str | None, typer.Option("--address", help="Ray cluster to join (default: start a "
+                                                "local Ray instance).")] = None,
+    option: Annotated[list[str] | None, typer.Option(
+        "--option", "-o", help="Checker option NAME=VALUE (see `vpmu options`); repeatable.")] = None,
+) -> None:
+    """Search guest-action interleavings for divergences; shrink and save what is found.
+
+    Exit 1 when an untolerated divergence was found, 0 when none within the bounds."""
+    from vpmu.checker import CheckerOptions
+    from vpmu.config import preset
+    from vpmu.designs import resolve_design
+    from vpmu.eras import get_era
+    from vpmu.explore import KINDS, Bounds, Target
+    from vpmu.explore import explore as run_explore
+    from vpmu.report import dumps, explore_to_dict, print_explore
+
+    era = get_era(kvm)
+    resolve_design(design, era.default_design)  # fail early on a bad design
+    if not 2 <= width <= 64:
+        raise VpmuError(f"invalid bound --width: must be 2..64, not {width}")
+    cfg = preset(cpu).with_width(width)
+    gp, fixed = _counters(counters)
+    kind_list = tuple(k.strip() for k in kinds.split(",") if k.strip()) if kinds is not None else None
+    bounds = Bounds(width=width, gp=gp, fixed=fixed, depth=depth, batch=batch,
+                    native=_int_list(native, "native"), values=_int_list(values, "values"),
+                    **({"kinds": kind_list} if kind_list is not None else {}))
+    bounds.validate(cfg)
+    if kind_list is not None and not kind_list:
+        raise VpmuError(f"--kinds needs at least one of: {', '.join(KINDS)}")
+    target = Target(cfg, era.name, design, _checker_options(CheckerOptions(), option))
+    n_jobs = jobs if jobs is not None else (os.cpu_count() or 1)
+    if n_jobs < 1:
+        raise VpmuError(f"--jobs must be >= 1, not {n_jobs}")
+    if backend not in ("local", "ray"):
+        raise VpmuError(f"unknown --backend {backend!r} (known: local, ray)")
+    if address is not None and backend != "ray":
+        raise VpmuError("--address needs --backend ray")
+    chosen = None
+    if backend == "ray":
+        from vpmu.ray_backend import RayBackend
+
+        chosen = RayBackend(address, num_cpus=jobs)
+        n_jobs = chosen.partitions
+    err = Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")), highlight=False)
+    live = err.is_terminal and not json_out
+    status = err.status("exploring...") if live else None
+
+    def progress(stats: Any, found: int) -> None:
+        if status is not None:
+            status.update(f"{stats.states:,} states ({stats.states_per_second:,.0f}/s), depth "
+                          f"{stats.depth_reached}, {found} divergence kind(s) so far")
+
+    try:
+        if status is not None:
+            status.start()
+        report = run_explore(target, bounds, mode=mode, seed=seed, jobs=n_jobs, restarts=restarts,
+                             time_budget=time_budget, progress=progress, backend=chosen)
+    finally:
+        if status is not None:
+            status.stop()
+        if chosen is not None:
+            chosen.close()
+    files = _save_counterexamples(report, None if no_save else save)
+    if json_out:
+        _out(dumps(explore_to_dict(report, files)))
+    else:
+        print_explore(_console(), report, files)
+    raise typer.Exit(1 if report.untolerated else 0)
+
+
+def _save_counterexamples(report: Any, directory: str | None) -> list[str | None]:
+    """Write each counterexample as a scenario file; the paths (None when not saved)."""
+    from pathlib import Path
+
+    from vpmu.scenario import dump_scenario
+
+    if directory is None or not report.counterexamples:
+        return [None] * len(report.counterexamples)
+    t = report.target
+    root = Path(directory)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise VpmuError(f"cannot create --save directory {directory}: {e.strerror or e}") from None
+    paths: list[str | None] = []
+    for f in report.counterexamples:
+        name = f"explore-{t.era}-{f.kind}-{f.visibility}"
+        text = dump_scenario(
+            name,
+            f"Found by vpmu explore (mode {report.mode}, seed {report.seed}, counters {t.cfg.gp_width} bits) "
+            f"and shrunk: {f.kind} ({f.visibility}) at step {f.step}: {f.detail}",
+            t.cfg, t.era, t.design, t.checker_options, f.actions)
+        path = root / f"{name}.yaml"
+        path.write_text(text, encoding="utf-8")
+        paths.append(str(path))
+    return paths
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     args = sys.argv[1:] if argv is None else argv
@@ -217,6 +394,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except BrokenPipeError:
         sys.exit(0)
+    except KeyboardInterrupt:
+        sys.stderr.write("vpmu: interrupted\n")
+        sys.exit(130)
     except Exception as e:
         if hasattr(e, "format_message") and hasattr(e, "exit_code"):  # a click usage error
             if type(e).__name__ == "NoArgsIsHelpError":

@@ -7,7 +7,7 @@ architectural reference and the KVM model are built from one. Presets name commo
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from vpmu.errors import ConfigError
@@ -52,9 +52,15 @@ class PmuConfig:
     pdcm: bool = False
     perfctr_core: bool = False
     name: str = "custom"
+    # derived once (the models ask for these on every step)
+    _fixed_indices: tuple[int, ...] = field(init=False, repr=False, compare=False, default=())
+    _pmc_indices: tuple[int, ...] = field(init=False, repr=False, compare=False, default=())
 
     def __post_init__(self) -> None:
         _validate(self)
+        fixed = tuple(i for i in range(INTEL_MAX_FIXED) if self.fixed_counter_exists(i))
+        object.__setattr__(self, "_fixed_indices", fixed)
+        object.__setattr__(self, "_pmc_indices", tuple(range(self.num_gp)) + tuple(FIXED_BASE + i for i in fixed))
 
     # --- derived facts -------------------------------------------------------------------
 
@@ -84,12 +90,12 @@ class PmuConfig:
     @property
     def fixed_indices(self) -> tuple[int, ...]:
         """Indices i of the fixed counters that exist (not their PMC index 32+i)."""
-        return tuple(i for i in range(INTEL_MAX_FIXED) if self.fixed_counter_exists(i))
+        return self._fixed_indices
 
     @property
     def pmc_indices(self) -> tuple[int, ...]:
         """Global PMC indices: GP i -> i, fixed i -> 32+i (the GLOBAL_STATUS bit layout)."""
-        return tuple(range(self.num_gp)) + tuple(FIXED_BASE + i for i in self.fixed_indices)
+        return self._pmc_indices
 
     def width_of(self, pmc_idx: int) -> int:
         return self.fixed_width if pmc_idx >= FIXED_BASE else self.gp_width
@@ -115,7 +121,7 @@ class PmuConfig:
         return replace(self, gp_width=width, fixed_width=width)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
 
     def describe(self) -> str:
         if self.vendor == "intel":
@@ -136,9 +142,9 @@ def _check(ok: bool, field: str, reason: str) -> None:
 
 def _validate(c: PmuConfig) -> None:
     _check(c.vendor in ("intel", "amd"), "vendor", f"must be 'intel' or 'amd', not {c.vendor!r}")
-    for field in ("version", "num_gp", "gp_width", "num_fixed", "fixed_width", "fixed_bitmap"):
-        value = getattr(c, field)
-        _check(isinstance(value, int) and not isinstance(value, bool), field,
+    for name in ("version", "num_gp", "gp_width", "num_fixed", "fixed_width", "fixed_bitmap"):
+        value = getattr(c, name)
+        _check(isinstance(value, int) and not isinstance(value, bool), name,
                f"must be an integer, not {value!r}")
     _check(2 <= c.gp_width <= 64, "gp_width", f"must be 2..64 bits, not {c.gp_width}")
     _check(2 <= c.fixed_width <= 64, "fixed_width", f"must be 2..64 bits, not {c.fixed_width}")
@@ -210,7 +216,7 @@ def preset(name: str) -> PmuConfig:
         raise ConfigError("preset", f"unknown preset {name!r} (known: {known})") from None
 
 
-_FIELDS = {f for f in PmuConfig.__dataclass_fields__ if f != "name"}
+_FIELDS = {f.name for f in fields(PmuConfig) if f.init and f.name != "name"}
 
 
 def config_from_mapping(data: dict[str, Any]) -> PmuConfig:

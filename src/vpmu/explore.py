@@ -43,9 +43,13 @@ from vpmu.actions import (
     SetFilter,
     Wrmsr,
 )
+from vpmu.checker import CheckerOptions, Divergence, compare
 from vpmu.config import FIXED_BASE, PmuConfig
 from vpmu.errors import VpmuError
 from vpmu.events import ENCODINGS, FIXED_OS, FIXED_PMI, FIXED_USR, make_eventsel
+from vpmu.reference import ReferenceMachine
+from vpmu.trace import Observation
+from vpmu.world import World, WorldOptions
 
 #: Action kinds a swarm worker can switch off (names used in reports and --kinds).
 KINDS = (
@@ -137,14 +141,20 @@ def in_use(cfg: PmuConfig, bounds: Bounds) -> tuple[int, ...]:
     return tuple(range(bounds.gp)) + tuple(FIXED_BASE + i for i in fixed)
 
 
-def setup_prefix(cfg: PmuConfig, bounds: Bounds) -> tuple[Action, ...]:
-    """Program every counter in use to count instructions with a PMI, enable them globally,
-    and route the PMI as an unmasked NMI, as a Linux guest's perf would."""
+def setup_prefix(cfg: PmuConfig, counters: Sequence[int]) -> tuple[Action, ...]:
+    """Program `counters` to count instructions with a PMI and enable them, the way a Linux
+    guest's perf does: global enable off, then the selectors, then the global enable.
+
+    Writing GLOBAL_CTRL first makes the set-up independent of its reset value (which
+    changed in 6.9, spec kvm-vpmu.md §2.1), so the search starts from the same state on
+    every era. The LVTPC is already an unmasked NMI in both machines (a Linux guest's).
+    """
     counting = make_eventsel(ENCODINGS[cfg.vendor]["instructions"], intr=True)
-    steps: list[Action] = [Wrmsr(msrs.X2APIC_LVTPC, msrs.LVTPC_DELIVERY_NMI)]
+    ctl = msrs.IA32_PERF_GLOBAL_CTRL if cfg.is_intel else msrs.MSR_AMD64_PERF_CNTR_GLOBAL_CTL
+    steps: list[Action] = [Wrmsr(ctl, 0)] if cfg.has_global_msrs else []
     fixed_ctrl = 0
     enable = 0
-    for idx in in_use(cfg, bounds):
+    for idx in counters:
         enable |= 1 << idx
         if idx >= FIXED_BASE:
             fixed_ctrl |= (FIXED_OS | FIXED_USR | FIXED_PMI) << 4 * (idx - FIXED_BASE)
@@ -153,7 +163,6 @@ def setup_prefix(cfg: PmuConfig, bounds: Bounds) -> tuple[Action, ...]:
     if fixed_ctrl:
         steps.append(Wrmsr(msrs.IA32_FIXED_CTR_CTRL, fixed_ctrl))
     if cfg.has_global_msrs:
-        ctl = msrs.IA32_PERF_GLOBAL_CTRL if cfg.is_intel else msrs.MSR_AMD64_PERF_CNTR_GLOBAL_CTL
         steps.append(Wrmsr(ctl, enable))
     return tuple(steps)
 
@@ -206,6 +215,18 @@ def alphabet(cfg: PmuConfig, bounds: Bounds) -> list[tuple[str, Action]]:
     return out
 
 
+def touches(cfg: PmuConfig, action: Action, pmc: int) -> bool:
+    """Does `action` name counter `pmc` (its counter or selector MSR, or RDPMC of it)?"""
+    if isinstance(action, Wrmsr | Rdmsr):
+        return action.msr == _counter_msr(cfg, pmc) or (
+            pmc < FIXED_BASE and action.msr == _eventsel_msr(cfg, pmc))
+    if isinstance(action, Rdpmc):
+        return action.ecx == (pmc if pmc < FIXED_BASE else (1 << 30) | (pmc - FIXED_BASE))
+    if isinstance(action, Batch | Emulate):
+        return any(touches(cfg, item, pmc) for item in action.items if not isinstance(item, Insn))
+    return False
+
+
 # --- running and judging one sequence ------------------------------------------------------
 
 
@@ -217,50 +238,120 @@ class Target:
     cfg: PmuConfig
     era: str
     design: str | None = None
-    checker_options: Any = None
+    checker_options: CheckerOptions = field(default_factory=CheckerOptions)
 
-    def machines(self) -> tuple[Any, Any]:
-        from vpmu.reference import ReferenceMachine
-        from vpmu.world import World
-
-        return ReferenceMachine(self.cfg), World(self.cfg, self.era, self.design)
+    def machines(self) -> tuple[ReferenceMachine, World]:
+        """Fresh machines that start from the same LVTPC (the World's default)."""
+        wopts = WorldOptions()
+        return ReferenceMachine(self.cfg, lvtpc=wopts.lvtpc), World(self.cfg, self.era, self.design, wopts)
 
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """A divergence kind found by a sequence (set-up prefix included)."""
+    """An untolerated divergence found by `counters`' set-up followed by `suffix`."""
 
+    cfg: PmuConfig
     kind: str
     visibility: str
-    actions: tuple[Action, ...]
+    counters: tuple[int, ...]
+    suffix: tuple[Action, ...]
     step: int
     detail: str = ""
 
+    @property
+    def actions(self) -> tuple[Action, ...]:
+        """The whole replayable sequence: set-up prefix, then the explored steps."""
+        return setup_prefix(self.cfg, self.counters) + self.suffix
 
-Judge = Callable[[Sequence[Any], Sequence[Any]], list[Any]]
+
+def _quiet(r: Observation, k: Observation) -> bool:
+    """Both machines show the same thing and neither overflowed: nothing new to judge."""
+    return (not r.signals and not k.signals and not r.pmis and not k.pmis
+            and r.counters == k.counters and r.global_status == k.global_status
+            and r.lvtpc == k.lvtpc and r.results == k.results)
 
 
-def make_judge(target: Target) -> Judge:
-    """Untolerated divergences between a reference and a KVM observation list."""
-    from vpmu.checker import compare
+def _balanced(ref_obs: Sequence[Observation], kvm_obs: Sequence[Observation]) -> bool:
+    """No obligation is open at the end: same status, as many PMIs, and every reference wrap
+    matched by one KVM overflow signal per counter."""
+    if not ref_obs:
+        return True
+    if ref_obs[-1].global_status != kvm_obs[-1].global_status:
+        return False
+    if sum(len(o.pmis) for o in ref_obs) != sum(len(o.pmis) for o in kvm_obs):
+        return False
+    wraps: dict[int, int] = {}
+    for o in ref_obs:
+        for s in o.signals:
+            wraps[s.pmc] = wraps.get(s.pmc, 0) + 1
+    for o in kvm_obs:
+        for s in o.signals:
+            if s.source in ("hw", "emulated"):
+                wraps[s.pmc] = wraps.get(s.pmc, 0) - 1
+    return not any(wraps.values())
 
-    def judge(ref_obs: Sequence[Any], kvm_obs: Sequence[Any]) -> list[Any]:
-        divs = compare(target.cfg, list(ref_obs), list(kvm_obs), target.checker_options)
+
+@dataclass(slots=True)
+class Node:
+    """A search state: both machines after `path`, their observations, and whether every
+    overflow obligation is settled (then a quiet next step needs no judging)."""
+
+    path: tuple[Action, ...]
+    ref: ReferenceMachine
+    kvm: World
+    ref_obs: list[Observation]
+    kvm_obs: list[Observation]
+    balanced: bool = True
+
+    def key(self) -> tuple[object, object]:
+        return (self.kvm.state_key(), self.ref.state_key())
+
+
+class Judge:
+    """Untolerated divergences of an open-ended trace (the search may extend it)."""
+
+    def __init__(self, target: Target) -> None:
+        self.cfg = target.cfg
+        self.options = target.checker_options
+
+    def __call__(self, ref_obs: Sequence[Observation], kvm_obs: Sequence[Observation]) -> list[Divergence]:
+        divs = compare(self.cfg, ref_obs, kvm_obs, self.options, open_end=True)
         return [d for d in divs if not d.tolerated]
 
-    return judge
+    def root(self, target: Target, path: Sequence[Action]) -> tuple[Node, list[Divergence]]:
+        """Run `path` from fresh machines."""
+        ref, kvm = target.machines()
+        ro = [ref.step(a) for a in path]
+        ko = [kvm.step(a) for a in path]
+        divs = self(ro, ko)
+        return Node(tuple(path), ref, kvm, ro, ko, _balanced(ro, ko)), divs
+
+    def advance(self, node: Node, action: Action, copy: bool = True) -> tuple[Node, list[Divergence]]:
+        """One step from `node` (cloned unless `copy` is False); judge only when needed."""
+        ref, kvm = (node.ref.clone(), node.kvm.clone()) if copy else (node.ref, node.kvm)
+        r, k = ref.step(action), kvm.step(action)
+        ro, ko = node.ref_obs + [r], node.kvm_obs + [k]
+        child = Node(node.path + (action,), ref, kvm, ro, ko)
+        if node.balanced and _quiet(r, k):
+            return child, []
+        child.balanced = _balanced(ro, ko)
+        return child, self(ro, ko)
 
 
-def first_finding(target: Target, actions: Sequence[Action], judge: Judge) -> Finding | None:
-    """Run `actions` through both machines; the first untolerated divergence, if any."""
-    ref, kvm = target.machines()
-    ref_obs = [ref.step(a) for a in actions]
-    kvm_obs = [kvm.step(a) for a in actions]
-    divs = judge(ref_obs, kvm_obs)
-    if not divs:
-        return None
-    d = min(divs, key=lambda d: d.step)
-    return Finding(d.kind, d.visibility, tuple(actions), d.step, getattr(d, "message", ""))
+def _findings(cfg: PmuConfig, counters: tuple[int, ...], path: tuple[Action, ...], prefix_len: int,
+              divs: Sequence[Divergence]) -> list[Finding]:
+    return [Finding(cfg, d.kind, d.visibility, counters, path[prefix_len:], d.step, d.message) for d in divs]
+
+
+def first_of_kind(target: Target, counters: tuple[int, ...], suffix: Sequence[Action], kind: str,
+                  visibility: str, judge: Judge | None = None) -> Finding | None:
+    """Replay set-up + `suffix`; the first untolerated divergence of `kind`, if any."""
+    judge = judge or Judge(target)
+    _, divs = judge.root(target, setup_prefix(target.cfg, counters) + tuple(suffix))
+    for d in divs:
+        if d.kind == kind and d.visibility == visibility:
+            return Finding(target.cfg, kind, visibility, counters, tuple(suffix), d.step, d.message)
+    return None
 
 
 # --- shrinking -----------------------------------------------------------------------------
@@ -336,29 +427,30 @@ def shrink(
     return current
 
 
-def shrink_finding(target: Target, finding: Finding, judge: Judge) -> Finding:
-    """Shrink while the same divergence kind and visibility stay reported."""
+def shrink_finding(target: Target, finding: Finding) -> Finding:
+    """Minimise while the same divergence kind and visibility stay reported: fewer and
+    simpler explored steps (the set-up prefix is kept, so the cause cannot drift into the
+    set-up), then fewer counters in use."""
+    judge = Judge(target)
+    kind, vis = finding.kind, finding.visibility
 
-    def still_fails(candidate: Sequence[Action]) -> bool:
-        found = first_finding_of_kind(target, candidate, judge, finding.kind, finding.visibility)
-        return found is not None
+    def shrink_suffix(counters: tuple[int, ...], suffix: Sequence[Action]) -> tuple[Action, ...]:
+        def still_fails(candidate: Sequence[Action]) -> bool:
+            return first_of_kind(target, counters, candidate, kind, vis, judge) is not None
 
-    actions = shrink(finding.actions, still_fails, target.cfg.gp_mask)
-    result = first_finding_of_kind(target, actions, judge, finding.kind, finding.visibility)
-    assert result is not None
+        return shrink(suffix, still_fails, target.cfg.gp_mask)
+
+    counters, suffix = finding.counters, shrink_suffix(finding.counters, finding.suffix)
+    for pmc in sorted(counters, reverse=True):
+        if len(counters) == 1:
+            break
+        fewer = tuple(c for c in counters if c != pmc)
+        kept = tuple(a for a in suffix if not touches(target.cfg, a, pmc))
+        if kept and first_of_kind(target, fewer, kept, kind, vis, judge) is not None:
+            counters, suffix = fewer, shrink_suffix(fewer, kept)
+    result = first_of_kind(target, counters, suffix, kind, vis, judge)
+    assert result is not None, "shrinking lost the divergence"
     return result
-
-
-def first_finding_of_kind(
-    target: Target, actions: Sequence[Action], judge: Judge, kind: str, visibility: str
-) -> Finding | None:
-    ref, kvm = target.machines()
-    ref_obs = [ref.step(a) for a in actions]
-    kvm_obs = [kvm.step(a) for a in actions]
-    for d in sorted(judge(ref_obs, kvm_obs), key=lambda d: d.step):
-        if d.kind == kind and d.visibility == visibility:
-            return Finding(kind, visibility, tuple(actions), d.step, getattr(d, "message", ""))
-    return None
 
 
 # --- the searches --------------------------------------------------------------------------
@@ -366,7 +458,8 @@ def first_finding_of_kind(
 
 @dataclass
 class Stats:
-    """Counters every search reports."""
+    """Counters every search reports. For random search `states` counts the states it
+    visited (with repeats); for exhaustive search, distinct states."""
 
     states: int = 0
     transitions: int = 0
@@ -388,6 +481,7 @@ class SearchResult:
     findings: list[Finding] = field(default_factory=list)
 
 
+#: Called now and then with the statistics so far and the number of divergence kinds found.
 Progress = Callable[[Stats, int], None]
 
 
@@ -397,53 +491,51 @@ def _record(found: dict[tuple[str, str], Finding], f: Finding) -> None:
         found[key] = f
 
 
+def _past(deadline: float | None) -> bool:
+    # wall-clock time, comparable across processes and (roughly) across cluster nodes
+    return deadline is not None and time.time() > deadline
+
+
 def random_search(
     target: Target,
     bounds: Bounds,
     seed: int,
-    restarts: int,
-    worker: int = 0,
+    restarts: range,
     deadline: float | None = None,
     progress: Progress | None = None,
 ) -> SearchResult:
-    """Swarm search: `restarts` random sequences, each from a random subset of the kinds.
-
-    Deterministic for (seed, worker, restarts) when no deadline cuts it short.
-    """
-    judge = make_judge(target)
-    prefix = setup_prefix(target.cfg, bounds)
+    """Swarm search over the restarts in `restarts`: restart r draws (from seed and r alone)
+    a random subset of the action kinds and a random sequence of up to `depth` actions from
+    it. Splitting the range over workers therefore does not change what is found."""
+    judge = Judge(target)
+    counters = in_use(target.cfg, bounds)
+    prefix = setup_prefix(target.cfg, counters)
     letters = alphabet(target.cfg, bounds)
     kinds = sorted({k for k, _ in letters})
     stats = Stats()
     found: dict[tuple[str, str], Finding] = {}
     start = time.perf_counter()
-    for r in range(restarts):
-        if deadline is not None and time.perf_counter() > deadline:
+    root, _ = judge.root(target, prefix)
+    for r in restarts:
+        if _past(deadline):
             stats.stopped_by_budget = True
             break
-        rng = random.Random(f"{seed}:{worker}:{r}")
+        rng = random.Random(f"{seed}:{r}")
         enabled = [k for k in kinds if rng.random() < 0.5] or [rng.choice(kinds)]
         choices = [a for k, a in letters if k in enabled]
-        ref, kvm = target.machines()
-        ref_obs = [ref.step(a) for a in prefix]
-        kvm_obs = [kvm.step(a) for a in prefix]
-        path = list(prefix)
+        node = Node(root.path, root.ref.clone(), root.kvm.clone(), list(root.ref_obs),
+                    list(root.kvm_obs), root.balanced)
         for depth in range(1, bounds.depth + 1):
-            action = rng.choice(choices)
-            path.append(action)
-            ref_obs.append(ref.step(action))
-            kvm_obs.append(kvm.step(action))
+            node, divs = judge.advance(node, rng.choice(choices), copy=False)
             stats.transitions += 1
             stats.states += 1
             stats.depth_reached = max(stats.depth_reached, depth)
-            divs = judge(ref_obs, kvm_obs)
             if divs:
-                for d in divs:
-                    _record(found, Finding(d.kind, d.visibility, tuple(path), d.step,
-                                           getattr(d, "message", "")))
+                for f in _findings(target.cfg, counters, node.path, len(prefix), divs):
+                    _record(found, f)
                 break
         stats.sequences += 1
-        if progress is not None and r % 50 == 0:
+        if progress is not None and stats.sequences % 50 == 0:
             stats.elapsed = time.perf_counter() - start
             progress(stats, len(found))
     stats.elapsed = time.perf_counter() - start
@@ -463,46 +555,37 @@ def exhaustive_search(
     is still found. A path that diverged is not expanded further: BFS already made it a
     shortest witness of its kind.
     """
-    judge = make_judge(target)
-    prefix = setup_prefix(target.cfg, bounds)
+    judge = Judge(target)
+    counters = in_use(target.cfg, bounds)
+    prefix = setup_prefix(target.cfg, counters)
     letters = [a for _, a in alphabet(target.cfg, bounds)]
     stats = Stats()
     found: dict[tuple[str, str], Finding] = {}
     start = time.perf_counter()
-    ref, kvm = target.machines()
-    ref_obs = [ref.step(a) for a in prefix]
-    kvm_obs = [kvm.step(a) for a in prefix]
-    root_key = (kvm.state_key(), ref.state_key())
-    visited = {root_key}
+    root, _ = judge.root(target, prefix)
+    visited = {root.key()}
     stats.states = 1
-    frontier: list[tuple[tuple[Action, ...], Any, Any, list[Any], list[Any]]] = [
-        (tuple(prefix), ref, kvm, ref_obs, kvm_obs)
-    ]
+    frontier = [root]
     for depth in range(1, bounds.depth + 1):
-        next_frontier: list[tuple[tuple[Action, ...], Any, Any, list[Any], list[Any]]] = []
-        for path, ref, kvm, ref_obs, kvm_obs in frontier:
-            if deadline is not None and time.perf_counter() > deadline:
+        next_frontier: list[Node] = []
+        for node in frontier:
+            if _past(deadline):
                 stats.stopped_by_budget = True
                 break
             for action in letters:
-                r2, k2 = ref.clone(), kvm.clone()
-                ro = ref_obs + [r2.step(action)]
-                ko = kvm_obs + [k2.step(action)]
+                child, divs = judge.advance(node, action)
                 stats.transitions += 1
-                new_path = path + (action,)
-                divs = judge(ro, ko)
                 if divs:
-                    for d in divs:
-                        _record(found, Finding(d.kind, d.visibility, new_path, d.step,
-                                               getattr(d, "message", "")))
+                    for f in _findings(target.cfg, counters, child.path, len(prefix), divs):
+                        _record(found, f)
                     continue
-                key = (k2.state_key(), r2.state_key())
+                key = child.key()
                 if key in visited:
                     continue
                 visited.add(key)
                 stats.states += 1
-                next_frontier.append((new_path, r2, k2, ro, ko))
-            if progress is not None:
+                next_frontier.append(child)
+            if progress is not None and stats.transitions % 2048 < len(letters):
                 stats.elapsed = time.perf_counter() - start
                 progress(stats, len(found))
         if stats.stopped_by_budget:
@@ -524,35 +607,25 @@ IndexPath = tuple[int, ...]
 Expansion = tuple[IndexPath, Any, list[Finding]]
 
 
-def _replay(target: Target, path: Sequence[Action]) -> tuple[Any, Any, list[Any], list[Any]]:
-    ref, kvm = target.machines()
-    return ref, kvm, [ref.step(a) for a in path], [kvm.step(a) for a in path]
-
-
 def expand_unit(target: Target, bounds: Bounds, paths: list[IndexPath]) -> list[Expansion]:
     """Expand frontier states given by their index paths (positions in `alphabet`).
 
     Each state is rebuilt by replaying its path, so a unit is a pure function of its
     arguments: any process, or a retried Ray task, computes the same answer.
     """
-    judge = make_judge(target)
+    judge = Judge(target)
+    counters = in_use(target.cfg, bounds)
     letters = [a for _, a in alphabet(target.cfg, bounds)]
-    prefix = setup_prefix(target.cfg, bounds)
+    prefix = setup_prefix(target.cfg, counters)
     out: list[Expansion] = []
     for ipath in paths:
-        path = prefix + tuple(letters[i] for i in ipath)
-        ref, kvm, ref_obs, kvm_obs = _replay(target, path)
+        node, _ = judge.root(target, prefix + tuple(letters[i] for i in ipath))
         for a, action in enumerate(letters):
-            r2, k2 = ref.clone(), kvm.clone()
-            ro = ref_obs + [r2.step(action)]
-            ko = kvm_obs + [k2.step(action)]
-            divs = judge(ro, ko)
-            new = ipath + (a,)
+            child, divs = judge.advance(node, action)
             if divs:
-                out.append((new, None, [Finding(d.kind, d.visibility, path + (action,), d.step,
-                                                getattr(d, "message", "")) for d in divs]))
+                out.append((ipath + (a,), None, _findings(target.cfg, counters, child.path, len(prefix), divs)))
             else:
-                out.append((new, (k2.state_key(), r2.state_key()), []))
+                out.append((ipath + (a,), child.key(), []))
     return out
 
 
@@ -583,19 +656,19 @@ def partitioned_exhaustive_search(
     exactly the discovery order of `exhaustive_search`, so states, transitions and
     findings are identical to the single-process search for any number of partitions.
     """
-    prefix = setup_prefix(target.cfg, bounds)
+    judge = Judge(target)
+    prefix = setup_prefix(target.cfg, in_use(target.cfg, bounds))
     stats = Stats()
     found: dict[tuple[str, str], Finding] = {}
     start = time.perf_counter()
-    ref, kvm, _, _ = _replay(target, prefix)
-    root = (kvm.state_key(), ref.state_key())
+    root = judge.root(target, prefix)[0].key()
     visited: list[set[Any]] = [set() for _ in range(partitions)]
     visited[owner_of(root, partitions)].add(root)
     stats.states = 1
     frontier: list[list[IndexPath]] = [[] for _ in range(partitions)]
     frontier[owner_of(root, partitions)].append(())
     for depth in range(1, bounds.depth + 1):
-        if deadline is not None and time.perf_counter() > deadline:
+        if _past(deadline):
             stats.stopped_by_budget = True
             break
         units = [(target, bounds, paths) for paths in frontier if paths]
@@ -656,14 +729,32 @@ class ExploreReport:
     def untolerated(self) -> bool:
         return bool(self.counterexamples)
 
+    @property
+    def stats(self) -> Stats:
+        """The searches' statistics added up (exhaustive's `exhausted` and depth win)."""
+        total = Stats()
+        for s in self.searches:
+            total.states += s.stats.states
+            total.transitions += s.stats.transitions
+            total.sequences += s.stats.sequences
+            total.elapsed += s.stats.elapsed
+            total.depth_reached = max(total.depth_reached, s.stats.depth_reached)
+            total.stopped_by_budget |= s.stats.stopped_by_budget
+            if s.mode == "exhaustive":
+                total.exhausted = s.stats.exhausted
+        return total
 
-def _random_worker(args: tuple[Target, Bounds, int, int, int, float | None]) -> SearchResult:
-    target, bounds, seed, restarts, worker, deadline = args
-    return random_search(target, bounds, seed, restarts, worker, deadline)
+
+RandomJob = tuple[Target, Bounds, int, range, float | None]
+
+
+def _random_worker(args: RandomJob) -> SearchResult:
+    target, bounds, seed, restarts, deadline = args
+    return random_search(target, bounds, seed, restarts, deadline)
 
 
 def merge_random(parts: list[SearchResult]) -> SearchResult:
-    """Combine swarm workers' results in worker order (so the merge is deterministic)."""
+    """Combine swarm workers' results in restart order (so the merge is deterministic)."""
     merged = Stats()
     findings: dict[tuple[str, str], Finding] = {}
     for part in parts:
@@ -678,13 +769,24 @@ def merge_random(parts: list[SearchResult]) -> SearchResult:
     return SearchResult("random", merged, list(findings.values()))
 
 
+def split_restarts(restarts: int, workers: int) -> list[range]:
+    """Contiguous, nearly equal ranges of restart indices, one per worker."""
+    per, extra = divmod(restarts, workers)
+    out, lo = [], 0
+    for w in range(workers):
+        hi = lo + per + (1 if w < extra else 0)
+        out.append(range(lo, hi))
+        lo = hi
+    return [r for r in out if r]
+
+
 class Backend:
     """Where searches run. `LocalBackend` uses this machine's processes; the Ray backend
     (vpmu.ray_backend) sends the same units to a Ray cluster."""
 
     partitions: int = 1
 
-    def random_parts(self, args: list[tuple[Target, Bounds, int, int, int, float | None]]) -> list[SearchResult]:
+    def random_parts(self, jobs: list[RandomJob]) -> list[SearchResult]:
         raise NotImplementedError
 
     def unit_runner(self) -> UnitRunner:
@@ -709,10 +811,14 @@ class LocalBackend(Backend):
             self._pool = ProcessPoolExecutor(max_workers=self.partitions, mp_context=get_context("spawn"))
         return self._pool
 
-    def random_parts(self, args: list[tuple[Target, Bounds, int, int, int, float | None]]) -> list[SearchResult]:
-        return list(self._executor().map(_random_worker, args))
+    def random_parts(self, jobs: list[RandomJob]) -> list[SearchResult]:
+        if self.partitions == 1:
+            return [_random_worker(j) for j in jobs]
+        return list(self._executor().map(_random_worker, jobs))
 
     def unit_runner(self) -> UnitRunner:
+        if self.partitions == 1:
+            return lambda units: [_run_unit(u) for u in units]
         return local_unit_runner(self._executor())
 
     def close(self) -> None:
@@ -721,45 +827,50 @@ class LocalBackend(Backend):
             self._pool = None
 
 
+MODES = ("random", "exhaustive", "auto")
+
+
 def explore(
     target: Target,
     bounds: Bounds,
     mode: str = "auto",
     seed: int = 0,
     jobs: int = 1,
-    restarts: int = 400,
+    restarts: int = 2000,
     time_budget: float | None = None,
     progress: Progress | None = None,
     backend: Backend | None = None,
 ) -> ExploreReport:
     """Run the chosen searches, then shrink one counterexample per divergence kind.
 
-    mode "random", "exhaustive", or "auto" (random first, then exhaustive). With jobs > 1
-    (or a distributed backend) the random restarts are split over `jobs` swarm workers,
-    worker w seeding from (seed, w, restart), and exhaustive levels are expanded as units
-    partitioned by state hash. Results depend on (seed, bounds, restarts, jobs) only: the
-    exhaustive numbers do not depend on jobs at all, and the backend never matters.
+    mode "random", "exhaustive", or "auto" (random first, then exhaustive). Restart r of
+    the random search depends on (seed, r) only and the exhaustive search's numbers do not
+    depend on the partitioning, so the result depends on (seed, bounds, restarts), not on
+    `jobs` or the backend (unless the time budget cuts a search short).
     """
-    if mode not in ("random", "exhaustive", "auto"):
-        raise VpmuError(f"unknown mode {mode!r} (known: random, exhaustive, auto)")
+    if mode not in MODES:
+        raise VpmuError(f"unknown mode {mode!r} (known: {', '.join(MODES)})")
+    if restarts < 1:
+        raise VpmuError(f"--restarts must be >= 1, not {restarts}")
     bounds.validate(target.cfg)
-    deadline = None if time_budget is None else time.perf_counter() + time_budget
+    deadline = None if time_budget is None else time.time() + time_budget
     owned = backend is None
     if backend is None:
         backend = LocalBackend(jobs)
     searches: list[SearchResult] = []
     try:
-        parallel = jobs > 1 or not isinstance(backend, LocalBackend)
+        single = isinstance(backend, LocalBackend) and backend.partitions == 1
         if mode in ("random", "auto"):
-            if not parallel:
-                searches.append(random_search(target, bounds, seed, restarts, 0, deadline, progress))
+            if single:
+                searches.append(random_search(target, bounds, seed, range(restarts), deadline, progress))
             else:
-                per = -(-restarts // max(1, jobs))
-                parts = backend.random_parts(
-                    [(target, bounds, seed, per, w, deadline) for w in range(max(1, jobs))])
-                searches.append(merge_random(parts))
-        if mode in ("exhaustive", "auto") and not (deadline and time.perf_counter() > deadline):
-            if not parallel:
+                parts = split_restarts(restarts, backend.partitions)
+                searches.append(merge_random(backend.random_parts(
+                    [(target, bounds, seed, r, deadline) for r in parts])))
+                if progress is not None:
+                    progress(searches[-1].stats, len(searches[-1].findings))
+        if mode in ("exhaustive", "auto") and not _past(deadline):
+            if single:
                 searches.append(exhaustive_search(target, bounds, deadline, progress))
             else:
                 searches.append(partitioned_exhaustive_search(
@@ -771,8 +882,7 @@ def explore(
     for search in searches:
         for f in search.findings:
             key = (f.kind, f.visibility)
-            if key not in best or len(f.actions) < len(best[key].actions):
+            if key not in best or len(f.suffix) < len(best[key].suffix):
                 best[key] = f
-    judge = make_judge(target)
-    shrunk = [shrink_finding(target, best[k], judge) for k in sorted(best)]
+    shrunk = [shrink_finding(target, best[k]) for k in sorted(best)]
     return ExploreReport(target, bounds, mode, seed, searches, shrunk)

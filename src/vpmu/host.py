@@ -124,6 +124,13 @@ class PerfEvent:
 
     # --- perf core API used by KVM ----------------------------------------------------
 
+    @property
+    def period_elapsed_silently(self) -> bool:
+        """The period has elapsed but the hardware, armed for at least 2 events (R3), has not
+        interrupted yet. Pausing the event or changing its period now means perf never
+        reports this overflow."""
+        return self.enabled and self.sample_period > 0 and not self.overflow_pending and self.period_left <= 0
+
     def pause(self) -> tuple[int, bool]:
         """Mirrors perf_event_pause(event, reset=true) (kernel/events/core.c), spec §2.9.
 

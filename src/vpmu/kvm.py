@@ -184,12 +184,20 @@ class KvmVcpu:
         """perf_event_pause(event, reset=true) for the design hooks; marks the PMC paused."""
         if pmc.perf_event is None:
             return 0
+        self._note_silent_period(pmc)
         value, lost = pmc.perf_event.pause()
         if lost:
             self.log.append(f"host PMI for pmc{pmc.idx} lost: event stopped")
         pmc.is_paused = True
         self.log.append(f"pause pmc{pmc.idx} (perf count {value})")
         return value
+
+    def _note_silent_period(self, pmc: KvmPmc) -> None:
+        """Record (model-internal) an overflow perf will never report: its period elapsed
+        under the minimum-arming rule (R3) and the event is now paused or re-periodded."""
+        if pmc.perf_event is not None and pmc.perf_event.period_elapsed_silently:
+            self.log.append(f"pmc{pmc.idx}: period elapsed before perf's minimum of 2 events: overflow never reported")
+            self._signal(pmc, "min-period")
 
     def signal_overflow(self, pmc: KvmPmc, in_pmi: bool) -> None:
         self.kvm_perf_overflow_inner(pmc, in_pmi)
@@ -349,6 +357,7 @@ class KvmVcpu:
         ev = pmc.perf_event
         if ev is None or pmc.is_paused or ev.sample_period == 0:
             return
+        self._note_silent_period(pmc)
         err, lost = ev.set_period(self.get_sample_period(pmc, pmc.counter))
         if lost:
             self.log.append(f"host PMI for pmc{pmc.idx} lost: period changed")

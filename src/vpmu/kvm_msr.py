@@ -12,10 +12,7 @@ from vpmu.kvm import KvmPmc, KvmVcpu
 
 # x86.c lists these K7/P6 MSRs specially: when not valid for the vPMU, guest writes are
 # ignored and reads return 0 instead of #GP (spec §2.2).
-_LEGACY_IGNORED = frozenset(
-    [M.MSR_K7_EVNTSEL0 + i for i in range(4)] + [M.MSR_K7_PERFCTR0 + i for i in range(4)]
-    + [M.IA32_PERFEVTSEL0, M.IA32_PERFEVTSEL0 + 1, M.IA32_PMC0, M.IA32_PMC0 + 1]
-)
+_LEGACY_IGNORED = M.LEGACY_PMU_MSRS
 _INTEL_GLOBAL = (M.IA32_PERF_GLOBAL_STATUS, M.IA32_PERF_GLOBAL_CTRL, M.IA32_PERF_GLOBAL_OVF_CTRL)
 _AMD_GLOBAL = (M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS, M.MSR_AMD64_PERF_CNTR_GLOBAL_CTL,
                M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS_CLR)

@@ -32,6 +32,14 @@ MSR_AMD64_PERF_CNTR_GLOBAL_CTL = 0xC000_0301
 MSR_AMD64_PERF_CNTR_GLOBAL_STATUS_CLR = 0xC000_0302
 MSR_AMD64_PERF_CNTR_GLOBAL_STATUS_SET = 0xC000_0303
 
+#: MSRs KVM's x86.c ignores (writes dropped, reads 0) instead of #GP when the vPMU has no such
+#: counter or event select (spec kvm-vpmu.md §2.2): K7 EVNTSEL0-3 / PERFCTR0-3, P6 EVNTSEL0/1,
+#: PERFCTR0/1.
+LEGACY_PMU_MSRS = frozenset(
+    [MSR_K7_EVNTSEL0 + i for i in range(4)] + [MSR_K7_PERFCTR0 + i for i in range(4)]
+    + [IA32_PERFEVTSEL0, IA32_PERFEVTSEL0 + 1, IA32_PMC0, IA32_PMC0 + 1]
+)
+
 PERF_CAP_FW_WRITES = 1 << 13
 LVTPC_MASKED = 1 << 16
 LVTPC_DELIVERY_NMI = 0b100 << 8

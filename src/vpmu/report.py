@@ -176,3 +176,108 @@ def verdict_table(rows: Sequence[str], eras: Sequence[str], cells: dict[tuple[st
         t.add_row(*[Text(c, style="bold red" if c.startswith("FAIL") else ("green" if c.startswith("ok") else ""))
                     for c in out])
     return t
+
+
+# --- vpmu explore ---------------------------------------------------------------------------
+
+
+def explore_to_dict(report: Any, files: Sequence[str | None]) -> dict[str, Any]:
+    """The `vpmu explore --json` object (docs/json.md); `files[i]` is counterexample i's file."""
+    from vpmu.explore import setup_prefix
+
+    t = report.target
+    total = report.stats
+    out: dict[str, Any] = {
+        "mode": report.mode,
+        "kvm": t.era,
+        "design": t.design,
+        "cpu": t.cfg.to_dict(),
+        "seed": report.seed,
+        "bounds": report.bounds.to_dict(),
+        "options": t.checker_options.to_dict(),
+        "states": total.states,
+        "transitions": total.transitions,
+        "states_per_second": round(total.states_per_second, 1),
+        "elapsed_seconds": round(total.elapsed, 3),
+        "depth_reached": total.depth_reached,
+        "exhausted": total.exhausted,
+        "stopped_by_budget": total.stopped_by_budget,
+        "searches": [
+            {"mode": s.mode, "states": s.stats.states, "transitions": s.stats.transitions,
+             "sequences": s.stats.sequences, "depth_reached": s.stats.depth_reached,
+             "exhausted": s.stats.exhausted, "elapsed_seconds": round(s.stats.elapsed, 3),
+             "kinds_found": sorted({f"{f.kind}/{f.visibility}" for f in s.findings})}
+            for s in report.searches
+        ],
+        "counterexamples": [
+            {"kind": f.kind, "visibility": f.visibility, "step": f.step, "message": f.detail,
+             "counters": [counter_name(c) for c in f.counters],
+             "setup_steps": len(setup_prefix(t.cfg, f.counters)),
+             "steps": [A.action_to_dict(a) for a in f.actions],
+             "scenario_file": path}
+            for f, path in zip(report.counterexamples, files, strict=True)
+        ],
+    }
+    return out
+
+
+def print_explore(console: Console, report: Any, files: Sequence[str | None]) -> None:
+    """Bounds, search statistics, then each shrunk counterexample with its explored steps."""
+    from vpmu.explore import setup_prefix
+
+    t = report.target
+    b = report.bounds
+    design = t.design or "era default"
+    console.print(f"[bold]vpmu explore[/bold]: KVM {t.era} ({design}) on {t.cfg.name}, "
+                  f"counters {b.width} bits wide, {b.gp} GP + {b.fixed} fixed in use, depth {b.depth}, "
+                  f"batch {b.batch}, seed {report.seed}")
+    for s in report.searches:
+        st = s.stats
+        what = (f"{st.sequences} sequences" if s.mode == "random" else
+                f"depth {st.depth_reached}, {'exhausted' if st.exhausted else 'NOT exhausted'}")
+        budget = " (stopped by the time budget)" if st.stopped_by_budget else ""
+        console.print(f"  {s.mode:10} {st.states} states, {st.transitions} transitions in {st.elapsed:.2f}s "
+                      f"({st.states_per_second:,.0f} states/s), {what}{budget}")
+    if not report.counterexamples:
+        console.print("[green]no untolerated divergence within these bounds[/green]")
+        return
+    console.print(f"[red]{len(report.counterexamples)} untolerated divergence kind(s), each shrunk:[/red]")
+    for f, path in zip(report.counterexamples, files, strict=True):
+        prefix = len(setup_prefix(t.cfg, f.counters))
+        table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+        table.add_column("step", justify="right")
+        table.add_column("action")
+        for i, a in enumerate(f.actions):
+            label = describe_action(a) + ("  (set-up)" if i < prefix else "")
+            style = "red" if i == f.step else ("dim" if i < prefix else "")
+            table.add_row(str(i), Text(label, style=style))
+        console.print(Text(f"\n{f.kind} ({f.visibility}) at step {f.step}: {f.detail}", style="bold red"))
+        console.print(table)
+        if path:
+            console.print(f"  replay: vpmu run {path}")
+
+
+_STATUS_STYLE = {"pass": "green", "expected-fail": "yellow", "FAIL": "bold red", "unexpected-pass": "bold red"}
+
+
+def conformance_table(results: Sequence[Any]) -> Table:
+    """`vpmu conformance`: one row per (scenario, era). The scenario and its source are shown on
+    the first row of each scenario's group; a row whose result and explanation repeat the row
+    above says "as KVM <era>" instead."""
+    t = Table(title="vpmu conformance: upstream KVM PMU tests on the KVM model", header_style="bold")
+    for col in ("scenario", "source", "era", "result", "why"):
+        t.add_column(col, overflow="fold", no_wrap=col in ("era", "result"))
+    same_as = ""
+    for n, r in enumerate(results):
+        prev = results[n - 1] if n else None
+        first = prev is None or prev.scenario.name != r.scenario.name
+        last = n + 1 == len(results) or results[n + 1].scenario.name != r.scenario.name
+        conf = r.scenario.conformance
+        why = Text(r.why)
+        if not first and prev is not None and r.why and (prev.status, prev.why) == (r.status, r.why):
+            why = Text(f"as KVM {same_as}", style="dim")
+        else:
+            same_as = r.kvm
+        t.add_row(r.scenario.name if first else "", conf.source.short() if first else "", r.kvm,
+                  Text(r.status, style=_STATUS_STYLE.get(r.status, "")), why, end_section=last)
+    return t

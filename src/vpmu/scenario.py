@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from ruamel.yaml.error import YAMLError
 from vpmu import actions as A
 from vpmu import msrs
 from vpmu.checker import (
+    KINDS,
     CheckerOptions,
     Divergence,
     compare,
@@ -47,11 +49,75 @@ class ScenarioError(VpmuError):
 
 @dataclass(frozen=True, slots=True)
 class Expect:
-    """Assertions about the KVM model's observation after action `after` (-1: before any)."""
+    """Assertions about the KVM model's observation after action `after` (-1: before any).
+    `id` names the step (unique in its file) so a conformance record can refer to it."""
 
     after: int
     line: int
     checks: tuple[tuple[str, Any], ...]
+    id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConformanceSource:
+    """Where an upstream check comes from (docs/scenario-format.md, `conformance.source`)."""
+
+    suite: str
+    repo: str
+    file: str
+    function: str
+    version: str
+    adapted: str | None = None
+
+    def short(self) -> str:
+        """"KUT x86/pmu.c check_rdpmc" / "ST pmu_counters_test.c guest_test_gp_counters"."""
+        suite = {"kvm-unit-tests": "KUT", "kvm-selftests": "ST"}.get(self.suite, self.suite)
+        text = f"{suite} {self.file.rsplit('/', 1)[-1]} {self.function}"
+        return text + " (adapted)" if self.adapted else text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"suite": self.suite, "repo": self.repo, "file": self.file, "function": self.function,
+                "version": self.version, "adapted": self.adapted}
+
+
+@dataclass(frozen=True, slots=True)
+class EraRecord:
+    """What the upstream check gives on one KVM era, as this scenario records it.
+
+    expected "pass": the run must not fail. expected "fail": it must fail with exactly these
+    untolerated divergence labels (as `checker.summary` prints them, e.g. `missing-fault`,
+    `spurious-overflow (internal)`) and exactly the expect steps with these ids failing;
+    `reason` says why, `spec` where the behaviour is documented.
+    """
+
+    era: str
+    expected: str
+    divergences: tuple[str, ...] = ()
+    expects: tuple[str, ...] = ()
+    reason: str | None = None
+    spec: str | None = None
+    line: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"era": self.era, "expected": self.expected, "divergences": list(self.divergences),
+                "expects": list(self.expects), "reason": self.reason, "spec": self.spec}
+
+
+@dataclass(frozen=True, slots=True)
+class Conformance:
+    """The optional `conformance:` block: the upstream check a scenario re-expresses."""
+
+    source: ConformanceSource
+    asserts: str
+    tolerance: tuple[str, ...]
+    eras: tuple[EraRecord, ...]
+
+    def record(self, era: str) -> EraRecord | None:
+        return next((r for r in self.eras if r.era == era), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source.to_dict(), "asserts": self.asserts, "tolerance": list(self.tolerance),
+                "eras": [r.to_dict() for r in self.eras]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,14 +132,21 @@ class Scenario:
     actions: tuple[A.Action, ...]
     expects: tuple[Expect, ...] = ()
     source: str = "<memory>"
+    conformance: Conformance | None = None
 
 
 # --- loading --------------------------------------------------------------------------------
 
-_TOP_KEYS = ("name", "description", "cpu", "kvm", "design", "options", "steps")
+_TOP_KEYS = ("name", "description", "cpu", "kvm", "design", "options", "steps", "conformance")
 _NO_ARG_KINDS = ("cpuid", "hlt", "host_pmi", "save_restore", "clear_filter", "insn", "perf_fail")
 _ITEM_KINDS = ("insn", "wrmsr", "rdmsr", "rdpmc")
-_EXPECT_KEYS = ("counters", "global_status", "pmis", "fault", "result", "lvtpc", "insn")
+_EXPECT_KEYS = ("counters", "global_status", "pmis", "fault", "result", "lvtpc", "insn", "any_of")
+_CONFORMANCE_KEYS = ("source", "asserts", "tolerance", "eras")
+_SOURCE_KEYS = ("suite", "repo", "file", "function", "version", "adapted")
+_SUITES = ("kvm-unit-tests", "kvm-selftests")
+_TOLERANCES = ("exact", "at-least", "at-most", "range", "nonzero", "either")
+_ERA_KEYS = ("expected", "divergences", "expects", "reason", "spec")
+_SPEC_FILES = ("kvm-vpmu.md", "architecture-and-peers.md")
 
 
 def _world_fields() -> dict[str, Any]:
@@ -86,6 +159,7 @@ class _Loader:
     def __init__(self, source: str) -> None:
         self.source = source
         self.cfg: PmuConfig | None = None
+        self.expect_ids: dict[str, int] = {}
 
     def err(self, line: int | None, fld: str, reason: str) -> ScenarioError:
         return ScenarioError(self.source, line, fld, reason)
@@ -202,8 +276,11 @@ class _Loader:
             design = self.design(design, self.key_line(doc, "design", None))
         checker, world = self.options(doc.get("options"), self.key_line(doc, "options", None))
         actions, expects = self.steps(doc["steps"], self.key_line(doc, "steps", None))
+        conformance = None
+        if "conformance" in doc:
+            conformance = self.conformance(doc["conformance"], self.key_line(doc, "conformance", None), expects)
         return Scenario(name.strip(), " ".join(desc.split()), self.cfg, kvm, design, checker, world,
-                        tuple(actions), tuple(expects), self.source)
+                        tuple(actions), tuple(expects), self.source, conformance)
 
     def cpu(self, node: Any, line: int | None) -> PmuConfig:
         try:
@@ -355,12 +432,28 @@ class _Loader:
         return cls(**values)  # type: ignore[no-any-return]
 
     def expect(self, args: Any, line: int | None, fld: str, after: int, step_line: int) -> Expect:
+        ident = None
+        if isinstance(args, dict) and "id" in args:
+            il = self.key_line(args, "id", line)
+            ident = args["id"]
+            if not isinstance(ident, str) or not ident.strip() or ident != ident.strip():
+                raise self.err(il, f"{fld}.id", f"expected a name without spaces around it, not {_show(ident)}")
+            if ident in self.expect_ids:
+                raise self.err(il, f"{fld}.id", f"id {ident!r} is already used at line {self.expect_ids[ident]}")
+            self.expect_ids[ident] = il or 0
+        return Expect(after, step_line, tuple(self.expect_checks(args, line, fld, nested=False)), ident)
+
+    def expect_checks(self, args: Any, line: int | None, fld: str, *, nested: bool) -> list[tuple[str, Any]]:
+        keys = [k for k in _EXPECT_KEYS if not (nested and k == "any_of")]
         mapping = self.mapping(args, line, fld)
-        if not mapping:
-            raise self.err(line, fld, f"expected at least one of: {', '.join(_EXPECT_KEYS)}")
+        if not [k for k in mapping if nested or k != "id"]:
+            raise self.err(line, fld, f"expected at least one of: {', '.join(keys)}"
+                           + ("" if nested else " (and optionally id)"))
         checks: list[tuple[str, Any]] = []
         assert self.cfg is not None
         for key, v in mapping.items():
+            if key == "id" and not nested:
+                continue  # the step's name, read by expect()
             kl = self.key_line(mapping, key, line)
             kf = f"{fld}.{key}"
             if key == "counters":
@@ -376,9 +469,123 @@ class _Loader:
                 checks.append(("fault", self.boolean(v, kl, kf)))
             elif key in ("global_status", "pmis", "result", "lvtpc", "insn"):
                 checks.append((key, self.integer(v, kl, kf, hi=(1 << 64) - 1)))
+            elif key == "any_of" and not nested:
+                if not isinstance(v, list) or len(v) < 2:
+                    raise self.err(kl, kf, "expected a list of at least two alternatives (each a mapping of checks)")
+                alts = tuple(tuple(self.expect_checks(alt, self.item_line(v, j, kl), f"{kf}[{j}]", nested=True))
+                             for j, alt in enumerate(v))
+                checks.append(("any_of", alts))
             else:
-                raise self.err(kl, kf, f"unknown expectation (expected: {', '.join(_EXPECT_KEYS)})")
-        return Expect(after, step_line, tuple(checks))
+                allowed = keys + ([] if nested else ["id"])
+                raise self.err(kl, kf, f"unknown expectation (expected: {', '.join(allowed)})")
+        return checks
+
+    # -- conformance (docs/scenario-format.md "conformance")
+
+    def text(self, node: Any, line: int | None, fld: str) -> str:
+        if not isinstance(node, str) or not node.strip():
+            raise self.err(line, fld, f"expected a non-empty string, not {_show(node)}")
+        return " ".join(node.split())
+
+    def known_keys(self, node: dict[str, Any], line: int | None, fld: str, known: tuple[str, ...],
+                   required: tuple[str, ...]) -> None:
+        for key in node:
+            if key not in known:
+                raise self.err(self.key_line(node, key, line), f"{fld}.{key}",
+                               f"unknown key (expected one of: {', '.join(known)})")
+        for key in required:
+            if key not in node:
+                raise self.err(line, f"{fld}.{key}", "required key is missing")
+
+    def conformance(self, node: Any, line: int | None, expects: list[Expect]) -> Conformance:
+        fld = "conformance"
+        node = self.mapping(node, line, fld)
+        self.known_keys(node, line, fld, _CONFORMANCE_KEYS, _CONFORMANCE_KEYS)
+        sl = self.key_line(node, "source", line)
+        src = self.mapping(node["source"], sl, f"{fld}.source")
+        self.known_keys(src, sl, f"{fld}.source", _SOURCE_KEYS, _SOURCE_KEYS[:-1])
+        values = {k: self.text(src[k], self.key_line(src, k, sl), f"{fld}.source.{k}") for k in src}
+        if values["suite"] not in _SUITES:
+            raise self.err(self.key_line(src, "suite", sl), f"{fld}.source.suite",
+                           f"expected one of: {', '.join(_SUITES)}, not {values['suite']!r}")
+        source = ConformanceSource(**values)
+        asserts = self.text(node["asserts"], self.key_line(node, "asserts", line), f"{fld}.asserts")
+        tl = self.key_line(node, "tolerance", line)
+        tol = node["tolerance"]
+        tols = list(tol) if isinstance(tol, list) else [tol]
+        bad = next((t for t in tols if not isinstance(t, str) or t not in _TOLERANCES), None)
+        if bad is not None or not tols:
+            raise self.err(tl, f"{fld}.tolerance", f"{_show(bad)} is not one of: {', '.join(_TOLERANCES)} "
+                           "(one, or a list)")
+        if len(set(tols)) != len(tols):
+            raise self.err(tl, f"{fld}.tolerance", "lists a tolerance twice")
+        el = self.key_line(node, "eras", line)
+        eras_node = self.mapping(node["eras"], el, f"{fld}.eras")
+        if not eras_node:
+            raise self.err(el, f"{fld}.eras", "expected at least one era")
+        from vpmu.eras import ERAS
+
+        records: dict[str, EraRecord] = {}
+        for key, value in eras_node.items():
+            kl = self.key_line(eras_node, key, el)
+            kf = f"{fld}.eras.{key}"
+            if not isinstance(key, str):
+                raise self.err(kl, kf, f"quote the era ('{key}'): an unquoted 6.10 would be the number 6.1")
+            if key not in ERAS:
+                raise self.err(kl, kf, f"unknown KVM era (known: {', '.join(ERAS)})")
+            records[key] = self.era_record(key, value, kl, kf, expects)
+        ordered = tuple(records[e] for e in ERAS if e in records)
+        return Conformance(source, asserts, tuple(tols), ordered)
+
+    def era_record(self, era: str, node: Any, line: int | None, fld: str, expects: list[Expect]) -> EraRecord:
+        if node == "pass":
+            return EraRecord(era, "pass", line=line)
+        if not isinstance(node, dict):
+            raise self.err(line, fld, f"expected pass or a mapping with keys {', '.join(_ERA_KEYS)}, not {_show(node)}")
+        self.known_keys(node, line, fld, _ERA_KEYS, ("expected",))
+        expected = node["expected"]
+        if expected not in ("pass", "fail"):
+            raise self.err(self.key_line(node, "expected", line), f"{fld}.expected",
+                           f"expected pass or fail, not {_show(expected)}")
+        if expected == "pass":
+            extra = [k for k in node if k != "expected"]
+            if extra:
+                raise self.err(self.key_line(node, extra[0], line), f"{fld}.{extra[0]}",
+                               "only allowed with expected: fail")
+            return EraRecord(era, "pass", line=line)
+        for req in ("reason", "spec"):
+            if req not in node:
+                raise self.err(line, f"{fld}.{req}", "required key is missing (an expected failure needs its "
+                               "reason and a spec reference)")
+        reason = self.text(node["reason"], self.key_line(node, "reason", line), f"{fld}.reason")
+        spl = self.key_line(node, "spec", line)
+        spec = self.text(node["spec"], spl, f"{fld}.spec")
+        if not any(f"{name} §" in spec for name in _SPEC_FILES):
+            raise self.err(spl, f"{fld}.spec", "expected a spec reference like 'kvm-vpmu.md §2.1 I8' "
+                           f"({' or '.join(_SPEC_FILES)} followed by a § section)")
+        labels = self.string_list(node.get("divergences", []), self.key_line(node, "divergences", line),
+                                  f"{fld}.divergences")
+        dl = self.key_line(node, "divergences", line)
+        for label in labels:
+            kind = label.removesuffix(" (internal)")
+            if kind not in KINDS:
+                raise self.err(dl, f"{fld}.divergences", f"unknown divergence {label!r} (kinds: {', '.join(KINDS)}; "
+                               "append ' (internal)' for an internal one)")
+        xl = self.key_line(node, "expects", line)
+        ids = self.string_list(node.get("expects", []), xl, f"{fld}.expects")
+        known = {e.id for e in expects if e.id is not None}
+        for ident in ids:
+            if ident not in known:
+                raise self.err(xl, f"{fld}.expects", f"no expect step has id {ident!r} "
+                               f"(ids: {', '.join(sorted(known)) or 'none'})")
+        if not labels and not ids:
+            raise self.err(line, fld, "an expected failure needs divergences and/or expects (how the run fails)")
+        return EraRecord(era, "fail", tuple(dict.fromkeys(labels)), tuple(sorted(set(ids))), reason, spec, line)
+
+    def string_list(self, node: Any, line: int | None, fld: str) -> list[str]:
+        if not isinstance(node, list) or not all(isinstance(x, str) for x in node):
+            raise self.err(line, fld, f"expected a list of strings, not {_show(node)}")
+        return [str(x) for x in node]
 
 
 def _show(value: Any) -> str:
@@ -428,6 +635,76 @@ def load_scenario(ref: str) -> Scenario:
     raise VpmuError(f"no scenario file or built-in scenario named {ref!r} (built-ins: {', '.join(builtin_names())})")
 
 
+# --- writing -------------------------------------------------------------------------------
+
+
+def action_to_step(action: A.Action | A.EmulatedItem) -> Any:
+    """One action as a scenario step, in the shortest form the loader accepts (fields at their
+    default are left out, MSRs by name, values in hex)."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+    from ruamel.yaml.scalarint import HexInt
+
+    if isinstance(action, A.Emulate | A.Batch):
+        items = CommentedSeq()
+        for item in action.items:
+            step = action_to_step(item)
+            if isinstance(step, dict):
+                step = CommentedMap(step)
+                step.fa.set_flow_style()
+            items.append(step)
+        items.fa.set_flow_style()
+        return {action.KIND: items}
+    args = CommentedMap()
+    for f in dataclasses.fields(action):
+        value = getattr(action, f.name)
+        if value == f.default:
+            continue
+        if f.name == "msr":
+            value = msrs.msr_name(value)
+        elif f.name in ("value", "ecx", "fixed_counter_bitmap") and value > 9:
+            value = HexInt(value)
+        elif f.name == "events":
+            value = [HexInt(e) for e in value]
+        args[f.name] = value
+    if not args:
+        return action.KIND
+    if isinstance(action, A.Native) and list(args) == ["count"]:
+        return {action.KIND: action.count}
+    args.fa.set_flow_style()
+    return {action.KIND: args}
+
+
+def dump_scenario(name: str, description: str, cpu: PmuConfig, kvm: str, design: str | None,
+                  checker: CheckerOptions, actions: Sequence[A.Action]) -> str:
+    """A scenario file that `vpmu run` replays: the inverse of `parse_scenario` (without
+    expects). Only checker options that differ from the defaults are written."""
+    import io
+
+    cpu_node: Any
+    base = cpu.name if cpu.name in PRESETS else None
+    init = {f.name: getattr(cpu, f.name) for f in dataclasses.fields(cpu) if f.init and f.name != "name"}
+    if base is not None:
+        ref = {f: getattr(PRESETS[base], f) for f in init}
+        diff = {k: v for k, v in init.items() if v != ref[k]}
+        cpu_node = {"preset": base, **diff} if diff else base
+    else:
+        cpu_node = init
+    doc: dict[str, Any] = {"name": name, "description": description, "cpu": cpu_node, "kvm": kvm}
+    if design is not None:
+        doc["design"] = design
+    defaults = CheckerOptions().to_dict()
+    changed = {k: v for k, v in checker.to_dict().items() if v != defaults[k]}
+    if changed:
+        doc["options"] = changed
+    doc["steps"] = [action_to_step(a) for a in actions]
+    y = YAML(typ="rt")
+    y.width = 100
+    y.indent(mapping=2, sequence=4, offset=2)
+    out = io.StringIO()
+    y.dump(doc, out)
+    return out.getvalue()
+
+
 # --- running -------------------------------------------------------------------------------
 
 
@@ -439,10 +716,14 @@ class ExpectOutcome:
     expected: Any
     observed: Any
     ok: bool
+    id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"step": self.after, "line": self.line, "check": self.check, "expected": self.expected,
-                "observed": self.observed, "ok": self.ok}
+        out = {"step": self.after, "line": self.line, "check": self.check, "expected": self.expected,
+               "observed": self.observed, "ok": self.ok}
+        if self.id is not None:
+            out["id"] = self.id
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -499,28 +780,51 @@ def _obs_dict(o: Observation, idx: tuple[int, ...]) -> dict[str, Any]:
     return d
 
 
+def _observe(what: str, after: int, obs: list[Observation], cfg: PmuConfig) -> Any:
+    """The KVM model's value for one expect check after action `after` (-1: before any)."""
+    o = obs[after] if after >= 0 else None
+    if what.startswith("counter:"):
+        name = what.split(":", 1)[1]
+        i = [counter_name(p) for p in cfg.pmc_indices].index(name)
+        return o.counters[i] if o is not None else 0
+    if what == "global_status":
+        return o.global_status if o is not None else 0
+    if what == "pmis":
+        return sum(len(x.pmis) for x in obs[: after + 1])
+    if what == "lvtpc":
+        return o.lvtpc if o is not None else None
+    if what == "insn":
+        return o.insn if o is not None else 0
+    if what == "fault":
+        return bool(o.results and o.results[-1].fault) if o is not None else False
+    return o.results[-1].value if o is not None and o.results else None  # result
+
+
+def _show_check(what: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return f"{what}={str(value).lower()}"
+    if isinstance(value, int):
+        return f"{what}={value:#x}"
+    return f"{what}={value}"
+
+
 def _check_expect(e: Expect, obs: list[Observation], cfg: PmuConfig) -> list[ExpectOutcome]:
     out = []
-    o = obs[e.after] if e.after >= 0 else None
     for what, expected in e.checks:
-        observed: Any
-        if what.startswith("counter:"):
-            name = what.split(":", 1)[1]
-            i = [counter_name(p) for p in cfg.pmc_indices].index(name)
-            observed = o.counters[i] if o is not None else 0
-        elif what == "global_status":
-            observed = o.global_status if o is not None else 0
-        elif what == "pmis":
-            observed = sum(len(x.pmis) for x in obs[: e.after + 1])
-        elif what == "lvtpc":
-            observed = o.lvtpc if o is not None else None
-        elif what == "insn":
-            observed = o.insn if o is not None else 0
-        elif what == "fault":
-            observed = bool(o.results and o.results[-1].fault) if o is not None else False
-        else:  # result
-            observed = o.results[-1].value if o is not None and o.results else None
-        out.append(ExpectOutcome(e.after, e.line, what, expected, observed, observed == expected))
+        if what == "any_of":
+            # one outcome: holds if every check of some alternative holds
+            seen: dict[str, Any] = {}
+            ok = False
+            for alt in expected:
+                values = {w: _observe(w, e.after, obs, cfg) for w, _ in alt}
+                seen.update(values)
+                ok = ok or all(values[w] == v for w, v in alt)
+            shown_exp = " | ".join(", ".join(_show_check(w, v) for w, v in alt) for alt in expected)
+            shown_obs = ", ".join(_show_check(w, v) for w, v in seen.items())
+            out.append(ExpectOutcome(e.after, e.line, "any_of", shown_exp, shown_obs, ok, e.id))
+            continue
+        observed = _observe(what, e.after, obs, cfg)
+        out.append(ExpectOutcome(e.after, e.line, what, expected, observed, observed == expected, e.id))
     return out
 
 

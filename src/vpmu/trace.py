@@ -13,7 +13,7 @@ from typing import Any, Literal, Protocol
 
 from vpmu.actions import Action, action_to_dict
 
-SignalSource = Literal["wrap", "hw", "emulated", "ignored"]
+SignalSource = Literal["wrap", "hw", "emulated", "ignored", "min-period"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +34,9 @@ class Signal:
     source: "wrap" — the reference counter carried out of its width;
             "hw" — KVM's perf overflow callback reported it (`__kvm_perf_overflow(in_pmi)`);
             "emulated" — KVM's emulated-overflow detection reported it;
-            "ignored" — `kvm_perf_overflow` dropped a hardware overflow (reprogram bit set).
+            "ignored" — `kvm_perf_overflow` dropped a hardware overflow (reprogram bit set);
+            "min-period" — perf was paused after its period elapsed but before the hardware,
+                armed for at least 2 events (R3), interrupted: that overflow is never reported.
     """
 
     pmc: int

@@ -304,6 +304,10 @@ class World:
     def _native(self, action: A.Native) -> None:
         """Native guest execution, advanced arithmetically from one overflow point to the next."""
         self._wake_for_guest()
+        if not action.hold_pmi and self._pmcs_with_pending():
+            # a host PMI held by an earlier run's skid interrupts this run before its first insn
+            self.land_host_pmi(nmi_exit=True)
+            self.vcpu_enter_guest()
         count = max(action.count, 0)
         branches, cpl = max(min(action.branches, count), 0), action.cpl
         self.kvm.cpl = cpl

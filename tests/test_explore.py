@@ -1,0 +1,234 @@
+"""The explorer against the real models: what it must find on each era, shrinking, replay,
+determinism and the `vpmu explore` command (issue: the explorer)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cli_helper import cli
+from vpmu import msrs
+from vpmu.actions import Action, Batch, Cpuid, Rdmsr, Wrmsr
+from vpmu.checker import CheckerOptions, compare
+from vpmu.config import preset
+from vpmu.explore import (
+    Bounds,
+    Finding,
+    Judge,
+    Target,
+    alphabet,
+    exhaustive_search,
+    explore,
+    in_use,
+    partitioned_exhaustive_search,
+    setup_prefix,
+)
+from vpmu.scenario import dump_scenario, execute, parse_scenario
+
+CFG = preset("intel-v2").with_width(4)
+#: Every kind but save-restore: KVM_SET_MSRS of a running counter mis-arms its perf period
+#: (spec kvm-vpmu.md §2.7 note, docs/findings.md F3), a finding of its own.
+NO_SAVE_RESTORE = tuple(k for k in Bounds().kinds if k != "save-restore")
+R7 = CheckerOptions(r7_ignored_overflow=True)
+LETTERS = [a for _, a in alphabet(CFG, Bounds(kinds=NO_SAVE_RESTORE))]
+
+
+def kinds_of(findings: Sequence[Finding]) -> set[tuple[str, str]]:
+    return {(f.kind, f.visibility) for f in findings}
+
+
+def by_kind(findings: Sequence[Finding], kind: str, visibility: str) -> Finding:
+    return next(f for f in findings if (f.kind, f.visibility) == (kind, visibility))
+
+
+# --- what it must find -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["random", "exhaustive"])
+def test_finds_both_seed_bugs_on_6_6_shrunk(mode: str) -> None:
+    report = explore(Target(CFG, "6.6"), Bounds(), mode=mode, seed=0)
+    lost = by_kind(report.counterexamples, "lost-overflow", "guest")
+    # the seed's bug (a): an invalid-guest-state batch crossing the wrap, nothing else
+    assert len(lost.suffix) == 2 and isinstance(lost.suffix[-1], Batch)
+    assert isinstance(lost.suffix[0], Wrmsr) and lost.suffix[0].value == CFG.gp_mask - 1
+    assert len(lost.suffix[-1].items) == 2
+    # the seed's bug (b): a second overflow signal for one wrap
+    dup = by_kind(report.counterexamples, "spurious-overflow", "internal")
+    assert "second signal" in dup.detail
+    assert len(dup.suffix) <= 3
+
+
+def test_exhaustive_counterexamples_are_shortest() -> None:
+    result = exhaustive_search(Target(CFG, "6.6"), Bounds(depth=3))
+    lost = by_kind(result.findings, "lost-overflow", "guest")
+    assert len(lost.suffix) == 2  # BFS: nothing shorter diverges this way
+    assert result.stats.exhausted and result.stats.depth_reached == 3
+
+
+@pytest.mark.parametrize("era", ["6.8", "6.9", "mediated"])
+def test_fixed_eras_show_neither_seed_kind(era: str) -> None:
+    """Within the default bounds (R7 tolerated, save/restore left out: both are separate
+    findings) the emulated-counter and mediated designs neither lose nor duplicate an
+    overflow."""
+    target = Target(CFG, era, checker_options=R7)
+    report = explore(target, Bounds(kinds=NO_SAVE_RESTORE), mode="auto", seed=0, restarts=500)
+    found = kinds_of(report.counterexamples)
+    assert not {k for k in found if k[0] in ("lost-overflow", "spurious-overflow")}
+    assert report.searches[-1].stats.exhausted
+
+
+def test_delayed_detection_in_a_batch_is_tolerated_on_6_8() -> None:
+    """The batch letter that reads GLOBAL_STATUS inside the exit: under emulated-counter the
+    wrap shows only at the next VM-entry (R1), reported as tolerated late-overflow."""
+    read_inside = next(a for a in LETTERS if isinstance(a, Batch) and isinstance(a.items[-1], Rdmsr))
+    actions = setup_prefix(CFG, (0,)) + (Wrmsr(msrs.IA32_A_PMC0, CFG.gp_mask - 1), read_inside)
+    node, divs = Judge(Target(CFG, "6.8")).root(Target(CFG, "6.8"), actions)
+    assert divs == []
+    closed = compare(CFG, node.ref_obs, node.kvm_obs)
+    assert [(d.kind, d.tolerated, d.relaxation) for d in closed if d.kind == "late-overflow"] == [
+        ("late-overflow", True, "R1")]
+
+
+def test_r7_ignored_hardware_overflow_is_reported_on_6_8() -> None:
+    """Spec §4.3 item 4: a host PMI handled after an emulated increment of the same PMC is
+    ignored (the reprogram bit is set). Reported by default, tolerated with r7."""
+    report = explore(Target(CFG, "6.8"), Bounds(depth=3, kinds=NO_SAVE_RESTORE), mode="exhaustive")
+    lost = by_kind(report.counterexamples, "lost-overflow", "guest")
+    assert any(isinstance(a, Cpuid) and a.host_pmi == "after-handler" for a in lost.suffix)
+    node, _ = Judge(Target(CFG, "6.8")).root(Target(CFG, "6.8"), lost.actions)
+    assert any(s.source == "ignored" for o in node.kvm_obs for s in o.signals)
+
+
+# --- properties --------------------------------------------------------------------------------
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(LETTERS), min_size=1, max_size=8))
+def test_mediated_never_diverges_untolerated(steps: list[Action]) -> None:
+    """The mediated vPMU counts on the real counters and checks every emulated increment at
+    once: whatever the guest does, the checker finds nothing it does not tolerate."""
+    target = Target(CFG, "mediated")
+    _, divs = Judge(target).root(target, setup_prefix(CFG, (0,)) + tuple(steps))
+    assert divs == []
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.sampled_from(LETTERS), min_size=1, max_size=6))
+def test_open_end_judging_only_defers(steps: list[Action]) -> None:
+    """Open-ended judging (the explorer's) reports a subset of the final judgement."""
+    target = Target(CFG, "6.8")
+    node, open_divs = Judge(target).root(target, setup_prefix(CFG, (0,)) + tuple(steps))
+    final = {(d.kind, d.visibility, d.step) for d in compare(CFG, node.ref_obs, node.kvm_obs) if not d.tolerated}
+    assert {(d.kind, d.visibility, d.step) for d in open_divs} <= final
+
+
+# --- shrinking, replay, determinism, parallelism ----------------------------------------------
+
+
+def test_shrinking_drops_unused_counters() -> None:
+    report = explore(Target(CFG, "6.6"), Bounds(gp=2, depth=2), mode="exhaustive")
+    lost = by_kind(report.counterexamples, "lost-overflow", "guest")
+    assert lost.counters == (0,)
+    assert len(setup_prefix(CFG, lost.counters)) < len(setup_prefix(CFG, in_use(CFG, Bounds(gp=2))))
+
+
+def test_saved_scenario_replays_the_same_divergence() -> None:
+    report = explore(Target(CFG, "6.6"), Bounds(depth=2), mode="exhaustive")
+    for f in report.counterexamples:
+        text = dump_scenario("x", "replay", CFG, "6.6", None, CheckerOptions(), f.actions)
+        scn = parse_scenario(text)
+        assert scn.actions == f.actions
+        res = execute(scn)
+        assert res.failed
+        assert (f.kind, f.visibility) in {(d.kind, d.visibility) for d in res.divergences if not d.tolerated}
+
+
+def test_same_seed_same_result_and_jobs_do_not_matter() -> None:
+    target = Target(CFG, "6.6")
+    one = explore(target, Bounds(depth=3), mode="auto", seed=7, restarts=300, jobs=1)
+    again = explore(target, Bounds(depth=3), mode="auto", seed=7, restarts=300, jobs=1)
+    two = explore(target, Bounds(depth=3), mode="auto", seed=7, restarts=300, jobs=2)
+    for other in (again, two):
+        assert [(f.kind, f.visibility, f.actions) for f in other.counterexamples] == [
+            (f.kind, f.visibility, f.actions) for f in one.counterexamples]
+        assert [(s.stats.states, s.stats.transitions) for s in other.searches] == [
+            (s.stats.states, s.stats.transitions) for s in one.searches]
+
+
+@pytest.mark.parametrize("partitions", [1, 3])
+def test_partitioned_search_equals_single_process(partitions: int) -> None:
+    from vpmu.explore import _run_unit
+
+    target, bounds = Target(CFG, "6.9"), Bounds(depth=3)
+    single = exhaustive_search(target, bounds)
+    parted = partitioned_exhaustive_search(target, bounds, partitions, lambda units: [_run_unit(u) for u in units])
+    assert (parted.stats.states, parted.stats.transitions) == (single.stats.states, single.stats.transitions)
+    assert [(f.kind, f.visibility, f.actions) for f in parted.findings] == [
+        (f.kind, f.visibility, f.actions) for f in single.findings]
+
+
+def test_time_budget_stops_cleanly() -> None:
+    report = explore(Target(CFG, "6.6"), Bounds(depth=8), mode="exhaustive", time_budget=0.2)
+    stats = report.searches[-1].stats
+    assert stats.stopped_by_budget and not stats.exhausted
+
+
+# --- the command -------------------------------------------------------------------------------
+
+
+def test_cli_explore_json_saves_replayable_files(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, _ = cli(capsys, "explore", "--kvm", "6.6", "--mode", "exhaustive", "--depth", "2",
+                       "--jobs", "1", "--save", str(tmp_path), "--json")
+    assert code == 1
+    data = json.loads(out)
+    for key in ("mode", "bounds", "states", "transitions", "states_per_second", "exhausted", "counterexamples"):
+        assert key in data
+    assert data["bounds"]["width"] == 4 and data["exhausted"] is True
+    lost = next(c for c in data["counterexamples"] if (c["kind"], c["visibility"]) == ("lost-overflow", "guest"))
+    assert lost["steps"][-1]["kind"] == "batch"
+    code, out, _ = cli(capsys, "run", lost["scenario_file"], "--json")
+    assert code == 1
+    assert "lost-overflow" in {d["kind"] for d in json.loads(out)["divergences"]}
+
+
+def test_cli_explore_clean_era_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = cli(capsys, "explore", "--kvm", "mediated", "--depth", "2", "--jobs", "1", "--no-save")
+    assert code == 0
+    assert "no untolerated divergence" in out and "4 bits wide" in out
+
+
+def test_cli_explore_is_deterministic(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ("explore", "--kvm", "6.6", "--mode", "random", "--restarts", "200", "--seed", "3", "--jobs", "1",
+            "--no-save", "--json")
+    runs = []
+    for _ in range(2):
+        data = json.loads(cli(capsys, *args)[1])
+        for k in ("states_per_second", "elapsed_seconds"):
+            data.pop(k)
+        for s in data["searches"]:
+            s.pop("elapsed_seconds")
+        runs.append(data)
+    assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("args", [
+    ("--width", "1"), ("--counters", "9"), ("--counters", "1,1,1"), ("--kinds", "bogus"), ("--mode", "bogus"),
+    ("--kvm", "5.0"), ("--cpu", "nope"), ("--address", "x:1"), ("--native", "a"), ("--jobs", "0"),
+    ("--backend", "mpi"),
+])
+def test_cli_explore_bad_input_exits_2(capsys: pytest.CaptureFixture[str], args: tuple[str, ...]) -> None:
+    code, out, err = cli(capsys, "explore", "--no-save", "--depth", "1", *args)
+    assert code == 2
+    assert err.startswith("vpmu: error:") and err[-1] == "\n" and err.count("\n") == 1
+
+
+def test_progress_is_reported_during_both_searches() -> None:
+    seen: list[tuple[int, int]] = []
+    explore(Target(CFG, "6.6"), Bounds(depth=3), mode="auto", restarts=120,
+            progress=lambda stats, found: seen.append((stats.states, found)))
+    assert len(seen) >= 3
+    assert any(found > 0 for _, found in seen)
