@@ -232,3 +232,14 @@ def test_progress_is_reported_during_both_searches() -> None:
             progress=lambda stats, found: seen.append((stats.states, found)))
     assert len(seen) >= 3
     assert any(found > 0 for _, found in seen)
+
+
+def test_rediscovers_the_amd_lvtpc_mask_bug_and_its_fix() -> None:
+    """KVM 6.6-6.8 set LVTPC.M on every PMI, AMD's APIC does not (fixed upstream in Apr 2024,
+    our 6.9 era): the explorer finds it on 6.8 and not on 6.9 (docs/findings.md F6)."""
+    amd = preset("amd-perfmon-v2").with_width(4)
+    bounds = Bounds(depth=2, kinds=("write-counter",))
+    found = explore(Target(amd, "6.8"), bounds, mode="exhaustive").counterexamples
+    lvtpc = by_kind(found, "wrong-value", "guest")
+    assert "LVTPC" in lvtpc.detail and len(lvtpc.suffix) == 1
+    assert not explore(Target(amd, "6.9"), bounds, mode="exhaustive").counterexamples

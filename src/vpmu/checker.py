@@ -461,7 +461,8 @@ class _Checker:
         lv_mask = ~0 if self.pmis_so_far[0] == self.pmis_so_far[1] else ~M.LVTPC_MASKED
         if (r.lvtpc ^ k.lvtpc) & lv_mask == 0:
             self.open_values.pop("lvtpc", None)
-        elif r.lvtpc ^ k.lvtpc == M.LVTPC_MASKED and k.pmis and self.late_pmi_relaxation(step, k.pmis[0]):
+        elif (r.lvtpc ^ k.lvtpc == M.LVTPC_MASKED and k.pmis and self.writes_lvtpc(r.action)
+              and self.late_pmi_relaxation(step, k.pmis[0])):
             # KVM's late PMI masked the LVTPC after the guest's own write unmasked it
             rel = self.late_pmi_relaxation(step, k.pmis[0])
             if "lvtpc" not in self.open_values:
@@ -641,9 +642,15 @@ class _Checker:
         if behind >= len(ref) or behind >= self.pmis_so_far[0]:
             return None
         rn, rs = ref[behind]
+        if kvm_insn <= rn + self.opts.pmi_skid:
+            return None  # on time: not a late PMI
         pmc = self.pmi_counter(rn, rs)
         wrap = self.wrap_before(pmc, rs, rn) if pmc is not None else None
         return self.lateness_relaxation(pmc, wrap, step, kvm_insn)
+
+    @staticmethod
+    def writes_lvtpc(action: Any) -> bool:
+        return any(a.what == "wrmsr" and a.msr == M.X2APIC_LVTPC for a in _accesses(action))
 
     def lvtpc_before(self, step: int) -> int:
         """The reference's LVTPC when `step` began."""

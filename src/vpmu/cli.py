@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from vpmu.errors import VpmuError
+from vpmu.explore import KINDS as EXPLORE_KINDS
 
 app = typer.Typer(
     name="vpmu",
@@ -263,8 +264,9 @@ def explore(
                                         "one step.")] = "1,2,3",
     values: Annotated[str, typer.Option("--values", help="Counter write values; -N means 2^width - N.")]
     = "-1,-2,-3,0",
-    kinds: Annotated[str | None, typer.Option("--kinds", help="Comma-separated action kinds to use "
-                                              "(default: all but perf-fail); see docs/explorer.md.")] = None,
+    kinds: Annotated[str | None, typer.Option("--kinds", help="Comma-separated action kinds to use, of: "
+                                              f"{', '.join(EXPLORE_KINDS)} (default: all but perf-fail; "
+                                              "docs/explorer.md).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random search.")] = 0,
     restarts: Annotated[int, typer.Option("--restarts", help="Random sequences the random search tries.")]
     = 2000,
