@@ -87,7 +87,7 @@ def test_delayed_detection_in_a_batch_is_tolerated_on_6_8() -> None:
     wrap shows only at the next VM-entry (R1), reported as tolerated late-overflow."""
     read_inside = next(a for a in LETTERS if isinstance(a, Batch) and isinstance(a.items[-1], Rdmsr))
     actions = setup_prefix(CFG, (0,)) + (Wrmsr(msrs.IA32_A_PMC0, CFG.gp_mask - 1), read_inside)
-    node, divs = Judge(Target(CFG, "6.8")).root(Target(CFG, "6.8"), actions)
+    node, divs = Judge(Target(CFG, "6.8")).root(actions)
     assert divs == []
     closed = compare(CFG, node.ref_obs, node.kvm_obs)
     assert [(d.kind, d.tolerated, d.relaxation) for d in closed if d.kind == "late-overflow"] == [
@@ -100,7 +100,7 @@ def test_r7_ignored_hardware_overflow_is_reported_on_6_8() -> None:
     report = explore(Target(CFG, "6.8"), Bounds(depth=3, kinds=NO_SAVE_RESTORE), mode="exhaustive")
     lost = by_kind(report.counterexamples, "lost-overflow", "guest")
     assert any(isinstance(a, Cpuid) and a.host_pmi == "after-handler" for a in lost.suffix)
-    node, _ = Judge(Target(CFG, "6.8")).root(Target(CFG, "6.8"), lost.actions)
+    node, _ = Judge(Target(CFG, "6.8")).root(lost.actions)
     assert any(s.source == "ignored" for o in node.kvm_obs for s in o.signals)
 
 
@@ -112,7 +112,7 @@ def test_mediated_never_diverges_untolerated(steps: list[Action]) -> None:
     """The mediated vPMU counts on the real counters and checks every emulated increment at
     once: whatever the guest does, the checker finds nothing it does not tolerate."""
     target = Target(CFG, "mediated")
-    _, divs = Judge(target).root(target, setup_prefix(CFG, (0,)) + tuple(steps))
+    _, divs = Judge(target).root(setup_prefix(CFG, (0,)) + tuple(steps))
     assert divs == []
 
 
@@ -121,7 +121,7 @@ def test_mediated_never_diverges_untolerated(steps: list[Action]) -> None:
 def test_open_end_judging_only_defers(steps: list[Action]) -> None:
     """Open-ended judging (the explorer's) reports a subset of the final judgement."""
     target = Target(CFG, "6.8")
-    node, open_divs = Judge(target).root(target, setup_prefix(CFG, (0,)) + tuple(steps))
+    node, open_divs = Judge(target).root(setup_prefix(CFG, (0,)) + tuple(steps))
     final = {(d.kind, d.visibility, d.step) for d in compare(CFG, node.ref_obs, node.kvm_obs) if not d.tolerated}
     assert {(d.kind, d.visibility, d.step) for d in open_divs} <= final
 

@@ -311,6 +311,7 @@ class Judge:
     """Untolerated divergences of an open-ended trace (the search may extend it)."""
 
     def __init__(self, target: Target) -> None:
+        self.target = target
         self.cfg = target.cfg
         self.options = target.checker_options
 
@@ -318,9 +319,9 @@ class Judge:
         divs = compare(self.cfg, ref_obs, kvm_obs, self.options, open_end=True)
         return [d for d in divs if not d.tolerated]
 
-    def root(self, target: Target, path: Sequence[Action]) -> tuple[Node, list[Divergence]]:
+    def root(self, path: Sequence[Action]) -> tuple[Node, list[Divergence]]:
         """Run `path` from fresh machines."""
-        ref, kvm = target.machines()
+        ref, kvm = self.target.machines()
         ro = [ref.step(a) for a in path]
         ko = [kvm.step(a) for a in path]
         divs = self(ro, ko)
@@ -347,7 +348,7 @@ def first_of_kind(target: Target, counters: tuple[int, ...], suffix: Sequence[Ac
                   visibility: str, judge: Judge | None = None) -> Finding | None:
     """Replay set-up + `suffix`; the first untolerated divergence of `kind`, if any."""
     judge = judge or Judge(target)
-    _, divs = judge.root(target, setup_prefix(target.cfg, counters) + tuple(suffix))
+    _, divs = judge.root(setup_prefix(target.cfg, counters) + tuple(suffix))
     for d in divs:
         if d.kind == kind and d.visibility == visibility:
             return Finding(target.cfg, kind, visibility, counters, tuple(suffix), d.step, d.message)
@@ -515,7 +516,7 @@ def random_search(
     stats = Stats()
     found: dict[tuple[str, str], Finding] = {}
     start = time.perf_counter()
-    root, _ = judge.root(target, prefix)
+    root, _ = judge.root(prefix)
     for r in restarts:
         if _past(deadline):
             stats.stopped_by_budget = True
@@ -562,7 +563,7 @@ def exhaustive_search(
     stats = Stats()
     found: dict[tuple[str, str], Finding] = {}
     start = time.perf_counter()
-    root, _ = judge.root(target, prefix)
+    root, _ = judge.root(prefix)
     visited = {root.key()}
     stats.states = 1
     frontier = [root]
@@ -619,7 +620,7 @@ def expand_unit(target: Target, bounds: Bounds, paths: list[IndexPath]) -> list[
     prefix = setup_prefix(target.cfg, counters)
     out: list[Expansion] = []
     for ipath in paths:
-        node, _ = judge.root(target, prefix + tuple(letters[i] for i in ipath))
+        node, _ = judge.root(prefix + tuple(letters[i] for i in ipath))
         for a, action in enumerate(letters):
             child, divs = judge.advance(node, action)
             if divs:
@@ -661,7 +662,7 @@ def partitioned_exhaustive_search(
     stats = Stats()
     found: dict[tuple[str, str], Finding] = {}
     start = time.perf_counter()
-    root = judge.root(target, prefix)[0].key()
+    root = judge.root(prefix)[0].key()
     visited: list[set[Any]] = [set() for _ in range(partitions)]
     visited[owner_of(root, partitions)].add(root)
     stats.states = 1
