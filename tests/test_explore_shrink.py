@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from vpmu import msrs
 from vpmu.actions import Action, Batch, Cpuid, Insn, Native, Wrmsr
 from vpmu.config import preset
-from vpmu.explore import KINDS, Bounds, alphabet, in_use, owner_of, setup_prefix, shrink
+from vpmu.explore import KINDS, Bounds, alphabet, in_use, owner_of, setup_prefix, shrink, state_digest
 
 
 def test_shrink_drops_irrelevant_steps_and_simplifies_runs() -> None:
@@ -79,5 +79,7 @@ def test_setup_prefix_programs_counters_in_use() -> None:
 
 def test_owner_is_stable_and_in_range() -> None:
     key = ((1, 2, "x"), (3,))
-    assert owner_of(key, 7) == owner_of(((1, 2, "x"), (3,)), 7)
-    assert all(0 <= owner_of((i,), 3) < 3 for i in range(50))
+    assert state_digest(key) == state_digest(((1, 2, "x"), (3,))) != state_digest(((1, 2, "x"), (4,)))
+    assert owner_of(state_digest(key), 7) == owner_of(state_digest(((1, 2, "x"), (3,))), 7)
+    owners = {owner_of(state_digest((i,)), 3) for i in range(50)}
+    assert owners == {0, 1, 2}

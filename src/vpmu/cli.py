@@ -317,12 +317,6 @@ def explore(
         raise VpmuError(f"unknown --backend {backend!r} (known: local, ray)")
     if address is not None and backend != "ray":
         raise VpmuError("--address needs --backend ray")
-    chosen = None
-    if backend == "ray":
-        from vpmu.ray_backend import RayBackend
-
-        chosen = RayBackend(address, num_cpus=jobs)
-        n_jobs = chosen.partitions
     err = Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")), highlight=False)
     live = err.is_terminal and not json_out
     status = err.status("exploring...") if live else None
@@ -332,7 +326,13 @@ def explore(
             status.update(f"{stats.states:,} states ({stats.states_per_second:,.0f}/s), depth "
                           f"{stats.depth_reached}, {found} divergence kind(s) so far")
 
+    chosen = None
     try:
+        if backend == "ray":
+            from vpmu.ray_backend import RayBackend
+
+            chosen = RayBackend(address, num_cpus=jobs)
+            n_jobs = chosen.partitions
         if status is not None:
             status.start()
         report = run_explore(target, bounds, mode=mode, seed=seed, jobs=n_jobs, restarts=restarts,

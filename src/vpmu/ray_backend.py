@@ -5,10 +5,21 @@ workers for random search, and per-owner frontier units for the exhaustive searc
 frontier and visited set are partitioned by a stable state hash. Units are Ray tasks with
 retries, so a worker that dies loses nothing: its unit runs again and, being a pure
 function of its arguments, returns the same answer.
+
+The driver never leaves work or processes behind: `close()` shuts down a Ray instance
+this backend started, with every unit still running on it (the CLI calls it in a
+`finally`, so Ctrl-C cleans up too), and a Ctrl-C during start-up is held until Ray has
+recorded what it started. docs/scaling.md has the design, measurements and how to run on a
+multi-node cluster.
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from vpmu.errors import VpmuError
@@ -17,6 +28,7 @@ from vpmu.explore import (
     Bounds,
     Expansion,
     IndexPath,
+    RandomJob,
     SearchResult,
     Target,
     UnitRunner,
@@ -24,7 +36,8 @@ from vpmu.explore import (
     _run_unit,
 )
 
-#: How often a unit is retried when its worker dies.
+#: How often a unit is retried when its worker dies (a Python exception in a unit is a
+#: bug, not a transient failure: it is not retried).
 MAX_RETRIES = 3
 
 
@@ -36,37 +49,102 @@ def _import_ray() -> Any:
     return ray
 
 
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on a `host:port` nobody listens on: Ray's own connect loop retries for
+    minutes in native code, where even Ctrl-C does not reach it."""
+    host, sep, port = address.rpartition(":")
+    if "://" in address or not sep or not port.isdigit():
+        return  # "auto", a ray:// client address...: left to Ray
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise VpmuError(f"cannot join the Ray cluster at {address}: {e.strerror or e}") from None
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold Ctrl-C until the block is done, then raise KeyboardInterrupt.
+
+    An interrupt that lands inside ray.init, before Ray has recorded the node it is
+    starting, cannot be cleaned up by ray.shutdown(): its agent processes outlive the
+    driver. Deferring it lets init finish, so that close() can shut everything down.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+    if pending:
+        raise KeyboardInterrupt
+
+
 class RayBackend(Backend):
-    """Joins the cluster at `address`, or starts a local Ray instance with `num_cpus`."""
+    """Joins the cluster at `address`, or starts a local Ray instance with `num_cpus`.
+
+    Without an address a *new* local instance is started (address "local"), even when
+    RAY_ADDRESS is set or a `ray start` cluster runs on this machine: joining a cluster is
+    always explicit. The number of partitions is the cluster's CPU count.
+    """
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
         ray = _import_ray()
         self._ray = ray
-        self._started = False
+        #: this backend called ray.init: close() shuts down (a started local instance) or
+        #: disconnects (a joined cluster, which keeps running)
+        self._connected = False
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                       "configure_logging": False}
-            if address is not None:
-                ray.init(address=address, **kwargs)
-            else:
-                ray.init(num_cpus=num_cpus, **kwargs)
-                self._started = True
+            self._connected = True
+            try:
+                if address is not None:
+                    _check_reachable(address)
+                with _sigint_deferred():
+                    ray.init(address=address or "local", num_cpus=None if address else num_cpus, **kwargs)
+            except BaseException as e:
+                # interrupted or failed half-way: leave no half-started instance behind
+                with contextlib.suppress(Exception):
+                    self.close()
+                if isinstance(e, Exception) and not isinstance(e, VpmuError):
+                    what = f"join the Ray cluster at {address}" if address else "start a local Ray instance"
+                    raise VpmuError(f"cannot {what}: {e}") from e
+                raise
         self.partitions = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        self._random = ray.remote(max_retries=MAX_RETRIES)(_random_worker)
-        self._expand = ray.remote(max_retries=MAX_RETRIES)(_run_unit)
+        self._random = self.remote(_random_worker)
+        self._expand = self.remote(_run_unit)
 
-    def random_parts(self, args: list[tuple[Target, Bounds, int, int, int, float | None]]) -> list[SearchResult]:
-        result: list[SearchResult] = self._ray.get([self._random.remote(a) for a in args])
+    def remote(self, fn: Callable[..., Any]) -> Any:
+        """`fn` as a Ray task, the way every unit is sent: retried when its worker dies."""
+        return self._ray.remote(max_retries=MAX_RETRIES)(fn)
+
+    def _gather(self, refs: list[Any]) -> list[Any]:
+        """Results in submission order.
+
+        Units in flight when the driver is interrupted are not cancelled one by one
+        (`ray.cancel(force=True)` racing a finishing task aborted the driver with Ray 2.60):
+        `close()` ends them with the instance, and a joined cluster kills a driver's
+        tasks when the driver disconnects or dies.
+        """
+        result: list[Any] = self._ray.get(refs)
         return result
+
+    def random_parts(self, jobs: list[RandomJob]) -> list[SearchResult]:
+        return self._gather([self._random.remote(j) for j in jobs])
 
     def unit_runner(self) -> UnitRunner:
         def run(units: list[tuple[Target, Bounds, list[IndexPath]]]) -> list[list[Expansion]]:
-            result: list[list[Expansion]] = self._ray.get([self._expand.remote(u) for u in units])
-            return result
+            return self._gather([self._expand.remote(u) for u in units])
 
         return run
 
     def close(self) -> None:
-        if self._started:
+        """Shut down the local Ray instance this backend started, or disconnect from the
+        cluster it joined (which keeps running). A Ray connection the caller made before
+        creating the backend is left alone. Idempotent."""
+        if self._connected:
+            self._connected = False
             self._ray.shutdown()
-            self._started = False
