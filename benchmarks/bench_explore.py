@@ -19,8 +19,6 @@ about 50 s on the 2-core VM of docs/performance.md)
 from __future__ import annotations
 
 import json
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -32,6 +30,7 @@ from hypothesis import HealthCheck, Phase, Verbosity, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
+from machine import machine_info
 
 from vpmu.actions import Action
 from vpmu.checker import compare
@@ -63,15 +62,6 @@ CHUNK = 10
 MAX_RESTARTS = 20_000
 HYPOTHESIS_MAX_EXAMPLES = 20_000
 
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _summary(xs: list[float]) -> dict[str, float]:
@@ -237,7 +227,7 @@ def main() -> None:
     t_start = time.perf_counter()
     target = Target(CFG, "6.6")
     results: dict[str, Any] = {
-        "machine": {"nproc": os.cpu_count(), "cpu": _cpu_model(), "python": platform.python_version()},
+        "machine": machine_info(),
         "bounds": BOUNDS.to_dict(),
         "cpu_preset": "intel-v2",
     }

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import pickle
-import platform
 import time
 import tracemalloc
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
+
+from machine import machine_info
 
 from vpmu.config import preset
 from vpmu.explore import (
@@ -50,15 +50,6 @@ TARGET = Target(preset("intel-v2").with_width(4), "6.6")
 BOUNDS = Bounds()
 RESTARTS = 20_000
 
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _rate(n: int, seconds: float) -> float:
@@ -199,7 +190,7 @@ def with_backend(make: Callable[[], Backend]) -> dict[str, Any]:
 
 def main() -> None:
     results: dict[str, Any] = {
-        "machine": {"nproc": os.cpu_count(), "cpu": _cpu_model(), "python": platform.python_version()},
+        "machine": machine_info(),
         "target": {"cpu": "intel-v2", "width": BOUNDS.width, "era": TARGET.era, "bounds": BOUNDS.to_dict()},
         "single_process": {"exhaustive": exhaustive_single(), "random": random_single()},
         "local": {},
