@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from cli_helper import cli
 from vpmu import msrs
-from vpmu.actions import Action, Batch, Cpuid, Rdmsr, Wrmsr
+from vpmu.actions import Action, Batch, Cpuid, Native, Rdmsr, Wrmsr
 from vpmu.checker import CheckerOptions, compare
 from vpmu.config import preset
 from vpmu.explore import (
@@ -243,3 +243,18 @@ def test_rediscovers_the_amd_lvtpc_mask_bug_and_its_fix() -> None:
     lvtpc = by_kind(found, "wrong-value", "guest")
     assert "LVTPC" in lvtpc.detail and len(lvtpc.suffix) == 1
     assert not explore(Target(amd, "6.9"), bounds, mode="exhaustive").counterexamples
+
+
+def test_r3_minimum_period_loss_is_signalled_and_tolerated_only_under_r3() -> None:
+    """Counter at -1 after the WRMSR retires: perf arms 2 events for a period of 1. One native
+    instruction wraps on the reference; the guest then rewrites the counter, so perf never
+    reports that wrap. The model records a `min-period` signal and the checker tolerates the
+    loss only under r3_min_period."""
+    steps = setup_prefix(CFG, (0,)) + (Wrmsr(msrs.IA32_A_PMC0, CFG.gp_mask - 1), Native(1),
+                                       Wrmsr(msrs.IA32_A_PMC0, 0))
+    node, _ = Judge(Target(CFG, "6.8")).root(steps)
+    assert [s.source for s in node.kvm_obs[-1].signals] == ["min-period"]
+    divs = compare(CFG, node.ref_obs, node.kvm_obs)
+    assert {(d.kind, d.tolerated, d.relaxation) for d in divs} >= {("lost-overflow", True, "R3")}
+    strict = compare(CFG, node.ref_obs, node.kvm_obs, CheckerOptions(r3_min_period=False))
+    assert ("lost-overflow", False) in {(d.kind, d.tolerated) for d in strict}
