@@ -8,16 +8,14 @@ signals the hardware wrap twice, like the pre-patch design.
 
 from __future__ import annotations
 
-from vpmu.designs import CounterDesign
+from vpmu.designs import EmulatedCounterDesign
 from vpmu.kvm import KvmPmc, KvmVcpu
 
 
-class SnapshotBeforePerf(CounterDesign):
-    name = "v1-snapshot-before-perf"
+class SnapshotBeforePerf(EmulatedCounterDesign):
+    """The final design with v1's pause_counter(): everything else is inherited."""
 
-    def incr_counter(self, kvm: KvmVcpu, pmc: KvmPmc) -> None:
-        pmc.emulated_counter += 1                      # defer, like the final patch
-        kvm.request_counter_reprogram(pmc)
+    name = "v1-snapshot-before-perf"
 
     def pause_counter(self, kvm: KvmVcpu, pmc: KvmPmc) -> bool:
         mask = kvm.mask(pmc)
@@ -28,11 +26,3 @@ class SnapshotBeforePerf(CounterDesign):
         pmc.counter = counter & mask
         pmc.emulated_counter = 0
         return pmc.counter < prev
-
-    def read_counter(self, kvm: KvmVcpu, pmc: KvmPmc) -> int:
-        live = kvm.perf_read(pmc) if kvm.perf_running(pmc) else 0
-        return (pmc.counter + pmc.emulated_counter + live) & kvm.mask(pmc)
-
-    def write_counter(self, kvm: KvmVcpu, pmc: KvmPmc, value: int) -> None:
-        pmc.emulated_counter = 0
-        pmc.counter = (pmc.counter + value - self.read_counter(kvm, pmc)) & kvm.mask(pmc)

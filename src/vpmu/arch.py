@@ -316,12 +316,17 @@ class ArchPmu:
 
     # --- RDMSR / WRMSR --------------------------------------------------------------------
 
-    def rdmsr(self, msr: int | str, *, cpl: int = 0, host: bool = False) -> Result:
-        """RDMSR (guest: #GP at CPL > 0) or a host-initiated read (KVM_GET_MSRS)."""
+    def _msr_access(self, msr: int | str, cpl: int, host: bool) -> tuple[str, int] | None:
+        """The decoded MSR, or None when the access #GPs: RDMSR/WRMSR are privileged (a guest
+        access at CPL > 0 faults; a host access has no CPL) and unknown MSRs fault."""
         _check_cpl(cpl)
         if not host and cpl > 0:
-            return _FAULT
-        dec = self.decode(msr)
+            return None
+        return self.decode(msr)
+
+    def rdmsr(self, msr: int | str, *, cpl: int = 0, host: bool = False) -> Result:
+        """RDMSR (guest: #GP at CPL > 0) or a host-initiated read (KVM_GET_MSRS)."""
+        dec = self._msr_access(msr, cpl, host)
         if dec is None:
             return _FAULT
         kind, i = dec
@@ -356,10 +361,7 @@ class ArchPmu:
         GLOBAL_INUSE) accept their current value only.
         """
         _check_u64(value, f"WRMSR {M.msr_name(M.resolve_msr(msr))} value")
-        _check_cpl(cpl)
-        if not host and cpl > 0:
-            return _FAULT
-        dec = self.decode(msr)
+        dec = self._msr_access(msr, cpl, host)
         if dec is None:
             return _FAULT
         kind, i = dec

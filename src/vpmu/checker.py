@@ -286,6 +286,9 @@ class _Checker:
         for o in kvm:
             for s in o.signals:
                 self.kvm_sigs.setdefault(s.pmc, []).append((s, o.step))
+        # every PMI delivered, as (instructions retired before it, step)
+        self.ref_pmis = [(n, o.step) for o in ref for n in o.pmis]
+        self.kvm_pmis = [(n, o.step) for o in kvm for n in o.pmis]
 
     # -- helpers
 
@@ -320,7 +323,7 @@ class _Checker:
             s += 1
         return s
 
-    def kvm_signal(self, pmc: int, lo: int, hi: int, min_insn: int) -> Signal | None:
+    def kvm_signal(self, pmc: int, lo: int, hi: int) -> Signal | None:
         for sig, step in self.kvm_sigs.get(pmc, []):
             if lo <= step <= hi and sig.source in ("hw", "emulated"):
                 return sig
@@ -333,7 +336,7 @@ class _Checker:
         if pmc is None or wrap is None:
             return None
         w_insn, w_step = wrap
-        sig = self.kvm_signal(pmc, w_step, seen_step, w_insn)
+        sig = self.kvm_signal(pmc, w_step, seen_step)
         native = self.native_step(w_step)
         o = self.opts
         if o.r1_vm_entry and seen_step == w_step and native is None:
@@ -462,9 +465,8 @@ class _Checker:
         if (r.lvtpc ^ k.lvtpc) & lv_mask == 0:
             self.open_values.pop("lvtpc", None)
         elif (r.lvtpc ^ k.lvtpc == M.LVTPC_MASKED and k.pmis and self.writes_lvtpc(r.action)
-              and self.late_pmi_relaxation(step, k.pmis[0])):
+              and (rel := self.late_pmi_relaxation(step, k.pmis[0]))):
             # KVM's late PMI masked the LVTPC after the guest's own write unmasked it
-            rel = self.late_pmi_relaxation(step, k.pmis[0])
             if "lvtpc" not in self.open_values:
                 self.open_values["lvtpc"] = (step, True)
                 self.add("wrong-value", step, None, r.lvtpc, k.lvtpc,
@@ -534,7 +536,7 @@ class _Checker:
         if step is not None and wrap is not None:
             # the guest cleared the bit on the reference; KVM may have set it in the same step,
             # before its own handler cleared it (a late host PMI landing at the exit)
-            sig = self.kvm_signal(pmc, step, step, wrap[0])
+            sig = self.kvm_signal(pmc, step, step)
             rel = self.lateness_relaxation(pmc, wrap, step, sig.insn) if sig is not None else None
             if sig is not None and rel is not None:
                 self.add("late-overflow", gap.step, name, f"status by insn {wrap[0]}", f"status at step {step}",
@@ -549,8 +551,7 @@ class _Checker:
     # -- PMIs
 
     def pmis(self) -> None:
-        ref = [(n, o.step) for o in self.ref for n in o.pmis]
-        kvm = [(n, o.step) for o in self.kvm for n in o.pmis]
+        ref, kvm = self.ref_pmis, self.kvm_pmis
         i = j = 0
         skid = self.opts.pmi_skid
         while i < len(ref) or j < len(kvm):
@@ -638,10 +639,9 @@ class _Checker:
         """If KVM's PMI in `step` (before insn `kvm_insn` + 1) is a tolerated late delivery of
         the reference's next PMI, the relaxation that tolerates it."""
         behind = self.pmis_so_far[1] - len(self.kvm[step].pmis)
-        ref = [(n, o.step) for o in self.ref for n in o.pmis]
-        if behind >= len(ref) or behind >= self.pmis_so_far[0]:
+        if behind >= self.pmis_so_far[0]:
             return None
-        rn, rs = ref[behind]
+        rn, rs = self.ref_pmis[behind]
         if kvm_insn <= rn + self.opts.pmi_skid:
             return None  # on time: not a late PMI
         pmc = self.pmi_counter(rn, rs)

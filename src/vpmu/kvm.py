@@ -161,11 +161,13 @@ class KvmVcpu:
     # --- small helpers (also the design API) ------------------------------------------
 
     def make_request(self, req: int) -> None:
+        """Mirrors kvm_make_request() (kvm_host.h): set a request bit for the next entry."""
         if not self.requests & req:
             self.log.append(f"request {REQ_NAMES[req]}")
         self.requests |= req
 
     def request_pmi(self) -> None:
+        """kvm_make_request(KVM_REQ_PMI, vcpu), as __kvm_perf_overflow() makes it."""
         self.make_request(REQ_PMI)
 
     def pmc_bitmask(self, pmc: KvmPmc) -> int:
@@ -175,13 +177,16 @@ class KvmVcpu:
     mask = pmc_bitmask
 
     def perf_running(self, pmc: KvmPmc) -> bool:
+        """`pmc->perf_event && !pmc->is_paused`, the test pmc_pause_counter() makes (pmu.c)."""
         return pmc.perf_event is not None and not pmc.is_paused
 
     def perf_read(self, pmc: KvmPmc) -> int:
+        """perf_event_read_value() (kernel/events/core.c), as pmc_read_counter() calls it."""
         return pmc.perf_event.read() if pmc.perf_event is not None else 0
 
     def perf_pause(self, pmc: KvmPmc) -> int:
-        """perf_event_pause(event, reset=true) for the design hooks; marks the PMC paused."""
+        """Mirrors perf_event_pause(event, reset=true) (kernel/events/core.c) as
+        pmc_pause_counter() calls it, for the design hooks; marks the PMC paused."""
         if pmc.perf_event is None:
             return 0
         self._note_silent_period(pmc)
@@ -194,12 +199,15 @@ class KvmVcpu:
 
     def _note_silent_period(self, pmc: KvmPmc) -> None:
         """Record (model-internal) an overflow perf will never report: its period elapsed
-        under the minimum-arming rule (R3) and the event is now paused or re-periodded."""
+        under the minimum-arming rule of x86_perf_event_set_period() (R3) and the event is now
+        paused (perf_event_pause) or re-periodded (perf_event_period). No kernel counterpart:
+        the kernel simply never calls the overflow handler."""
         if pmc.perf_event is not None and pmc.perf_event.period_elapsed_silently:
             self.log.append(f"pmc{pmc.idx}: period elapsed before perf's minimum of 2 events: overflow never reported")
             self._signal(pmc, "min-period")
 
     def signal_overflow(self, pmc: KvmPmc, in_pmi: bool) -> None:
+        """__kvm_perf_overflow() (pmu.c) for the design hooks."""
         self.kvm_perf_overflow_inner(pmc, in_pmi)
 
     def _signal(self, pmc: KvmPmc, source: SignalSource) -> None:
@@ -427,6 +435,8 @@ class KvmVcpu:
     # --- reprogramming -------------------------------------------------------------------
 
     def reprogram_complete(self, pmc: KvmPmc) -> None:
+        """The `reprogram_complete:` tail of reprogram_counter() (pmu.c, spec §2.9): clear the
+        PMC's reprogram bit (before the 6.9 snapshot bitmap) and the design's own reset."""
         if not self.era.snapshot_reprogram_bitmap:
             self.pmu.reprogram_pmi &= ~(1 << pmc.idx)
         self.design.reprogram_complete(self, pmc)
@@ -574,6 +584,7 @@ class KvmVcpu:
     # --- emulated events -----------------------------------------------------------------
 
     def eventsel_matches(self, pmc: KvmPmc, enc: int) -> bool:
+        """The event select + umask comparison kvm_pmu_trigger_event() makes (pmu.c, §2.12)."""
         return not (pmc.eventsel ^ enc) & EVENT_MATCH_MASK
 
     def kvm_pmu_trigger_event(self, kind: EventKind) -> None:

@@ -20,6 +20,7 @@ U64 = (1 << 64) - 1
 
 
 def _gp_index(msr: int, base: int, n: int = 8) -> int | None:
+    """The index arithmetic of get_gp_pmc() / get_fixed_pmc() (pmu.h): msr - base if in range."""
     i = msr - base
     return i if 0 <= i < n else None
 
@@ -42,6 +43,7 @@ def intel_msr_idx_to_pmc(kvm: KvmVcpu, msr: int) -> KvmPmc | None:
 
 
 def _intel_fw_pmc(kvm: KvmVcpu, msr: int) -> KvmPmc | None:
+    """Mirrors get_fw_gp_pmc() (vmx/pmu_intel.c): IA32_A_PMCx only with full-width writes."""
     i = _gp_index(msr, M.IA32_A_PMC0)
     if i is not None and kvm.cfg.full_width_writes and i < kvm.pmu.nr_arch_gp_counters:
         return kvm.pmu.gp_counters[i]
@@ -110,6 +112,7 @@ def intel_pmu_get_msr(kvm: KvmVcpu, msr: int) -> int | None:
 
 
 def _sign_extend32(data: int) -> int:
+    """The `(s64)(s32)data` of intel_pmu_set_msr() for legacy IA32_PMCx writes (spec §2.4)."""
     low = data & 0xFFFF_FFFF
     return (low | 0xFFFF_FFFF_0000_0000) if low >> 31 else low
 
@@ -258,6 +261,8 @@ def kvm_pmu_get_msr(kvm: KvmVcpu, msr: int) -> int | None:
 
 
 def perf_capabilities(kvm: KvmVcpu) -> int:
+    """IA32_PERF_CAPABILITIES as vcpu_get_perf_capabilities() (vmx.c) gives it, reduced to the
+    bit the model uses (FW_WRITES)."""
     return M.PERF_CAP_FW_WRITES if kvm.cfg.full_width_writes else 0
 
 
@@ -284,6 +289,7 @@ def kvm_set_msr_common(kvm: KvmVcpu, msr: int, data: int, host: bool) -> bool:
 
 
 def _write_lvtpc(kvm: KvmVcpu, data: int) -> bool:
+    """kvm_x2apic_msr_write() -> kvm_lapic_reg_write(APIC_LVTPC) (lapic.c)."""
     kvm.lapic.write_lvtpc(data)
     return True
 

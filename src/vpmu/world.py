@@ -40,6 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from vpmu import actions as A
 from vpmu.actions import Action
@@ -240,7 +241,19 @@ class World:
             return value is not None
         return True
 
+    def _exit_handler(self, point: A.HostPmiPoint, handler: Callable[[], None]) -> None:
+        """A VM-exit's handler with the in-flight host PMI landing before or after it: the
+        host NMI is taken in host context, around KVM's exit handler (spec §4.3 item 4)."""
+        if point == "before-handler":
+            self.land_host_pmi(nmi_exit=False)
+        handler()
+        if point == "after-handler":
+            self.land_host_pmi(nmi_exit=False)
+
     def _intercepted(self, action: A.Wrmsr | A.Rdmsr | A.Rdpmc | A.Cpuid | A.Hlt) -> None:
+        """An intercepted instruction's VM-exit: the exit handler (handle_wrmsr, handle_rdmsr,
+        handle_rdpmc, handle_cpuid, handle_halt in vmx.c / x86.c) takes effect and ends in
+        kvm_skip_emulated_instruction(); then vcpu_enter_guest() (spec §2.12, §2.13)."""
         self._wake_for_guest()
         cpl = getattr(action, "cpl", 0)
         self.kvm.cpl = cpl
@@ -248,12 +261,12 @@ class World:
             self._results.append(Result(None, True))  # #GP in hardware, no VM-exit
             return
         self.kvm.log.append(f"VM-exit: {action.KIND}")
-        if action.host_pmi == "before-handler":
-            self.land_host_pmi(nmi_exit=False)
-        if self._effect(action):
-            self.kvm_skip_emulated_instruction()
-        if action.host_pmi == "after-handler":
-            self.land_host_pmi(nmi_exit=False)
+
+        def handler() -> None:
+            if self._effect(action):
+                self.kvm_skip_emulated_instruction()
+
+        self._exit_handler(action.host_pmi, handler)
         if isinstance(action, A.Hlt):
             self.halted = True
             self.kvm.log.append("vCPU halted")
@@ -262,21 +275,20 @@ class World:
         self.vcpu_enter_guest()
 
     def _emulate_item(self, item: A.EmulatedItem) -> None:
+        """x86_emulate_instruction() of one item: its effect, then the emulator's retirement
+        (kvm_skip_emulated_instruction semantics, incl. branches retired; spec §2.12)."""
         cpl = item.cpl
         self.kvm.cpl = cpl
         if self._effect(item):
             self.kvm_skip_emulated_instruction(branch=isinstance(item, A.Insn) and item.branch)
 
     def _emulate(self, action: A.Emulate) -> None:
+        """Forced emulation (KVM_FEP): each item is its own #UD VM-exit, handle_ud() ->
+        kvm_emulate_instruction(), then vcpu_enter_guest() processes the requests."""
         for item in action.items:
             self._wake_for_guest()
             self.kvm.log.append(f"VM-exit: emulate {item.KIND}")
-            point = getattr(item, "host_pmi", "before-handler")
-            if point == "before-handler":
-                self.land_host_pmi(nmi_exit=False)
-            self._emulate_item(item)
-            if point == "after-handler":
-                self.land_host_pmi(nmi_exit=False)
+            self._exit_handler(getattr(item, "host_pmi", "before-handler"), partial(self._emulate_item, item))
             self.vcpu_enter_guest()
 
     def handle_invalid_guest_state(self, action: A.Batch) -> None:
@@ -284,13 +296,14 @@ class World:
         exit; KVM_REQ_PMU is not checked inside the loop."""
         self._wake_for_guest()
         self.kvm.log.append(f"VM-exit: invalid guest state, {len(action.items)} emulated")
-        point = getattr(action.items[0], "host_pmi", "before-handler") if action.items else "before-handler"
-        if point == "before-handler":
-            self.land_host_pmi(nmi_exit=False)
-        for item in action.items:
-            self._emulate_item(item)
-        if point == "after-handler":
-            self.land_host_pmi(nmi_exit=False)
+        point: A.HostPmiPoint = getattr(action.items[0], "host_pmi", "before-handler") if action.items else (
+            "before-handler")
+
+        def handler() -> None:
+            for item in action.items:
+                self._emulate_item(item)
+
+        self._exit_handler(point, handler)
         self.vcpu_enter_guest()
 
     # --- native execution ------------------------------------------------------------
@@ -375,10 +388,14 @@ class World:
     # --- host and userspace actions ------------------------------------------------------
 
     def _host_pmi(self, action: A.HostPmi) -> None:
+        """The host's choice of when the in-flight PMI lands: an NMI VM-exit (in host context
+        if the vCPU is halted), then x86_pmu_handle_irq() -> kvm_perf_overflow()."""
         self.land_host_pmi(nmi_exit=not self.halted)
         self._resume()
 
     def _perf_fail(self, action: A.PerfFail) -> None:
+        """Host choice: perf_event_create_kernel_counter() fails from now on (or not), as when
+        the host's counters are taken (spec R3/R4)."""
         self.host.fail = action.on
         self.kvm.log.append(f"perf creation {'fails' if action.on else 'succeeds'} from now on")
 
@@ -388,6 +405,8 @@ class World:
         self.land_host_pmi(nmi_exit=False)
 
     def _set_filter(self, action: A.SetFilter) -> None:
+        """Userspace KVM_SET_PMU_EVENT_FILTER: the ioctl's validation, then
+        kvm_vm_ioctl_set_pmu_event_filter() (pmu.c, spec §2.14)."""
         self._kick_to_userspace()
         try:
             flt = EventFilter.from_ioctl(action.action, action.events, action.fixed_counter_bitmap,
@@ -402,23 +421,28 @@ class World:
         self._resume()
 
     def _clear_filter(self, action: A.ClearFilter) -> None:
+        """KVM_SET_PMU_EVENT_FILTER removing the filter (kvm_vm_ioctl_set_pmu_event_filter)."""
         self._kick_to_userspace()
         self.kvm.kvm_vm_ioctl_set_pmu_event_filter(None)
         self._resume()
 
     def _host_wrmsr(self, action: A.HostWrmsr) -> None:
+        """KVM_SET_MSRS of one MSR: kvm_set_msr_common() with host_initiated (x86.c)."""
         self._kick_to_userspace()
         ok = 0 <= action.value < 1 << 64 and kvm_set_msr_common(self.kvm, action.msr, action.value, True)
         self._results.append(Result(None, not ok))
         self._resume()
 
     def _host_rdmsr(self, action: A.HostRdmsr) -> None:
+        """KVM_GET_MSRS of one MSR: kvm_get_msr_common() with host_initiated (x86.c)."""
         self._kick_to_userspace()
         value = kvm_get_msr_common(self.kvm, action.msr, True)
         self._results.append(Result(value, value is None))
         self._resume()
 
     def _save_restore(self, action: A.SaveRestore) -> None:
+        """A VMM's save/restore: KVM_GET_MSRS of the PMU MSRs KVM_GET_MSR_INDEX_LIST reports,
+        then KVM_SET_MSRS of the same values (kvm_get_msr_common / kvm_set_msr_common)."""
         self._kick_to_userspace()
         k = self.kvm
         saved = [(m, kvm_get_msr_common(k, m, True)) for m in save_restore_msrs(k)]
