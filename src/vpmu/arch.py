@@ -45,9 +45,8 @@ from vpmu.events import (
     fixed_field,
 )
 from vpmu.filter import EventFilter, pmc_allowed
+from vpmu.pmc_map import U64, counter_name
 from vpmu.trace import Result
-
-U64 = (1 << 64) - 1
 
 #: Intel eventsel reserved bits: 63:32 and 21 (AnyThread; no SMT sibling is modelled, KVM
 #: reserves it too). A.3.
@@ -90,11 +89,6 @@ class Pmi:
     insn: int
     delivered: bool
     pmcs: tuple[int, ...]
-
-
-def counter_label(pmc: int) -> str:
-    """PMC index -> "gp0" / "fixed1" (the checker's spelling)."""
-    return f"fixed{pmc - FIXED_BASE}" if pmc >= FIXED_BASE else f"gp{pmc}"
 
 
 def _check_u64(value: int, what: str) -> int:
@@ -615,7 +609,7 @@ class ArchPmu:
 
     def _wrap(self, pmc: int, insn: int) -> None:
         self.wraps.append(Wrap(pmc, insn))
-        self.log.append(f"{counter_label(pmc)} wraps at insn {insn}")
+        self.log.append(f"{counter_name(pmc)} wraps at insn {insn}")
         if self.has_status:
             self.global_status |= 1 << pmc
 
@@ -650,5 +644,4 @@ __all__ = [
     "LVTPC_WRITABLE",
     "Pmi",
     "Wrap",
-    "counter_label",
 ]

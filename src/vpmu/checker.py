@@ -26,23 +26,53 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any
 
 from vpmu import msrs as M
 from vpmu.actions import Batch, Emulate, HostRdmsr, HostWrmsr, Native, Rdmsr, Rdpmc, SetFilter, Wrmsr
 from vpmu.config import FIXED_BASE, PmuConfig
 from vpmu.errors import VpmuError
+from vpmu.pmc_map import counter_name, pmc_of_msr, pmc_of_rdpmc, status_msr
 from vpmu.trace import Observation, Signal
 
-Kind = Literal[
-    "wrong-value", "lost-overflow", "spurious-overflow", "late-overflow", "missing-pmi",
-    "extra-pmi", "late-pmi", "unexpected-fault", "missing-fault",
-]
-KINDS: tuple[str, ...] = (
-    "wrong-value", "lost-overflow", "spurious-overflow", "late-overflow", "missing-pmi",
-    "extra-pmi", "late-pmi", "unexpected-fault", "missing-fault",
-)
-Visibility = Literal["guest", "internal"]
+
+class Kind(StrEnum):
+    """What diverged (docs/checker.md). The value is the spelling in reports and JSON."""
+
+    WRONG_VALUE = "wrong-value"
+    LOST_OVERFLOW = "lost-overflow"
+    SPURIOUS_OVERFLOW = "spurious-overflow"
+    LATE_OVERFLOW = "late-overflow"
+    MISSING_PMI = "missing-pmi"
+    EXTRA_PMI = "extra-pmi"
+    LATE_PMI = "late-pmi"
+    UNEXPECTED_FAULT = "unexpected-fault"
+    MISSING_FAULT = "missing-fault"
+
+
+class Visibility(StrEnum):
+    """Whether the guest can see a divergence, or only the model's internals show it."""
+
+    GUEST = "guest"
+    INTERNAL = "internal"
+
+
+#: Every divergence kind, in report order.
+KINDS: tuple[str, ...] = tuple(k.value for k in Kind)
+
+
+def divergence_label(kind: str, visibility: str) -> str:
+    """"lost-overflow" / "spurious-overflow (internal)": how summaries and records name one."""
+    return kind + (" (internal)" if visibility == Visibility.INTERNAL else "")
+
+
+def parse_divergence_label(label: str) -> tuple[Kind, Visibility] | None:
+    """The inverse of `divergence_label`, or None for an unknown label."""
+    kind = label.removesuffix(" (internal)")
+    if kind not in KINDS:
+        return None
+    return Kind(kind), Visibility.INTERNAL if kind != label else Visibility.GUEST
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +174,8 @@ class Divergence:
     relaxation: the spec §6.2 relaxation that tolerates it ("R1", ...), if any.
     """
 
-    kind: str
-    visibility: str
+    kind: Kind
+    visibility: Visibility
     tolerated: bool
     step: int
     counter: str | None
@@ -154,41 +184,16 @@ class Divergence:
     message: str
     relaxation: str | None = None
 
+    @property
+    def label(self) -> str:
+        return divergence_label(self.kind, self.visibility)
+
     def to_dict(self) -> dict[str, Any]:
         return {
-            "kind": self.kind, "visibility": self.visibility, "tolerated": self.tolerated,
+            "kind": self.kind.value, "visibility": self.visibility.value, "tolerated": self.tolerated,
             "relaxation": self.relaxation, "step": self.step, "counter": self.counter,
             "expected": self.expected, "observed": self.observed, "message": self.message,
         }
-
-
-def counter_name(pmc: int) -> str:
-    """PMC index -> "gp0" / "fixed1"."""
-    return f"fixed{pmc - FIXED_BASE}" if pmc >= FIXED_BASE else f"gp{pmc}"
-
-
-def counter_of_msr(cfg: PmuConfig, msr: int) -> int | None:
-    """The PMC index a counter MSR reads/writes, or None for any other MSR."""
-    if cfg.is_intel:
-        for base in (M.IA32_PMC0, M.IA32_A_PMC0):
-            if base <= msr < base + cfg.num_gp:
-                return msr - base
-        if M.IA32_FIXED_CTR0 <= msr < M.IA32_FIXED_CTR0 + 4:
-            return FIXED_BASE + msr - M.IA32_FIXED_CTR0
-        return None
-    if M.MSR_K7_PERFCTR0 <= msr < M.MSR_K7_PERFCTR0 + 4:
-        return msr - M.MSR_K7_PERFCTR0
-    off = msr - M.MSR_F15H_PERF_CTL0
-    if 0 <= off < 12 and off % 2 == 1 and cfg.perfctr_core:
-        return off // 2
-    return None
-
-
-def counter_of_rdpmc(cfg: PmuConfig, ecx: int) -> int | None:
-    if cfg.is_intel:
-        idx = ecx & 0xFFFF
-        return FIXED_BASE + idx if ecx & (1 << 30) else idx
-    return ecx & 0xFFFF
 
 
 def legacy_msr_missing(cfg: PmuConfig, msr: int) -> bool:
@@ -204,10 +209,6 @@ def legacy_msr_missing(cfg: PmuConfig, msr: int) -> bool:
     if any(0 <= msr - base < 4 for base in other):
         return True
     return not any(0 <= msr - base < cfg.num_gp for base in own)
-
-
-def status_msr(cfg: PmuConfig) -> int:
-    return M.IA32_PERF_GLOBAL_STATUS if cfg.is_intel else M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS
 
 
 def is_pmu_msr(msr: int) -> bool:
@@ -295,7 +296,7 @@ class _Checker:
     def add(self, kind: str, step: int, counter: str | None, expected: int | str | None,
             observed: int | str | None, message: str, *, relaxation: str | None = None,
             visibility: str = "guest") -> None:
-        self.out.append(Divergence(kind, visibility, relaxation is not None, step, counter,
+        self.out.append(Divergence(Kind(kind), Visibility(visibility), relaxation is not None, step, counter,
                                    expected, observed, message, relaxation))
 
     def insn_before(self, step: int) -> int:
@@ -411,7 +412,7 @@ class _Checker:
             if rr.fault != kr.fault:
                 if rr.fault:
                     rel = None
-                    pmc = counter_of_msr(self.cfg, a.msr) if a.what == "wrmsr" else None
+                    pmc = pmc_of_msr(self.cfg, a.msr) if a.what == "wrmsr" else None
                     if self.opts.r14_truncation and a.what == "wrmsr" and (
                         (self.cfg.is_intel and pmc is not None and pmc >= FIXED_BASE)
                         or (not self.cfg.is_intel and is_pmu_msr(a.msr))
@@ -442,9 +443,9 @@ class _Checker:
                 continue
             pmc = None
             if a.what == "rdpmc":
-                pmc = counter_of_rdpmc(self.cfg, a.msr)
+                pmc = pmc_of_rdpmc(self.cfg, a.msr)
             elif a.what in ("rdmsr", "host_rdmsr"):
-                pmc = counter_of_msr(self.cfg, a.msr)
+                pmc = pmc_of_msr(self.cfg, a.msr)
             if pmc is not None and pmc in self.cfg.pmc_indices:
                 self.value_mismatch(counter_name(pmc), step, counter_name(pmc), rr.value, kr.value,
                                     f"{_describe(a)} reads {counter_name(pmc)}", pmc)
@@ -744,10 +745,8 @@ def summary(divergences: Sequence[Divergence]) -> str:
     """"ok", "ok (1 tolerated)" or "FAIL lost-overflow" (the first untolerated kind(s))."""
     bad: list[str] = []
     for d in divergences:
-        if not d.tolerated:
-            label = d.kind + (" (internal)" if d.visibility == "internal" else "")
-            if label not in bad:
-                bad.append(label)
+        if not d.tolerated and d.label not in bad:
+            bad.append(d.label)
     if bad:
         return "FAIL " + ", ".join(bad)
     n = len(divergences)

@@ -73,10 +73,8 @@ def failure_signature(res: RunResult) -> tuple[tuple[str, ...], tuple[str, ...]]
     "line N" for a step without one (which a record cannot name: give it an id)."""
     labels: list[str] = []
     for d in res.divergences:
-        if not d.tolerated:
-            label = d.kind + (" (internal)" if d.visibility == "internal" else "")
-            if label not in labels:
-                labels.append(label)
+        if not d.tolerated and d.label not in labels:
+            labels.append(d.label)
     ids = sorted({e.id if e.id is not None else f"line {e.line}" for e in res.expects if not e.ok})
     return tuple(labels), tuple(ids)
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vpmu.errors import VpmuError
+from vpmu.pmc_map import U64
 
 if TYPE_CHECKING:
     from vpmu.kvm import KvmPmc, KvmVcpu
@@ -92,7 +93,7 @@ class PrevCounterDesign(CounterDesign):
         """Mirrors pmc_write_counter() v6.6 (pmu.h, b29a2acd36dd), spec §2.7; before v6.6 the
         result was not masked (spec §3.4, era switch mask_counter_writes)."""
         counter = pmc.counter + value - self.read_counter(kvm, pmc)
-        pmc.counter = counter & (kvm.mask(pmc) if kvm.era.mask_counter_writes else (1 << 64) - 1)
+        pmc.counter = counter & (kvm.mask(pmc) if kvm.era.mask_counter_writes else U64)
 
     def reprogram_complete(self, kvm: KvmVcpu, pmc: KvmPmc) -> None:
         """The `prev_counter = 0` of reprogram_complete in reprogram_counter(), spec §2.9 step 6."""

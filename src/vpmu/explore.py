@@ -47,9 +47,11 @@ from vpmu.checker import CheckerOptions, Divergence, compare
 from vpmu.config import FIXED_BASE, PmuConfig
 from vpmu.errors import VpmuError
 from vpmu.events import ENCODINGS, FIXED_OS, FIXED_PMI, FIXED_USR, make_eventsel
+from vpmu.pmc_map import counter_msr, eventsel_msr, global_ctrl_msr, rdpmc_ecx, status_clear_msr, status_msr
 from vpmu.reference import ReferenceMachine
+from vpmu.run import start_machines
 from vpmu.trace import Observation
-from vpmu.world import World, WorldOptions
+from vpmu.world import World
 
 #: Action kinds a swarm worker can switch off (names used in reports and --kinds).
 KINDS = (
@@ -113,28 +115,6 @@ class Bounds:
 # --- the alphabet --------------------------------------------------------------------------
 
 
-def _counter_msr(cfg: PmuConfig, idx: int) -> int:
-    if idx >= FIXED_BASE:
-        return msrs.IA32_FIXED_CTR0 + idx - FIXED_BASE
-    if cfg.is_intel:
-        return (msrs.IA32_A_PMC0 if cfg.full_width_writes else msrs.IA32_PMC0) + idx
-    if cfg.perfctr_core:
-        return msrs.MSR_F15H_PERF_CTL0 + 2 * idx + 1
-    return msrs.MSR_K7_PERFCTR0 + idx
-
-
-def _eventsel_msr(cfg: PmuConfig, idx: int) -> int:
-    if cfg.is_intel:
-        return msrs.IA32_PERFEVTSEL0 + idx
-    if cfg.perfctr_core:
-        return msrs.MSR_F15H_PERF_CTL0 + 2 * idx
-    return msrs.MSR_K7_EVNTSEL0 + idx
-
-
-def _status_msr(cfg: PmuConfig) -> int:
-    return msrs.IA32_PERF_GLOBAL_STATUS if cfg.is_intel else msrs.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS
-
-
 def in_use(cfg: PmuConfig, bounds: Bounds) -> tuple[int, ...]:
     """PMC indices the search programs: the first `gp` GP and the first `fixed` fixed."""
     fixed = cfg.fixed_indices[: bounds.fixed]
@@ -150,7 +130,7 @@ def setup_prefix(cfg: PmuConfig, counters: Sequence[int]) -> tuple[Action, ...]:
     every era. The LVTPC is already an unmasked NMI in both machines (a Linux guest's).
     """
     counting = make_eventsel(ENCODINGS[cfg.vendor]["instructions"], intr=True)
-    ctl = msrs.IA32_PERF_GLOBAL_CTRL if cfg.is_intel else msrs.MSR_AMD64_PERF_CNTR_GLOBAL_CTL
+    ctl = global_ctrl_msr(cfg)
     steps: list[Action] = [Wrmsr(ctl, 0)] if cfg.has_global_msrs else []
     fixed_ctrl = 0
     enable = 0
@@ -159,7 +139,7 @@ def setup_prefix(cfg: PmuConfig, counters: Sequence[int]) -> tuple[Action, ...]:
         if idx >= FIXED_BASE:
             fixed_ctrl |= (FIXED_OS | FIXED_USR | FIXED_PMI) << 4 * (idx - FIXED_BASE)
         else:
-            steps.append(Wrmsr(_eventsel_msr(cfg, idx), counting))
+            steps.append(Wrmsr(eventsel_msr(cfg, idx), counting))
     if fixed_ctrl:
         steps.append(Wrmsr(msrs.IA32_FIXED_CTR_CTRL, fixed_ctrl))
     if cfg.has_global_msrs:
@@ -189,23 +169,21 @@ def alphabet(cfg: PmuConfig, bounds: Bounds) -> list[tuple[str, Action]]:
     for k in range(2, bounds.batch + 1):
         add("batch", Batch((Insn(),) * k))
     if cfg.has_global_msrs and bounds.batch >= 2:
-        add("batch", Batch((Insn(),) * bounds.batch + (Rdmsr(_status_msr(cfg)),)))
+        add("batch", Batch((Insn(),) * bounds.batch + (Rdmsr(status_msr(cfg)),)))
     used = in_use(cfg, bounds)
     for idx in used:
         for v in bounds.values:
-            add("write-counter", Wrmsr(_counter_msr(cfg, idx), v & mask))
+            add("write-counter", Wrmsr(counter_msr(cfg, idx), v & mask))
     for idx in used:
-        add("read", Rdpmc(idx if idx < FIXED_BASE else (1 << 30) | (idx - FIXED_BASE)))
+        add("read", Rdpmc(rdpmc_ecx(idx)))
     if cfg.has_global_msrs:
-        add("read", Rdmsr(_status_msr(cfg)))
-        clear = (msrs.IA32_PERF_GLOBAL_OVF_CTRL if cfg.is_intel
-                 else msrs.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS_CLR)
-        add("clear-status", Wrmsr(clear, sum(1 << i for i in used)))
+        add("read", Rdmsr(status_msr(cfg)))
+        add("clear-status", Wrmsr(status_clear_msr(cfg), sum(1 << i for i in used)))
     add("unmask-lvtpc", Wrmsr(msrs.X2APIC_LVTPC, msrs.LVTPC_DELIVERY_NMI))
     for idx in used:
         if idx < FIXED_BASE:
-            add("toggle", Wrmsr(_eventsel_msr(cfg, idx), counting & ~(1 << 22)))
-            add("toggle", Wrmsr(_eventsel_msr(cfg, idx), counting))
+            add("toggle", Wrmsr(eventsel_msr(cfg, idx), counting & ~(1 << 22)))
+            add("toggle", Wrmsr(eventsel_msr(cfg, idx), counting))
     inst = ENCODINGS[cfg.vendor]["instructions"]
     add("filter", SetFilter("deny", (inst,), fixed_counter_bitmap=0b111 if cfg.is_intel else 0))
     add("filter", ClearFilter())
@@ -218,10 +196,10 @@ def alphabet(cfg: PmuConfig, bounds: Bounds) -> list[tuple[str, Action]]:
 def touches(cfg: PmuConfig, action: Action, pmc: int) -> bool:
     """Does `action` name counter `pmc` (its counter or selector MSR, or RDPMC of it)?"""
     if isinstance(action, Wrmsr | Rdmsr):
-        return action.msr == _counter_msr(cfg, pmc) or (
-            pmc < FIXED_BASE and action.msr == _eventsel_msr(cfg, pmc))
+        return action.msr == counter_msr(cfg, pmc) or (
+            pmc < FIXED_BASE and action.msr == eventsel_msr(cfg, pmc))
     if isinstance(action, Rdpmc):
-        return action.ecx == (pmc if pmc < FIXED_BASE else (1 << 30) | (pmc - FIXED_BASE))
+        return action.ecx == rdpmc_ecx(pmc)
     if isinstance(action, Batch | Emulate):
         return any(touches(cfg, item, pmc) for item in action.items if not isinstance(item, Insn))
     return False
@@ -242,8 +220,7 @@ class Target:
 
     def machines(self) -> tuple[ReferenceMachine, World]:
         """Fresh machines that start from the same LVTPC (the World's default)."""
-        wopts = WorldOptions()
-        return ReferenceMachine(self.cfg, lvtpc=wopts.lvtpc), World(self.cfg, self.era, self.design, wopts)
+        return start_machines(self.cfg, self.era, self.design)
 
 
 @dataclass(frozen=True, slots=True)

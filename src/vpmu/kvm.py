@@ -34,6 +34,7 @@ from vpmu.events import (
 from vpmu.filter import EventFilter, pmc_allowed
 from vpmu.host import PerfEvent, PerfHost
 from vpmu.lapic import Lapic
+from vpmu.pmc_map import U64
 from vpmu.trace import Signal, SignalSource
 
 KVM_PMC_GP = 0
@@ -51,7 +52,6 @@ X86_RAW_EVENT_MASK = 0xFF | 0xFF00 | (1 << 18) | (1 << 23) | (0xFF << 24)
 AMD64_RAW_EVENT_MASK = X86_RAW_EVENT_MASK | (0xF << 32)
 INTEL_RESERVED_BITS = 0xFFFF_FFFF_0020_0000
 AMD_RESERVED_BITS = 0xFFFF_FFF0_0028_0000
-U64 = (1 << 64) - 1
 KVM_MAX_FIXED = 3
 GLOBAL_STATUS_BUFFER_OVF = 1 << 62
 GLOBAL_STATUS_COND_CHGD = 1 << 63

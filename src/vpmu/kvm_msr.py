@@ -9,6 +9,7 @@ from __future__ import annotations
 from vpmu import msrs as M
 from vpmu.config import FIXED_BASE
 from vpmu.kvm import KvmPmc, KvmVcpu
+from vpmu.pmc_map import U64
 
 # x86.c lists these K7/P6 MSRs specially: when not valid for the vPMU, guest writes are
 # ignored and reads return 0 instead of #GP (spec §2.2).
@@ -16,7 +17,6 @@ _LEGACY_IGNORED = M.LEGACY_PMU_MSRS
 _INTEL_GLOBAL = (M.IA32_PERF_GLOBAL_STATUS, M.IA32_PERF_GLOBAL_CTRL, M.IA32_PERF_GLOBAL_OVF_CTRL)
 _AMD_GLOBAL = (M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS, M.MSR_AMD64_PERF_CNTR_GLOBAL_CTL,
                M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS_CLR)
-U64 = (1 << 64) - 1
 
 
 def _gp_index(msr: int, base: int, n: int = 8) -> int | None:

@@ -10,8 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from vpmu.checker import counter_name  # noqa: E402
 from vpmu.errors import VpmuError  # noqa: E402
+from vpmu.pmc_map import counter_name  # noqa: E402
 from vpmu.report import describe_action  # noqa: E402
 from vpmu.scenario import RunResult  # noqa: E402
 
@@ -57,7 +57,7 @@ def plot_run(res: RunResult, out: str | Path) -> None:
             if d.counter == counter_name(pmc) or (d.counter is None and row == 0):
                 bad = not d.tolerated
                 ax.axvspan(d.step - 0.3, d.step + 0.3, color="red" if bad else "gold", alpha=0.15 if bad else 0.25)
-                label = d.kind + (" (internal)" if d.visibility == "internal" else "")
+                label = d.label
                 label += f" (tolerated, {d.relaxation})" if d.tolerated else ""
                 ax.text(0.99, 0.05 + 0.11 * shown, f"step {d.step}: {label}", transform=ax.transAxes,
                         ha="right", va="bottom", fontsize=8, color="red" if bad else "darkgoldenrod")

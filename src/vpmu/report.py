@@ -12,7 +12,7 @@ from rich.text import Text
 
 from vpmu import actions as A
 from vpmu import msrs
-from vpmu.checker import counter_name
+from vpmu.pmc_map import counter_name
 from vpmu.scenario import RunResult
 from vpmu.trace import Observation
 

@@ -25,14 +25,14 @@ from vpmu.checker import (
     CheckerOptions,
     Divergence,
     compare,
-    counter_name,
-    counter_of_msr,
     failed,
     options_from_mapping,
+    parse_divergence_label,
     summary,
 )
 from vpmu.config import FIXED_BASE, PRESETS, PmuConfig, config_from_mapping, preset
 from vpmu.errors import VpmuError
+from vpmu.pmc_map import U64, counter_name, pmc_of_msr
 from vpmu.trace import Observation
 
 DEFAULT_ERA = "6.8"
@@ -216,11 +216,11 @@ class _Loader:
 
     def msr_value(self, msr: int, value: Any, line: int | None, fld: str) -> int:
         """An MSR value; -N is 2^width - N for counter MSRs (no other MSR takes negatives)."""
-        v = self.integer(value, line, fld, lo=None, hi=(1 << 64) - 1)
+        v = self.integer(value, line, fld, lo=None, hi=U64)
         if v >= 0:
             return v
         assert self.cfg is not None
-        pmc = counter_of_msr(self.cfg, msr)
+        pmc = pmc_of_msr(self.cfg, msr)
         if pmc is None:
             raise self.err(line, fld, f"negative values are only allowed for counter MSRs "
                            f"(-N = 2^width - N), not for {msrs.msr_name(msr)}")
@@ -417,13 +417,13 @@ class _Loader:
             elif name == "events":
                 if not isinstance(v, list):
                     raise self.err(vl, vf, "expected a list of event codes")
-                values[name] = tuple(self.integer(e, vl, vf, hi=(1 << 64) - 1) for e in v)
+                values[name] = tuple(self.integer(e, vl, vf, hi=U64) for e in v)
             elif isinstance(f.default, bool):
                 values[name] = self.boolean(v, vl, vf)
             elif name == "cpl":
                 values[name] = self.integer(v, vl, vf, hi=3)
             else:
-                values[name] = self.integer(v, vl, vf, hi=(1 << 64) - 1)
+                values[name] = self.integer(v, vl, vf, hi=U64)
         if "value" in values:
             values["value"] = self.msr_value(values["msr"], values["value"], self.key_line(mapping, "value", line),
                                              f"{fld}.value")
@@ -468,7 +468,7 @@ class _Loader:
             elif key == "fault":
                 checks.append(("fault", self.boolean(v, kl, kf)))
             elif key in ("global_status", "pmis", "result", "lvtpc", "insn"):
-                checks.append((key, self.integer(v, kl, kf, hi=(1 << 64) - 1)))
+                checks.append((key, self.integer(v, kl, kf, hi=U64)))
             elif key == "any_of" and not nested:
                 if not isinstance(v, list) or len(v) < 2:
                     raise self.err(kl, kf, "expected a list of at least two alternatives (each a mapping of checks)")
@@ -567,8 +567,7 @@ class _Loader:
                                   f"{fld}.divergences")
         dl = self.key_line(node, "divergences", line)
         for label in labels:
-            kind = label.removesuffix(" (internal)")
-            if kind not in KINDS:
+            if parse_divergence_label(label) is None:
                 raise self.err(dl, f"{fld}.divergences", f"unknown divergence {label!r} (kinds: {', '.join(KINDS)}; "
                                "append ' (internal)' for an internal one)")
         xl = self.key_line(node, "expects", line)
@@ -832,16 +831,13 @@ def execute(scn: Scenario, kvm: str | None = None, design: str | None = None,
             options: CheckerOptions | None = None) -> RunResult:
     """Run the scenario through the reference and the KVM model; compare; check expects."""
     from vpmu.eras import get_era
-    from vpmu.reference import ReferenceMachine
-    from vpmu.world import World, WorldOptions
+    from vpmu.run import start_machines
+    from vpmu.world import WorldOptions
 
     era = get_era(kvm or scn.kvm)
     design_ref = design if design is not None else scn.design
     opts = options or scn.checker
-    wopts = WorldOptions(**scn.world)
-    # both machines start from the same LVTPC (the World's; a Linux guest's 0x400 by default)
-    ref = ReferenceMachine(scn.cpu, lvtpc=wopts.lvtpc)
-    world = World(scn.cpu, era.name, design_ref, wopts)
+    ref, world = start_machines(scn.cpu, era.name, design_ref, WorldOptions(**scn.world))
     ref_obs = [ref.step(a) for a in scn.actions]
     kvm_obs = [world.step(a) for a in scn.actions]
     divs = compare(scn.cpu, ref_obs, kvm_obs, opts)

@@ -1,0 +1,49 @@
+"""Record (or compare against) what the explorer finds on every era: the refactor guard.
+
+`python tests/record_explore.py` rewrites tests/recorded/explore.json; the test
+`test_explore_recorded.py` compares a fresh run with it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from vpmu.actions import action_to_dict
+from vpmu.config import preset
+from vpmu.eras import ERAS
+from vpmu.explore import Bounds, Target, explore
+
+RECORDED = Path(__file__).parent / "recorded" / "explore.json"
+CASES = [(era, "intel-v2") for era in ERAS] + [("6.8", "amd-perfmon-v2"), ("6.6", "intel-v1")]
+
+
+def snapshot() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for era, cpu in CASES:
+        target = Target(preset(cpu).with_width(4), era)
+        for mode in ("random", "exhaustive"):
+            report = explore(target, Bounds(depth=3), mode=mode, seed=0, restarts=200)
+            out[f"{era}/{cpu}/{mode}"] = {
+                "searches": [{"mode": s.mode, "states": s.stats.states, "transitions": s.stats.transitions,
+                              "depth_reached": s.stats.depth_reached} for s in report.searches],
+                "counterexamples": [{"kind": f.kind, "visibility": f.visibility, "step": f.step,
+                                     "actions": [action_to_dict(a) for a in f.actions]}
+                                    for f in report.counterexamples],
+            }
+    # one run at the default bounds (depth 5)
+    report = explore(Target(preset("intel-v2").with_width(4), "6.8"), Bounds(), mode="exhaustive")
+    out["6.8/intel-v2/exhaustive/default"] = {
+        "searches": [{"mode": s.mode, "states": s.stats.states, "transitions": s.stats.transitions,
+                      "depth_reached": s.stats.depth_reached} for s in report.searches],
+        "counterexamples": [{"kind": f.kind, "visibility": f.visibility, "step": f.step,
+                             "actions": [action_to_dict(a) for a in f.actions]} for f in report.counterexamples],
+    }
+    return out
+
+
+if __name__ == "__main__":
+    RECORDED.write_text(json.dumps(snapshot(), indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    sys.stdout.write(f"wrote {RECORDED}\n")
