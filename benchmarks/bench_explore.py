@@ -38,13 +38,13 @@ from vpmu.config import preset
 from vpmu.explore import (
     Bounds,
     Finding,
+    InMemoryExpander,
     LocalBackend,
     Target,
     alphabet,
-    exhaustive_search,
+    bfs,
+    counters_in_use,
     explore,
-    in_use,
-    partitioned_exhaustive_search,
     random_search,
     setup_prefix,
     shrink_finding,
@@ -76,13 +76,13 @@ def bench_exhaustive() -> dict[str, Any]:
     pool = LocalBackend(2)
     try:
         # spawn the 2 workers and import vpmu in them before timing
-        partitioned_exhaustive_search(Target(CFG, "6.6"), Bounds(depth=1), 2, pool.unit_runner())
+        bfs(pool.expander(Target(CFG, "6.6"), Bounds(depth=1)), 1)
         for era in ERAS:
             target = Target(CFG, era)
             t0 = time.perf_counter()
-            single = exhaustive_search(target, BOUNDS)
+            single = bfs(InMemoryExpander(target, BOUNDS), BOUNDS.depth)
             t1 = time.perf_counter()
-            two = partitioned_exhaustive_search(target, BOUNDS, 2, pool.unit_runner())
+            two = bfs(pool.expander(target, BOUNDS), BOUNDS.depth)
             t2 = time.perf_counter()
             assert (single.stats.states, single.stats.transitions) == (two.stats.states, two.stats.transitions)
             out[era] = {
@@ -126,7 +126,7 @@ def explorer_exhaustive_first(target: Target, kind: str, vis: str) -> dict[str, 
     is an upper bound on a BFS that would stop at the first hit), then shrink."""
     t0 = time.perf_counter()
     for depth in range(1, BOUNDS.depth + 1):
-        found = _of_kind(exhaustive_search(target, Bounds(depth=depth)).findings, kind, vis)
+        found = _of_kind(bfs(InMemoryExpander(target, Bounds(depth=depth)), depth).findings, kind, vis)
         if found is not None:
             t1 = time.perf_counter()
             shrunk = shrink_finding(target, found)
@@ -157,7 +157,7 @@ def hypothesis_machine(target: Target, kind: str, vis: str, log: dict[str, Any])
     the explorer's alphabet; after every step the whole trace is judged open-ended and the
     machine fails on an untolerated divergence of (kind, vis)."""
     cfg, options = target.cfg, target.checker_options
-    prefix = setup_prefix(cfg, in_use(cfg, BOUNDS))
+    prefix = setup_prefix(cfg, counters_in_use(cfg, BOUNDS))
     letters = [a for _, a in alphabet(cfg, BOUNDS)]
 
     class VpmuMachine(RuleBasedStateMachine):

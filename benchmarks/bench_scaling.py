@@ -1,6 +1,7 @@
-"""Benchmark the explorer over workers: the local process backend and the Ray backend with 1
-and 2 workers, exhaustive (default bounds, KVM 6.6) and random (swarm) search, with the
-per-level times of the level-synchronous exhaustive search, where a level's time goes
+"""Benchmark the explorer over workers: replayed units in this process, the local process
+backend with 2 workers and the Ray backend with 1 and 2 workers, exhaustive (default bounds,
+KVM 6.6) and random (swarm) search, with the per-level times of the level-synchronous
+exhaustive search, where a level's time goes
 (replay, shipping keys, driver work), the driver's memory per visited state, and how far a
 time budget is overrun. docs/scaling.md explains the numbers.
 
@@ -26,24 +27,28 @@ from vpmu.config import preset
 from vpmu.explore import (
     Backend,
     Bounds,
+    Expander,
+    InMemoryExpander,
     Judge,
     LocalBackend,
+    RandomJob,
+    ReplayExpander,
     Stats,
     Target,
     alphabet,
-    exhaustive_search,
+    bfs,
+    counters_in_use,
     expand_unit,
     explore,
-    in_use,
     merge_random,
     owner_of,
-    partitioned_exhaustive_search,
     random_search,
+    run_unit,
     setup_prefix,
     split_restarts,
     state_digest,
 )
-from vpmu.ray_backend import RayBackend
+from vpmu.explore.ray_backend import RayBackend
 
 OUT = Path(__file__).resolve().parent / "results" / "scaling.json"
 TARGET = Target(preset("intel-v2").with_width(4), "6.6")
@@ -58,14 +63,14 @@ def _rate(n: int, seconds: float) -> float:
 
 def exhaustive_single() -> dict[str, Any]:
     t0 = time.perf_counter()
-    result = exhaustive_search(TARGET, BOUNDS)
+    result = bfs(InMemoryExpander(TARGET, BOUNDS), BOUNDS.depth)
     wall = time.perf_counter() - t0
     return {"states": result.stats.states, "transitions": result.stats.transitions, "seconds": round(wall, 3),
             "states_per_second": _rate(result.stats.states, wall)}
 
 
-def exhaustive_partitioned(backend: Backend) -> dict[str, Any]:
-    partitioned_exhaustive_search(TARGET, Bounds(depth=1), backend.partitions, backend.unit_runner())  # warm up
+def exhaustive_levels(expander_for: Callable[[Bounds], Expander[Any, Any]]) -> dict[str, Any]:
+    bfs(expander_for(Bounds(depth=1)), 1)  # warm up
     levels: list[dict[str, Any]] = []
     last = [time.perf_counter(), 0, 0]
 
@@ -76,8 +81,7 @@ def exhaustive_partitioned(backend: Backend) -> dict[str, Any]:
         last[:] = [now, stats.states, stats.transitions]
 
     t0 = last[0] = time.perf_counter()
-    result = partitioned_exhaustive_search(TARGET, BOUNDS, backend.partitions, backend.unit_runner(),
-                                           progress=progress)
+    result = bfs(expander_for(BOUNDS), BOUNDS.depth, progress=progress)
     wall = time.perf_counter() - t0
     return {"states": result.stats.states, "transitions": result.stats.transitions, "seconds": round(wall, 3),
             "states_per_second": _rate(result.stats.states, wall), "levels": levels}
@@ -92,10 +96,10 @@ def random_single() -> dict[str, Any]:
 
 
 def random_parts(backend: Backend) -> dict[str, Any]:
-    no_deadline: float | None = None  # warm up first: workers started, vpmu imported
-    backend.random_parts([(TARGET, BOUNDS, 0, r, no_deadline) for r in split_restarts(10, backend.partitions)])
+    # warm up first: workers started, vpmu imported
+    backend.random_parts([RandomJob(TARGET, BOUNDS, 0, r) for r in split_restarts(10, backend.partitions)])
     t0 = time.perf_counter()
-    jobs = [(TARGET, BOUNDS, 0, r, no_deadline) for r in split_restarts(RESTARTS, backend.partitions)]
+    jobs = [RandomJob(TARGET, BOUNDS, 0, r) for r in split_restarts(RESTARTS, backend.partitions)]
     result = merge_random(backend.random_parts(jobs))
     wall = time.perf_counter() - t0
     return {"restarts": RESTARTS, "states": result.stats.states, "seconds": round(wall, 3),
@@ -106,7 +110,7 @@ def level_costs() -> list[dict[str, Any]]:
     """Where a partitioned level's time goes, in one process: expanding the units (and the
     part of it spent replaying index paths), pickling the expansions as a worker would ship
     them, and the driver's serial work (owner_of on every digest, sorting and admission)."""
-    prefix = setup_prefix(TARGET.cfg, in_use(TARGET.cfg, BOUNDS))
+    prefix = setup_prefix(TARGET.cfg, counters_in_use(TARGET.cfg, BOUNDS))
     letters = [a for _, a in alphabet(TARGET.cfg, BOUNDS)]
     judge = Judge(TARGET)
     visited = {state_digest(judge.root(prefix)[0].key())}
@@ -182,7 +186,8 @@ def with_backend(make: Callable[[], Backend]) -> dict[str, Any]:
     backend = make()
     started = time.perf_counter() - t0
     try:
-        return {"start_seconds": round(started, 3), "exhaustive": exhaustive_partitioned(backend),
+        return {"start_seconds": round(started, 3),
+                "exhaustive": exhaustive_levels(partial(backend.expander, TARGET)),
                 "random": random_parts(backend)}
     finally:
         backend.close()
@@ -198,8 +203,10 @@ def main() -> None:
         "level_costs_1_process": level_costs(),
         "visited_bytes_per_state": visited_bytes_per_state(),
     }
-    for workers in (1, 2):  # LocalBackend(1) runs the partitioned units in this process
-        results["local"][str(workers)] = with_backend(partial(LocalBackend, workers))
+    # the unit expander with one partition, its units run in this process: the cost of replay
+    results["units_in_process"] = exhaustive_levels(
+        lambda bounds: ReplayExpander(TARGET, bounds, 1, lambda units: [run_unit(u) for u in units]))
+    results["local"]["2"] = with_backend(partial(LocalBackend, 2))
     results["time_budget"] = {"local_2": budget_overrun(lambda: LocalBackend(2))}
     if importlib.util.find_spec("ray") is not None:
         for workers in (1, 2):

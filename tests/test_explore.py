@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -16,16 +17,19 @@ from vpmu import msrs
 from vpmu.actions import Action, Batch, Cpuid, Native, Rdmsr, Wrmsr
 from vpmu.checker import CheckerOptions, compare
 from vpmu.config import preset
+from vpmu.errors import VpmuError
 from vpmu.explore import (
     Bounds,
     Finding,
+    InMemoryExpander,
     Judge,
+    ReplayExpander,
     Target,
     alphabet,
-    exhaustive_search,
+    bfs,
+    counters_in_use,
     explore,
-    in_use,
-    partitioned_exhaustive_search,
+    run_unit,
     setup_prefix,
 )
 from vpmu.scenario import dump_scenario, execute, parse_scenario
@@ -64,7 +68,7 @@ def test_finds_both_seed_bugs_on_6_6_shrunk(mode: str) -> None:
 
 
 def test_exhaustive_counterexamples_are_shortest() -> None:
-    result = exhaustive_search(Target(CFG, "6.6"), Bounds(depth=3))
+    result = bfs(InMemoryExpander(Target(CFG, "6.6"), Bounds(depth=3)), 3)
     lost = by_kind(result.findings, "lost-overflow", "guest")
     assert len(lost.suffix) == 2  # BFS: nothing shorter diverges this way
     assert result.stats.exhausted and result.stats.depth_reached == 3
@@ -133,7 +137,7 @@ def test_shrinking_drops_unused_counters() -> None:
     report = explore(Target(CFG, "6.6"), Bounds(gp=2, depth=2), mode="exhaustive")
     lost = by_kind(report.counterexamples, "lost-overflow", "guest")
     assert lost.counters == (0,)
-    assert len(setup_prefix(CFG, lost.counters)) < len(setup_prefix(CFG, in_use(CFG, Bounds(gp=2))))
+    assert len(setup_prefix(CFG, lost.counters)) < len(setup_prefix(CFG, counters_in_use(CFG, Bounds(gp=2))))
 
 
 def test_saved_scenario_replays_the_same_divergence() -> None:
@@ -161,11 +165,9 @@ def test_same_seed_same_result_and_jobs_do_not_matter() -> None:
 
 @pytest.mark.parametrize("partitions", [1, 3])
 def test_partitioned_search_equals_single_process(partitions: int) -> None:
-    from vpmu.explore import _run_unit
-
     target, bounds = Target(CFG, "6.9"), Bounds(depth=3)
-    single = exhaustive_search(target, bounds)
-    parted = partitioned_exhaustive_search(target, bounds, partitions, lambda units: [_run_unit(u) for u in units])
+    single = bfs(InMemoryExpander(target, bounds), bounds.depth)
+    parted = bfs(ReplayExpander(target, bounds, partitions, lambda units: [run_unit(u) for u in units]), bounds.depth)
     assert (parted.stats.states, parted.stats.transitions) == (single.stats.states, single.stats.transitions)
     assert [(f.kind, f.visibility, f.actions) for f in parted.findings] == [
         (f.kind, f.visibility, f.actions) for f in single.findings]
@@ -175,6 +177,45 @@ def test_time_budget_stops_cleanly() -> None:
     report = explore(Target(CFG, "6.6"), Bounds(depth=8), mode="exhaustive", time_budget=0.2)
     stats = report.searches[-1].stats
     assert stats.stopped_by_budget and not stats.exhausted
+
+
+def test_report_totals_add_the_searches_up() -> None:
+    report = explore(Target(CFG, "6.6"), Bounds(depth=2), mode="auto", restarts=60)
+    random_part, exhaustive = (s.stats for s in report.searches)
+    total = report.stats
+    assert (total.states, total.transitions, total.sequences) == (
+        random_part.states + exhaustive.states, random_part.transitions + exhaustive.transitions, 60)
+    assert total.exhausted and total.depth_reached == 2 and not total.stopped_by_budget
+
+
+def test_explore_runs_on_the_cpu_narrowed_to_the_width() -> None:
+    report = explore(Target(preset("intel-v2"), "mediated"), Bounds(width=5, depth=1), mode="exhaustive")
+    assert (report.target.cfg.gp_width, report.target.cfg.fixed_width) == (5, 5)
+    assert all(f.cfg.gp_width == 5 for s in report.searches for f in s.findings)
+
+
+class UnusableBackend:
+    """A backend that fails the test if any work reaches it."""
+
+    @property
+    def partitions(self) -> int:
+        raise AssertionError("the backend was used before the request was checked")
+
+    def expander(self, target: Target, bounds: Bounds) -> Any:
+        raise AssertionError("unreachable")
+
+    def random_parts(self, jobs: Sequence[Any], progress: Any = None) -> list[Any]:
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("bounds, mode", [(Bounds(gp=9), "auto"), (Bounds(kinds=()), "auto"),
+                                          (Bounds(width=1), "random"), (Bounds(), "bogus")])
+def test_bad_request_fails_before_the_backend_is_used(bounds: Bounds, mode: str) -> None:
+    with pytest.raises(VpmuError):
+        explore(Target(CFG, "6.6"), bounds, mode=mode, backend=UnusableBackend())
 
 
 # --- the command -------------------------------------------------------------------------------

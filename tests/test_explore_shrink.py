@@ -8,7 +8,16 @@ from hypothesis import strategies as st
 from vpmu import msrs
 from vpmu.actions import Action, Batch, Cpuid, Insn, Native, Wrmsr
 from vpmu.config import preset
-from vpmu.explore import KINDS, Bounds, alphabet, in_use, owner_of, setup_prefix, shrink, state_digest
+from vpmu.explore import (
+    ACTION_KINDS,
+    Bounds,
+    alphabet,
+    counters_in_use,
+    owner_of,
+    setup_prefix,
+    shrink,
+    state_digest,
+)
 
 
 def test_shrink_drops_irrelevant_steps_and_simplifies_runs() -> None:
@@ -63,12 +72,12 @@ def test_alphabet_respects_kinds_and_bounds() -> None:
     assert "perf-fail" not in kinds and {"native", "batch", "write-counter"} <= kinds
     only = alphabet(cfg, Bounds(kinds=("native",), native=(1, 5)))
     assert [a for _, a in only] == [Native(1), Native(5)]
-    assert set(KINDS) >= kinds
+    assert set(ACTION_KINDS) >= kinds
 
 
 def test_setup_prefix_programs_counters_in_use() -> None:
     cfg = preset("intel-v2").with_width(4)
-    prefix = setup_prefix(cfg, in_use(cfg, Bounds(gp=2, fixed=1)))
+    prefix = setup_prefix(cfg, counters_in_use(cfg, Bounds(gp=2, fixed=1)))
     written = {a.msr: a.value for a in prefix if isinstance(a, Wrmsr)}
     # global enable off first, on last: the set-up does not depend on GLOBAL_CTRL's reset value
     assert prefix[0] == Wrmsr(msrs.IA32_PERF_GLOBAL_CTRL, 0)

@@ -6,7 +6,6 @@ One local Ray instance with 2 CPUs serves the whole module (starting Ray takes s
 
 from __future__ import annotations
 
-import copy
 import os
 import signal
 import subprocess
@@ -26,11 +25,11 @@ from vpmu.explore import (  # noqa: E402
     Bounds,
     ExploreReport,
     Target,
-    _random_worker,
-    _run_unit,
     explore,
+    random_unit,
+    run_unit,
 )
-from vpmu.ray_backend import RayBackend  # noqa: E402
+from vpmu.explore.ray_backend import RayBackend  # noqa: E402
 
 CFG = preset("intel-v2").with_width(4)
 TARGET = Target(CFG, "6.6")
@@ -45,6 +44,7 @@ def backend() -> Iterator[RayBackend]:
     if ray.is_initialized():  # pragma: no cover - another module left Ray running
         ray.shutdown()
     b = RayBackend(num_cpus=2)
+    b.start()
     yield b
     b.close()
 
@@ -110,11 +110,11 @@ def test_a_unit_whose_worker_dies_is_retried(
     backend: RayBackend, local_reports: dict[tuple[str, int], ExploreReport], mode: str, tmp_path: Path
 ) -> None:
     marker = str(tmp_path / "died")
-    dying = copy.copy(backend)  # same cluster and runner, only the task function differs
+    # joins the running instance (`backend`'s); only the task function differs
     if mode == "exhaustive":
-        dying._expand = backend.remote(_dies_once(_run_unit, marker))
+        dying = RayBackend(unit_fn=_dies_once(run_unit, marker))
     else:
-        dying._random = backend.remote(_dies_once(_random_worker, marker))
+        dying = RayBackend(random_fn=_dies_once(random_unit, marker))
     report = explore(TARGET, SMALL, mode=mode, seed=3, restarts=RESTARTS, backend=dying)
     assert os.path.exists(marker), "no worker died: the test tested nothing"
     assert searches(report) == searches(local_reports[mode, 1])
@@ -137,6 +137,7 @@ def test_progress_is_reported_per_level(backend: RayBackend) -> None:
 
 def test_a_joined_instance_is_left_running(backend: RayBackend) -> None:
     joined = RayBackend()  # Ray is already initialized: this backend did not start it
+    assert joined.partitions == 2
     joined.close()
     assert ray.is_initialized()
     assert explore(TARGET, Bounds(depth=1), mode="exhaustive", backend=backend).searches[0].stats.exhausted
@@ -166,11 +167,11 @@ def test_interrupted_cli_leaves_no_process_behind(tmp_path: Path) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
         seen.update(_descendants(proc.pid))
-        if any(cmd.startswith("ray::_run_unit") for cmd in seen.values()):
+        if any(cmd.startswith("ray::run_unit") for cmd in seen.values()):
             break
         time.sleep(0.1)
     assert proc.poll() is None, "the search ended before it could be interrupted"
-    assert any(cmd.startswith("ray::_run_unit") for cmd in seen.values()), "no unit ever ran"
+    assert any(cmd.startswith("ray::run_unit") for cmd in seen.values()), "no unit ever ran"
     seen.update(_descendants(proc.pid))
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)

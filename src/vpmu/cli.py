@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from vpmu.errors import VpmuError
-from vpmu.explore import KINDS as EXPLORE_KINDS
+from vpmu.explore.space import ACTION_KINDS
 
 app = typer.Typer(
     name="vpmu",
@@ -265,7 +265,7 @@ def explore(
     values: Annotated[str, typer.Option("--values", help="Counter write values; -N means 2^width - N.")]
     = "-1,-2,-3,0",
     kinds: Annotated[str | None, typer.Option("--kinds", help="Comma-separated action kinds to use, of: "
-                                              f"{', '.join(EXPLORE_KINDS)} (default: all but perf-fail; "
+                                              f"{', '.join(ACTION_KINDS)} (default: all but perf-fail; "
                                               "docs/explorer.md).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random search.")] = 0,
     restarts: Annotated[int, typer.Option("--restarts", help="Random sequences the random search tries.")]
@@ -292,31 +292,31 @@ def explore(
     from vpmu.config import preset
     from vpmu.designs import resolve_design
     from vpmu.eras import get_era
-    from vpmu.explore import KINDS, Bounds, Target
+    from vpmu.explore import Backend, Bounds, LocalBackend, Target
     from vpmu.explore import explore as run_explore
-    from vpmu.report import dumps, explore_to_dict, print_explore
+    from vpmu.explore.trail import save_counterexamples
+    from vpmu.report import dumps, print_explore
 
     era = get_era(kvm)
     resolve_design(design, era.default_design)  # fail early on a bad design
-    if not 2 <= width <= 64:
-        raise VpmuError(f"invalid bound --width: must be 2..64, not {width}")
-    cfg = preset(cpu).with_width(width)
     gp, fixed = _counters(counters)
     kind_list = tuple(k.strip() for k in kinds.split(",") if k.strip()) if kinds is not None else None
     bounds = Bounds(width=width, gp=gp, fixed=fixed, depth=depth, batch=batch,
                     native=_int_list(native, "native"), values=_int_list(values, "values"),
                     **({"kinds": kind_list} if kind_list is not None else {}))
-    bounds.validate(cfg)
-    if kind_list is not None and not kind_list:
-        raise VpmuError(f"--kinds needs at least one of: {', '.join(KINDS)}")
-    target = Target(cfg, era.name, design, _checker_options(CheckerOptions(), option))
-    n_jobs = jobs if jobs is not None else (os.cpu_count() or 1)
-    if n_jobs < 1:
-        raise VpmuError(f"--jobs must be >= 1, not {n_jobs}")
+    target = Target(preset(cpu), era.name, design, _checker_options(CheckerOptions(), option))
+    if jobs is not None and jobs < 1:
+        raise VpmuError(f"--jobs must be >= 1, not {jobs}")
     if backend not in ("local", "ray"):
         raise VpmuError(f"unknown --backend {backend!r} (known: local, ray)")
     if address is not None and backend != "ray":
         raise VpmuError("--address needs --backend ray")
+    if backend == "ray":
+        from vpmu.explore.ray_backend import RayBackend
+
+        chosen: Backend = RayBackend(address, num_cpus=jobs)  # Ray starts on first use: after explore's checks
+    else:
+        chosen = LocalBackend(jobs if jobs is not None else (os.cpu_count() or 1))
     err = Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")), highlight=False)
     live = err.is_terminal and not json_out
     status = err.status("exploring...") if live else None
@@ -326,56 +326,21 @@ def explore(
             status.update(f"{stats.states:,} states ({stats.states_per_second:,.0f}/s), depth "
                           f"{stats.depth_reached}, {found} divergence kind(s) so far")
 
-    chosen = None
     try:
-        if backend == "ray":
-            from vpmu.ray_backend import RayBackend
-
-            chosen = RayBackend(address, num_cpus=jobs)
-            n_jobs = chosen.partitions
         if status is not None:
             status.start()
-        report = run_explore(target, bounds, mode=mode, seed=seed, jobs=n_jobs, restarts=restarts,
+        report = run_explore(target, bounds, mode=mode, seed=seed, restarts=restarts,
                              time_budget=time_budget, progress=progress, backend=chosen)
     finally:
         if status is not None:
             status.stop()
-        if chosen is not None:
-            chosen.close()
-    files = _save_counterexamples(report, None if no_save else save)
+        chosen.close()
+    files = save_counterexamples(report, None if no_save else save)
     if json_out:
-        _out(dumps(explore_to_dict(report, files)))
+        _out(dumps(report.to_dict(files)))
     else:
         print_explore(_console(), report, files)
     raise typer.Exit(1 if report.untolerated else 0)
-
-
-def _save_counterexamples(report: Any, directory: str | None) -> list[str | None]:
-    """Write each counterexample as a scenario file; the paths (None when not saved)."""
-    from pathlib import Path
-
-    from vpmu.scenario import dump_scenario
-
-    if directory is None or not report.counterexamples:
-        return [None] * len(report.counterexamples)
-    t = report.target
-    root = Path(directory)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise VpmuError(f"cannot create --save directory {directory}: {e.strerror or e}") from None
-    paths: list[str | None] = []
-    for f in report.counterexamples:
-        name = f"explore-{t.era}-{f.kind}-{f.visibility}"
-        text = dump_scenario(
-            name,
-            f"Found by vpmu explore (mode {report.mode}, seed {report.seed}, counters {t.cfg.gp_width} bits) "
-            f"and shrunk: {f.kind} ({f.visibility}) at step {f.step}: {f.detail}",
-            t.cfg, t.era, t.design, t.checker_options, f.actions)
-        path = root / f"{name}.yaml"
-        path.write_text(text, encoding="utf-8")
-        paths.append(str(path))
-    return paths
 
 
 def main(argv: list[str] | None = None) -> None:

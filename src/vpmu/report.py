@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -15,6 +15,9 @@ from vpmu import msrs
 from vpmu.pmc_map import counter_name
 from vpmu.scenario import RunResult
 from vpmu.trace import Observation
+
+if TYPE_CHECKING:
+    from vpmu.explore import ExploreReport
 
 
 def dumps(obj: Any) -> str:
@@ -181,48 +184,9 @@ def verdict_table(rows: Sequence[str], eras: Sequence[str], cells: dict[tuple[st
 # --- vpmu explore ---------------------------------------------------------------------------
 
 
-def explore_to_dict(report: Any, files: Sequence[str | None]) -> dict[str, Any]:
-    """The `vpmu explore --json` object (docs/json.md); `files[i]` is counterexample i's file."""
-    from vpmu.explore import setup_prefix
-
-    t = report.target
-    total = report.stats
-    out: dict[str, Any] = {
-        "mode": report.mode,
-        "kvm": t.era,
-        "design": t.design,
-        "cpu": t.cfg.to_dict(),
-        "seed": report.seed,
-        "bounds": report.bounds.to_dict(),
-        "options": t.checker_options.to_dict(),
-        "states": total.states,
-        "transitions": total.transitions,
-        "states_per_second": round(total.states_per_second, 1),
-        "elapsed_seconds": round(total.elapsed, 3),
-        "depth_reached": total.depth_reached,
-        "exhausted": total.exhausted,
-        "stopped_by_budget": total.stopped_by_budget,
-        "searches": [
-            {"mode": s.mode, "states": s.stats.states, "transitions": s.stats.transitions,
-             "sequences": s.stats.sequences, "depth_reached": s.stats.depth_reached,
-             "exhausted": s.stats.exhausted, "elapsed_seconds": round(s.stats.elapsed, 3),
-             "kinds_found": sorted({f"{f.kind}/{f.visibility}" for f in s.findings})}
-            for s in report.searches
-        ],
-        "counterexamples": [
-            {"kind": f.kind, "visibility": f.visibility, "step": f.step, "message": f.detail,
-             "counters": [counter_name(c) for c in f.counters],
-             "setup_steps": len(setup_prefix(t.cfg, f.counters)),
-             "steps": [A.action_to_dict(a) for a in f.actions],
-             "scenario_file": path}
-            for f, path in zip(report.counterexamples, files, strict=True)
-        ],
-    }
-    return out
-
-
-def print_explore(console: Console, report: Any, files: Sequence[str | None]) -> None:
-    """Bounds, search statistics, then each shrunk counterexample with its explored steps."""
+def print_explore(console: Console, report: ExploreReport, files: Sequence[str | None]) -> None:
+    """Bounds, search statistics, then each shrunk counterexample with its explored steps
+    (the JSON form is `ExploreReport.to_dict`)."""
     from vpmu.explore import setup_prefix
 
     t = report.target

@@ -8,8 +8,9 @@ coalesced into one PMI).
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, Self
 
 from vpmu.actions import Action, action_to_dict
 
@@ -91,9 +92,21 @@ class Observation:
 
 
 class Machine(Protocol):
-    """Anything that runs guest actions: the reference (`vpmu.reference`) or KVM (`vpmu.world`)."""
+    """Anything that runs guest actions: the reference (`vpmu.reference`) or KVM (`vpmu.world`).
+
+    `clone` and `state_key` are the explorer's seam (`vpmu.explore`): a search state is
+    copied to try each next action, and two states with equal keys have the same future.
+    """
 
     def step(self, action: Action) -> Observation: ...
+
+    def clone(self) -> Self:
+        """An independent copy in the same state."""
+        ...
+
+    def state_key(self) -> Hashable:
+        """Everything that affects the future (not the instruction count or step number)."""
+        ...
 
 
 def run_all(machine: Machine, actions: list[Action] | tuple[Action, ...]) -> list[Observation]:

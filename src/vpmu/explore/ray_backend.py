@@ -1,11 +1,12 @@
 """Run the explorer's work units on a Ray cluster (`vpmu explore --backend ray`).
 
-The units are the same pure functions the local backend runs (vpmu.explore): swarm
-workers for random search, and per-owner frontier units for the exhaustive search, whose
-frontier and visited set are partitioned by a stable state hash. Units are Ray tasks with
-retries, so a worker that dies loses nothing: its unit runs again and, being a pure
-function of its arguments, returns the same answer.
+The units are the same pure functions the local backend runs (`vpmu.explore.units`):
+`random_unit` for the swarm workers of random search, and `run_unit` for the per-owner
+frontier units of the exhaustive search (`ReplayExpander`), whose states are partitioned by
+a stable state hash. Units are Ray tasks with retries, so a worker that dies loses nothing:
+its unit runs again and, being a pure function of its arguments, returns the same answer.
 
+Ray is joined or started on first use (so bad input costs no start-up) or by `start()`.
 The driver never leaves work or processes behind: `close()` shuts down a Ray instance
 this backend started, with every unit still running on it (the CLI calls it in a
 `finally`, so Ctrl-C cleans up too), and a Ctrl-C during start-up is held until Ray has
@@ -19,22 +20,15 @@ import contextlib
 import signal
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from vpmu.errors import VpmuError
-from vpmu.explore import (
-    Backend,
-    Bounds,
-    Expansion,
-    IndexPath,
-    RandomJob,
-    SearchResult,
-    Target,
-    UnitRunner,
-    _random_worker,
-    _run_unit,
-)
+
+from .judge import Target
+from .search import Expander, Progress, SearchResult, Successor
+from .space import Bounds
+from .units import IndexPath, RandomJob, ReplayExpander, Unit, random_unit, run_unit
 
 #: How often a unit is retried when its worker dies (a Python exception in a unit is a
 #: bug, not a transient failure: it is not retried).
@@ -82,20 +76,35 @@ def _sigint_deferred() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
-class RayBackend(Backend):
-    """Joins the cluster at `address`, or starts a local Ray instance with `num_cpus`.
+class RayBackend:
+    """A `vpmu.explore.backends.Backend` on Ray: joins the cluster at `address`, or starts a
+    local Ray instance with `num_cpus`, on first use.
 
     Without an address a *new* local instance is started (address "local"), even when
     RAY_ADDRESS is set or a `ray start` cluster runs on this machine: joining a cluster is
-    always explicit. The number of partitions is the cluster's CPU count.
+    always explicit. When Ray is already initialized in this process, that connection is
+    used (and left alone by `close()`). The number of partitions is the cluster's CPU count.
+    `unit_fn` and `random_fn` are what the tasks run (default `run_unit`, `random_unit`).
     """
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
-        ray = _import_ray()
-        self._ray = ray
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, *,
+                 unit_fn: Callable[[Unit], list[Successor[IndexPath, bytes]]] = run_unit,
+                 random_fn: Callable[[RandomJob], SearchResult] = random_unit) -> None:
+        self._ray = _import_ray()
+        self._address, self._num_cpus = address, num_cpus
+        self._fns = (unit_fn, random_fn)
+        #: the Ray tasks (expand, random) once started, and the cluster's CPU count
+        self._tasks: tuple[Any, Any] | None = None
+        self._partitions = 1
         #: this backend called ray.init: close() shuts down (a started local instance) or
         #: disconnects (a joined cluster, which keeps running)
         self._connected = False
+
+    def start(self) -> None:
+        """Join or start Ray now (the first search does it otherwise). Idempotent."""
+        if self._tasks is not None:
+            return
+        ray, address = self._ray, self._address
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                       "configure_logging": False}
@@ -104,7 +113,7 @@ class RayBackend(Backend):
                 if address is not None:
                     _check_reachable(address)
                 with _sigint_deferred():
-                    ray.init(address=address or "local", num_cpus=None if address else num_cpus, **kwargs)
+                    ray.init(address=address or "local", num_cpus=None if address else self._num_cpus, **kwargs)
             except BaseException as e:
                 # interrupted or failed half-way: leave no half-started instance behind
                 with contextlib.suppress(Exception):
@@ -113,13 +122,23 @@ class RayBackend(Backend):
                     what = f"join the Ray cluster at {address}" if address else "start a local Ray instance"
                     raise VpmuError(f"cannot {what}: {e}") from e
                 raise
-        self.partitions = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        self._random = self.remote(_random_worker)
-        self._expand = self.remote(_run_unit)
+        self._partitions = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        unit_fn, random_fn = self._fns
+        self._tasks = (self.remote(unit_fn), self.remote(random_fn))
+
+    @property
+    def partitions(self) -> int:
+        self.start()
+        return self._partitions
 
     def remote(self, fn: Callable[..., Any]) -> Any:
         """`fn` as a Ray task, the way every unit is sent: retried when its worker dies."""
         return self._ray.remote(max_retries=MAX_RETRIES)(fn)
+
+    def _started_tasks(self) -> tuple[Any, Any]:
+        self.start()
+        assert self._tasks is not None
+        return self._tasks
 
     def _gather(self, refs: list[Any]) -> list[Any]:
         """Results in submission order.
@@ -132,14 +151,16 @@ class RayBackend(Backend):
         result: list[Any] = self._ray.get(refs)
         return result
 
-    def random_parts(self, jobs: list[RandomJob]) -> list[SearchResult]:
-        return self._gather([self._random.remote(j) for j in jobs])
+    def _run_units(self, units: list[Unit]) -> list[list[Successor[IndexPath, bytes]]]:
+        expand, _ = self._started_tasks()
+        return self._gather([expand.remote(u) for u in units])
 
-    def unit_runner(self) -> UnitRunner:
-        def run(units: list[tuple[Target, Bounds, list[IndexPath]]]) -> list[list[Expansion]]:
-            return self._gather([self._expand.remote(u) for u in units])
+    def expander(self, target: Target, bounds: Bounds) -> Expander[Any, Any]:
+        return ReplayExpander(target, bounds, self.partitions, self._run_units)
 
-        return run
+    def random_parts(self, jobs: Sequence[RandomJob], progress: Progress | None = None) -> list[SearchResult]:
+        _, random_task = self._started_tasks()
+        return self._gather([random_task.remote(j) for j in jobs])
 
     def close(self) -> None:
         """Shut down the local Ray instance this backend started, or disconnect from the
@@ -147,4 +168,5 @@ class RayBackend(Backend):
         creating the backend is left alone. Idempotent."""
         if self._connected:
             self._connected = False
+            self._tasks = None
             self._ray.shutdown()

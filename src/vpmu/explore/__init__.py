@@ -1,0 +1,182 @@
+"""The explorer: search guest-action interleavings for divergences, shrink what it finds.
+
+Laid out like a model checker (TLC's model / search / trail split):
+
+* `space`    — the model: `Bounds` (checked once, by `Bounds.fit`), the set-up prefix and
+               the action alphabet;
+* `judge`    — `Target`, `Node`, `Finding` and the `Judge` that runs and judges a path;
+* `search`   — `random_search` (seeded swarm) and the one breadth-first driver `bfs`,
+               which expands levels through an `Expander`;
+* `units`    — index paths, state digests, owner partitions and picklable work units;
+* `backends` — where work runs (`LocalBackend`; `ray_backend.RayBackend` for a cluster);
+* `shrink`   — minimising each counterexample;
+* `trail`    — saving counterexamples as scenario files that `vpmu run` replays.
+
+`explore()` runs the chosen searches and shrinks one counterexample per divergence kind.
+docs/explorer.md and docs/scaling.md describe the whole.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from vpmu.actions import action_to_dict
+from vpmu.errors import VpmuError
+from vpmu.pmc_map import counter_name
+
+from .backends import Backend, LocalBackend
+from .judge import Finding, Judge, Node, Target
+from .search import (
+    Expander,
+    InMemoryExpander,
+    Progress,
+    SearchResult,
+    Stats,
+    Successor,
+    bfs,
+    merge_random,
+    past_deadline,
+    random_search,
+    split_restarts,
+)
+from .shrink import first_of_kind, shrink, shrink_finding
+from .space import ACTION_KINDS, Bounds, alphabet, counters_in_use, setup_prefix, touches
+from .units import (
+    IndexPath,
+    RandomJob,
+    ReplayExpander,
+    Unit,
+    UnitRunner,
+    expand_unit,
+    owner_of,
+    random_unit,
+    run_unit,
+    state_digest,
+)
+
+__all__ = [
+    "ACTION_KINDS", "MODES", "Backend", "Bounds", "Expander", "ExploreReport", "Finding", "InMemoryExpander",
+    "IndexPath", "Judge", "LocalBackend", "Node", "Progress", "RandomJob", "ReplayExpander", "SearchResult",
+    "Stats", "Successor", "Target", "Unit", "UnitRunner", "alphabet", "bfs", "counters_in_use", "expand_unit",
+    "explore", "first_of_kind", "merge_random", "owner_of", "past_deadline", "random_search", "random_unit",
+    "run_unit", "setup_prefix", "shrink", "shrink_finding", "split_restarts", "state_digest", "touches",
+]
+
+MODES = ("random", "exhaustive", "auto")
+
+
+@dataclass
+class ExploreReport:
+    """What `vpmu explore` prints: the bounds, the searches' statistics, and the shrunk
+    counterexamples (one per divergence kind and visibility, in a stable order)."""
+
+    target: Target
+    bounds: Bounds
+    mode: str
+    seed: int
+    searches: list[SearchResult]
+    counterexamples: list[Finding]
+
+    @property
+    def untolerated(self) -> bool:
+        return bool(self.counterexamples)
+
+    @property
+    def stats(self) -> Stats:
+        """The searches' statistics added up."""
+        return sum((s.stats for s in self.searches), Stats())
+
+    def to_dict(self, files: Sequence[str | None]) -> dict[str, Any]:
+        """The `vpmu explore --json` object (docs/json.md); `files[i]` is counterexample i's
+        scenario file (`vpmu.explore.trail`), None when not saved."""
+        t = self.target
+        total = self.stats
+        return {
+            "mode": self.mode,
+            "kvm": t.era,
+            "design": t.design,
+            "cpu": t.cfg.to_dict(),
+            "seed": self.seed,
+            "bounds": self.bounds.to_dict(),
+            "options": t.checker_options.to_dict(),
+            "states": total.states,
+            "transitions": total.transitions,
+            "states_per_second": round(total.states_per_second, 1),
+            "elapsed_seconds": round(total.elapsed, 3),
+            "depth_reached": total.depth_reached,
+            "exhausted": total.exhausted,
+            "stopped_by_budget": total.stopped_by_budget,
+            "searches": [
+                {"mode": s.mode, "states": s.stats.states, "transitions": s.stats.transitions,
+                 "sequences": s.stats.sequences, "depth_reached": s.stats.depth_reached,
+                 "exhausted": s.stats.exhausted, "elapsed_seconds": round(s.stats.elapsed, 3),
+                 "kinds_found": sorted({f"{f.kind}/{f.visibility}" for f in s.findings})}
+                for s in self.searches
+            ],
+            "counterexamples": [
+                {"kind": f.kind, "visibility": f.visibility, "step": f.step, "message": f.detail,
+                 "counters": [counter_name(c) for c in f.counters],
+                 "setup_steps": len(setup_prefix(t.cfg, f.counters)),
+                 "steps": [action_to_dict(a) for a in f.actions],
+                 "scenario_file": path}
+                for f, path in zip(self.counterexamples, files, strict=True)
+            ],
+        }
+
+
+def explore(
+    target: Target,
+    bounds: Bounds,
+    mode: str = "auto",
+    seed: int = 0,
+    jobs: int = 1,
+    restarts: int = 2000,
+    time_budget: float | None = None,
+    progress: Progress | None = None,
+    backend: Backend | None = None,
+) -> ExploreReport:
+    """Check the request, run the chosen searches, then shrink one counterexample per
+    divergence kind.
+
+    mode "random", "exhaustive", or "auto" (random first, then exhaustive). The bounds are
+    checked against `target.cfg`, whose counters are narrowed to `bounds.width`. `backend`
+    (default: a `LocalBackend(jobs)` created and closed here) is first used after the
+    checks, so bad input costs no worker, and the time budget starts once it is connected
+    (a Ray start-up does not count). Restart r of the random search depends on
+    (seed, r) only and the exhaustive search's numbers do not depend on the expander, so
+    the result depends on (seed, bounds, restarts), not on `jobs` or the backend (unless
+    the time budget cuts a search short).
+    """
+    if mode not in MODES:
+        raise VpmuError(f"unknown mode {mode!r} (known: {', '.join(MODES)})")
+    if restarts < 1:
+        raise VpmuError(f"--restarts must be >= 1, not {restarts}")
+    target = replace(target, cfg=bounds.fit(target.cfg))
+    owned = backend is None
+    run_on = LocalBackend(jobs) if backend is None else backend
+    searches: list[SearchResult] = []
+    try:
+        partitions = run_on.partitions  # a Ray backend joins or starts here, before the clock runs
+        deadline = None if time_budget is None else time.time() + time_budget
+        if mode in ("random", "auto"):
+            parts = split_restarts(restarts, partitions)
+            searches.append(merge_random(run_on.random_parts(
+                [RandomJob(target, bounds, seed, r, deadline) for r in parts], progress)))
+            if progress is not None:
+                progress(searches[-1].stats, len(searches[-1].findings))
+        if mode in ("exhaustive", "auto") and not past_deadline(deadline):
+            searches.append(bfs(run_on.expander(target, bounds), bounds.depth, deadline, progress))
+    finally:
+        if owned:
+            run_on.close()
+    best: dict[tuple[str, str], Finding] = {}
+    for search in searches:
+        for f in search.findings:
+            key = (f.kind, f.visibility)
+            if key not in best or len(f.suffix) < len(best[key].suffix):
+                best[key] = f
+    shrunk = [shrink_finding(target, best[k]) for k in sorted(best)]
+    return ExploreReport(target, bounds, mode, seed, searches, shrunk)

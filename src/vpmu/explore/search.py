@@ -1,0 +1,278 @@
+"""The searches (TLC's *search*): seeded swarm random search, and one breadth-first driver.
+
+`bfs` owns what a model checker's driver owns: the visited set, the statistics, the
+findings and the deadline. How a level is expanded is an `Expander`'s business: the
+`InMemoryExpander` here keeps each frontier state as a `Node` and clones it per action
+(fast, one process); `vpmu.explore.units.ReplayExpander` ships frontier states as index
+paths to worker processes or a Ray cluster, which rebuild them by replay. Either way the
+driver admits successors in index-path order, so both give the same states, transitions
+and findings.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, NamedTuple, Protocol, TypeVar
+
+from .judge import Finding, Judge, Node, Target
+from .space import Bounds, alphabet, counters_in_use, setup_prefix
+
+
+@dataclass
+class Stats:
+    """Counters every search reports. For random search `states` counts the states it
+    visited (with repeats); for exhaustive search, distinct states."""
+
+    states: int = 0
+    transitions: int = 0
+    depth_reached: int = 0
+    sequences: int = 0
+    exhausted: bool = False
+    elapsed: float = 0.0
+    stopped_by_budget: bool = False
+
+    @property
+    def states_per_second(self) -> float:
+        return self.states / self.elapsed if self.elapsed > 0 else 0.0
+
+    def __add__(self, other: Stats) -> Stats:
+        """Two searches' statistics together: counts and time add up, the deeper depth and
+        any stop by the budget win, and an exhausted (exhaustive) search stays exhausted."""
+        return Stats(
+            states=self.states + other.states,
+            transitions=self.transitions + other.transitions,
+            depth_reached=max(self.depth_reached, other.depth_reached),
+            sequences=self.sequences + other.sequences,
+            exhausted=self.exhausted or other.exhausted,
+            elapsed=self.elapsed + other.elapsed,
+            stopped_by_budget=self.stopped_by_budget or other.stopped_by_budget,
+        )
+
+
+@dataclass
+class SearchResult:
+    mode: str
+    stats: Stats
+    findings: list[Finding] = field(default_factory=list)
+
+
+#: Called now and then with the statistics so far and the number of divergence kinds found.
+Progress = Callable[[Stats, int], None]
+
+#: Within a level, the BFS driver reports progress about every this many transitions.
+PROGRESS_EVERY = 2048
+
+
+def _record(found: dict[tuple[str, str], Finding], f: Finding) -> None:
+    key = (f.kind, f.visibility)
+    if key not in found:
+        found[key] = f
+
+
+def past_deadline(deadline: float | None) -> bool:
+    """Wall-clock time, comparable across processes and (roughly) across cluster nodes."""
+    return deadline is not None and time.time() > deadline
+
+
+# --- random search ---------------------------------------------------------------------------
+
+
+def random_search(
+    target: Target,
+    bounds: Bounds,
+    seed: int,
+    restarts: range,
+    deadline: float | None = None,
+    progress: Progress | None = None,
+) -> SearchResult:
+    """Swarm search over the restarts in `restarts`: restart r draws (from seed and r alone)
+    a random subset of the action kinds and a random sequence of up to `depth` actions from
+    it. Splitting the range over workers therefore does not change what is found."""
+    judge = Judge(target)
+    counters = counters_in_use(target.cfg, bounds)
+    prefix = setup_prefix(target.cfg, counters)
+    letters = alphabet(target.cfg, bounds)
+    kinds = sorted({k for k, _ in letters})
+    stats = Stats()
+    found: dict[tuple[str, str], Finding] = {}
+    start = time.perf_counter()
+    root, _ = judge.root(prefix)
+    for r in restarts:
+        if past_deadline(deadline):
+            stats.stopped_by_budget = True
+            break
+        rng = random.Random(f"{seed}:{r}")
+        enabled = [k for k in kinds if rng.random() < 0.5] or [rng.choice(kinds)]
+        choices = [a for k, a in letters if k in enabled]
+        node = root.copy()
+        for depth in range(1, bounds.depth + 1):
+            node, divs = judge.advance(node, rng.choice(choices), copy=False)
+            stats.transitions += 1
+            stats.states += 1
+            stats.depth_reached = max(stats.depth_reached, depth)
+            if divs:
+                for d in divs:
+                    _record(found, Finding.of(target.cfg, counters, node.path[len(prefix):], d))
+                break
+        stats.sequences += 1
+        if progress is not None and stats.sequences % 50 == 0:
+            stats.elapsed = time.perf_counter() - start
+            progress(stats, len(found))
+    stats.elapsed = time.perf_counter() - start
+    return SearchResult("random", stats, list(found.values()))
+
+
+def split_restarts(restarts: int, workers: int) -> list[range]:
+    """Contiguous, nearly equal ranges of restart indices, one per worker."""
+    per, extra = divmod(restarts, workers)
+    out, lo = [], 0
+    for w in range(workers):
+        hi = lo + per + (1 if w < extra else 0)
+        out.append(range(lo, hi))
+        lo = hi
+    return [r for r in out if r]
+
+
+def merge_random(parts: Sequence[SearchResult]) -> SearchResult:
+    """Combine swarm workers' results in restart order (so the merge is deterministic). The
+    parts ran side by side: the elapsed time is the longest part's."""
+    stats = sum((p.stats for p in parts), Stats())
+    stats.elapsed = max((p.stats.elapsed for p in parts), default=0.0)
+    found: dict[tuple[str, str], Finding] = {}
+    for part in parts:
+        for f in part.findings:
+            _record(found, f)
+    return SearchResult("random", stats, list(found.values()))
+
+
+# --- breadth-first search ----------------------------------------------------------------------
+
+#: A search state as an expander holds it (a `Node`, or an index path) ...
+S = TypeVar("S")
+#: ... and its key in the visited set (both machines' state keys, or their digest).
+K = TypeVar("K", bound=Hashable)
+
+
+class Successor(NamedTuple, Generic[S, K]):
+    """One judged transition: the child state, its key (None when the transition diverged:
+    a diverged path is not expanded further), and the findings it produced."""
+
+    state: S
+    key: K | None
+    findings: list[Finding]
+
+
+class Expander(Protocol[S, K]):
+    """How the BFS driver's levels are expanded.
+
+    `states_per_call`: frontier states handed to one `expand` call: 1 (the driver then
+    checks the deadline after every state) or None (the whole level at once, so that units
+    can run side by side; the deadline is checked between levels).
+    """
+
+    @property
+    def states_per_call(self) -> int | None: ...
+
+    def root(self) -> tuple[S, K]:
+        """The state after the set-up prefix, and its key."""
+        ...
+
+    def expand(self, states: Sequence[tuple[S, K]]) -> Iterable[Successor[S, K]]:
+        """Every transition from `states` (each with its key), in index-path order."""
+        ...
+
+
+class InMemoryExpander:
+    """Frontier states kept as `Node`s; each transition clones both machines. The fast
+    single-process expander, and the one units use after rebuilding a state."""
+
+    states_per_call: int | None = 1
+
+    def __init__(self, target: Target, bounds: Bounds) -> None:
+        self.judge = Judge(target)
+        self.cfg = target.cfg
+        self.counters = counters_in_use(target.cfg, bounds)
+        self.prefix = setup_prefix(target.cfg, self.counters)
+        self.letters = [a for _, a in alphabet(target.cfg, bounds)]
+
+    def root(self) -> tuple[Node, Hashable]:
+        node, _ = self.judge.root(self.prefix)
+        return node, node.key()
+
+    def replay(self, path: Sequence[int]) -> Node:
+        """The state after the set-up and the letters at positions `path`, from fresh machines."""
+        node, _ = self.judge.root(self.prefix + tuple(self.letters[i] for i in path))
+        return node
+
+    def expand(self, states: Sequence[tuple[Node, Hashable]]) -> Iterator[Successor[Node, Hashable]]:
+        for node, _ in states:
+            for action in self.letters:
+                child, divs = self.judge.advance(node, action)
+                if divs:
+                    suffix = child.path[len(self.prefix):]
+                    yield Successor(child, None, [Finding.of(self.cfg, self.counters, suffix, d) for d in divs])
+                else:
+                    yield Successor(child, child.key(), [])
+
+
+def bfs(
+    expander: Expander[S, K],
+    depth: int,
+    deadline: float | None = None,
+    progress: Progress | None = None,
+) -> SearchResult:
+    """Level-synchronous breadth-first search over distinct states up to `depth`.
+
+    A state is expanded once (its key enters the visited set when first met); every
+    transition is judged, so a divergence reached by a second path to a known state is
+    still found. A path that diverged is not expanded further: BFS already made it a
+    shortest witness of its kind. A level cut short by the deadline does not count as
+    reached, and the search is then not exhausted.
+    """
+    stats = Stats(states=1)
+    found: dict[tuple[str, str], Finding] = {}
+    start = time.perf_counter()
+    reported = 0  # transitions at the last progress report
+
+    def report() -> None:
+        nonlocal reported
+        reported = stats.transitions
+        if progress is not None:
+            stats.elapsed = time.perf_counter() - start
+            progress(stats, len(found))
+
+    root = expander.root()
+    visited = {root[1]}
+    frontier = [root]
+    for level in range(1, depth + 1):
+        per_call = expander.states_per_call or len(frontier)
+        calls = [frontier[i:i + per_call] for i in range(0, len(frontier), per_call)]
+        next_frontier: list[tuple[S, K]] = []
+        for n, states in enumerate(calls):
+            if past_deadline(deadline):
+                stats.stopped_by_budget = True
+                break
+            for child, key, findings in expander.expand(states):
+                stats.transitions += 1
+                for f in findings:
+                    _record(found, f)
+                if key is None or key in visited:
+                    continue
+                visited.add(key)
+                stats.states += 1
+                next_frontier.append((child, key))
+            if n + 1 < len(calls) and stats.transitions - reported >= PROGRESS_EVERY:
+                report()
+        if stats.stopped_by_budget:
+            break
+        stats.depth_reached = level
+        report()
+        frontier = next_frontier
+        if not frontier:
+            break
+    stats.exhausted = not stats.stopped_by_budget
+    stats.elapsed = time.perf_counter() - start
+    return SearchResult("exhaustive", stats, list(found.values()))

@@ -1,0 +1,39 @@
+"""Counterexamples as trails: scenario files that `vpmu run` replays (TLC's trace file,
+SPIN's trail, in the scenario format of docs/scenario-format.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vpmu.errors import VpmuError
+from vpmu.scenario import dump_scenario
+
+if TYPE_CHECKING:
+    from vpmu.explore import ExploreReport
+
+
+def save_counterexamples(report: ExploreReport, directory: str | None) -> list[str | None]:
+    """Write each counterexample to `directory` as `explore-ERA-KIND-VISIBILITY.yaml`, with the
+    CPU at the explored width, the era, the design and the checker options; the paths, in
+    counterexample order (None when not saved: no directory, or nothing found)."""
+    if directory is None or not report.counterexamples:
+        return [None] * len(report.counterexamples)
+    t = report.target
+    root = Path(directory)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise VpmuError(f"cannot create --save directory {directory}: {e.strerror or e}") from None
+    paths: list[str | None] = []
+    for f in report.counterexamples:
+        name = f"explore-{t.era}-{f.kind}-{f.visibility}"
+        text = dump_scenario(
+            name,
+            f"Found by vpmu explore (mode {report.mode}, seed {report.seed}, counters {t.cfg.gp_width} bits) "
+            f"and shrunk: {f.kind} ({f.visibility}) at step {f.step}: {f.detail}",
+            t.cfg, t.era, t.design, t.checker_options, f.actions)
+        path = root / f"{name}.yaml"
+        path.write_text(text, encoding="utf-8")
+        paths.append(str(path))
+    return paths
