@@ -169,7 +169,8 @@ EXPECTED_VERDICTS = {
 @pytest.mark.parametrize("scenario", ("seed-lost-overflow", "seed-duplicate-overflow", "seed-delayed-detection"))
 def test_seed_verdicts(scenario: str, era: str) -> None:
     needs_machines()
-    from vpmu.scenario import execute, load_scenario
+    from vpmu.run import execute
+    from vpmu.scenario import load_scenario
 
     res = execute(load_scenario(scenario), kvm=era)
     want = EXPECTED_VERDICTS.get((scenario, era))

@@ -20,7 +20,8 @@ from vpmu.checker import CheckerOptions, legacy_msr_missing
 from vpmu.config import config_from_mapping, preset
 from vpmu.conformance import STATUSES, classify, collect, failure_signature, run_all
 from vpmu.eras import ERAS
-from vpmu.scenario import Scenario, ScenarioError, execute, parse_scenario
+from vpmu.run import execute
+from vpmu.scenario import Scenario, ScenarioError, parse_scenario
 
 CONFORMANCE = Path(__file__).resolve().parents[1] / "conformance"
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in collect([str(CONFORMANCE)])}

@@ -92,7 +92,8 @@ def run(
 ) -> None:
     """Run one scenario; exit 1 on an untolerated divergence or a failed expect."""
     from vpmu.report import dumps, print_run
-    from vpmu.scenario import execute, load_scenario
+    from vpmu.run import execute
+    from vpmu.scenario import load_scenario
 
     scn = load_scenario(scenario)
     opts = _checker_options(scn.checker, option)
@@ -117,7 +118,8 @@ def demo(
     """Run the seed scenarios on KVM 6.6, 6.8, 6.9 and mediated; print the verdict table."""
     from vpmu.eras import ERAS
     from vpmu.report import dumps, verdict_table
-    from vpmu.scenario import execute, load_scenario
+    from vpmu.run import execute
+    from vpmu.scenario import load_scenario
 
     eras = [e for e in DEMO_ERAS if e in ERAS]
     runs = []

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vpmu.eras import get_era
 from vpmu.errors import VpmuError
-from vpmu.scenario import EraRecord, RunResult, Scenario, execute, load_scenario
+from vpmu.run import RunResult, execute
+from vpmu.scenario import EraRecord, Scenario, load_scenario
 
 STATUSES = ("pass", "expected-fail", "FAIL", "unexpected-pass")
 
@@ -174,8 +176,6 @@ def check_eras(eras: Sequence[str] | None) -> list[str] | None:
     """The requested eras, validated (an unknown one raises VpmuError), without duplicates."""
     if not eras:
         return None
-    from vpmu.eras import get_era
-
     return [get_era(e).name for e in dict.fromkeys(eras)]
 
 

@@ -12,8 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from vpmu.errors import VpmuError  # noqa: E402
 from vpmu.pmc_map import counter_name  # noqa: E402
-from vpmu.report import describe_action  # noqa: E402
-from vpmu.scenario import RunResult  # noqa: E402
+from vpmu.report import describe_action, in_use  # noqa: E402
+from vpmu.run import RunResult  # noqa: E402
 
 
 def _signed(v: int, width: int) -> int:
@@ -21,16 +21,14 @@ def _signed(v: int, width: int) -> int:
 
 
 def plot_run(res: RunResult, out: str | Path) -> None:
-    cfg = res.scenario.cpu
+    cfg = res.cfg
     idx = cfg.pmc_indices
-    used = [i for n, i in enumerate(idx)
-            if any(o.counters[n] for o in res.ref_obs) or any(o.counters[n] for o in res.kvm_obs)]
-    used = used or list(idx[:1])
+    used = [idx[n] for n in in_use(res)]
     steps = list(range(len(res.ref_obs)))
     fig, axes = plt.subplots(len(used) + 1, 1, figsize=(max(8.0, 1.1 * len(steps) + 3), 2.6 * len(used) + 2.2),
                              sharex=True, squeeze=False,
                              gridspec_kw={"height_ratios": [3] * len(used) + [1.6]})
-    fig.suptitle(f"{res.scenario.name} — KVM {res.kvm} ({res.design}) vs reference — {res.verdict}",
+    fig.suptitle(f"{res.name} — KVM {res.kvm} ({res.design}) vs reference — {res.verdict}",
                  fontsize=11, color="darkred" if res.failed else "darkgreen")
     for row, pmc in enumerate(used):
         ax = axes[row][0]

@@ -12,8 +12,9 @@ from rich.text import Text
 
 from vpmu import actions as A
 from vpmu import msrs
+from vpmu.conformance import ConformanceResult
 from vpmu.pmc_map import counter_name
-from vpmu.scenario import RunResult
+from vpmu.run import RunResult
 from vpmu.trace import Observation
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ def describe_action(a: Any) -> str:
 
 def in_use(res: RunResult) -> list[int]:
     """Positions (in pmc_indices order) of counters that are non-zero at some step on either side."""
-    idx = res.scenario.cpu.pmc_indices
+    idx = res.cfg.pmc_indices
     used = [n for n in range(len(idx))
             if any(o.counters[n] for o in res.ref_obs) or any(o.counters[n] for o in res.kvm_obs)]
     return used or list(range(min(1, len(idx))))
@@ -101,7 +102,7 @@ def _pmis(p: tuple[int, ...]) -> str:
 
 def trace_table(res: RunResult, title: str | None = None) -> Table:
     """Steps as rows; cells show `reference / KVM` where they differ (in red)."""
-    idx = res.scenario.cpu.pmc_indices
+    idx = res.cfg.pmc_indices
     div_steps: dict[int, list[str]] = {}
     for d in res.divergences:
         div_steps.setdefault(d.step, []).append(d.kind + ("~" if d.tolerated else ""))
@@ -144,12 +145,11 @@ def _show(v: Any) -> str:
 
 
 def print_run(console: Console, res: RunResult, trace: bool = True) -> None:
-    s = res.scenario
-    head = Text(s.name, style="bold")
-    head.append(f" on KVM {res.kvm} (design {res.design}), CPU {s.cpu.name}: {s.cpu.describe()}")
+    head = Text(res.name, style="bold")
+    head.append(f" on KVM {res.kvm} (design {res.design}), CPU {res.cfg.name}: {res.cfg.describe()}")
     console.print(head)
-    if s.description:
-        console.print(Text(s.description, style="dim"))
+    if res.description:
+        console.print(Text(res.description, style="dim"))
     if trace:
         console.print(trace_table(res))
     if res.divergences:
@@ -224,7 +224,7 @@ def print_explore(console: Console, report: ExploreReport, files: Sequence[str |
 _STATUS_STYLE = {"pass": "green", "expected-fail": "yellow", "FAIL": "bold red", "unexpected-pass": "bold red"}
 
 
-def conformance_table(results: Sequence[Any]) -> Table:
+def conformance_table(results: Sequence[ConformanceResult]) -> Table:
     """`vpmu conformance`: one row per (scenario, era). The scenario and its source are shown on
     the first row of each scenario's group; a row whose result and explanation repeat the row
     above says "as KVM <era>" instead."""
@@ -237,6 +237,7 @@ def conformance_table(results: Sequence[Any]) -> Table:
         first = prev is None or prev.scenario.name != r.scenario.name
         last = n + 1 == len(results) or results[n + 1].scenario.name != r.scenario.name
         conf = r.scenario.conformance
+        assert conf is not None  # classify() judges only scenarios with a conformance block
         why = Text(r.why)
         if not first and prev is not None and r.why and (prev.status, prev.why) == (r.status, r.why):
             why = Text(f"as KVM {same_as}", style="dim")

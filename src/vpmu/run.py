@@ -1,14 +1,27 @@
-"""Running the same actions through both machines: the one operation vpmu exists for.
+"""Running the same actions through both machines and comparing: the one operation vpmu exists for.
 
 `start_machines` builds the architectural reference and the KVM world from one description,
-sharing the initial LVTPC (the world's: a Linux guest's unmasked NMI by default), so that
-scenarios, conformance, the explorer and `vpmu check` all start both sides alike.
+sharing the initial LVTPC (the world's: a Linux guest's unmasked NMI by default), so that every
+caller starts both sides alike. `run_actions` runs a list of actions on fresh machines and
+judges the two traces with `vpmu.checker.compare`; `execute` does that for a scenario file
+(`vpmu.scenario`) and checks its expect steps against the KVM side. Scenarios, conformance,
+reports and the explorer's machines all come from here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from vpmu import actions as A
+from vpmu.checker import CheckerOptions, Divergence, compare, failed, summary
 from vpmu.config import PmuConfig
+from vpmu.eras import get_era
+from vpmu.pmc_map import counter_name
 from vpmu.reference import ReferenceMachine
+from vpmu.scenario.model import Expect, Scenario
+from vpmu.trace import Observation
 from vpmu.world import World, WorldOptions
 
 
@@ -17,3 +30,164 @@ def start_machines(cfg: PmuConfig, era: str, design: str | type | None = None,
     """A fresh reference and KVM world for `cfg`, era `era` and `design` (None: the era's)."""
     wopts = options or WorldOptions()
     return ReferenceMachine(cfg, lvtpc=wopts.lvtpc), World(cfg, era, design, wopts)
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectOutcome:
+    """One check of an expect step: what the file expects, what the KVM model shows."""
+
+    after: int
+    line: int
+    check: str
+    expected: Any
+    observed: Any
+    ok: bool
+    id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"step": self.after, "line": self.line, "check": self.check, "expected": self.expected,
+               "observed": self.observed, "ok": self.ok}
+        if self.id is not None:
+            out["id"] = self.id
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """One differential run: the CPU, era, design and checker options it ran with, both
+    machines' observations (one per action), the checker's divergences and, for a scenario,
+    its expect outcomes. `name` and `description` label the run in reports and JSON."""
+
+    cfg: PmuConfig
+    kvm: str
+    design: str
+    options: CheckerOptions
+    ref_obs: tuple[Observation, ...]
+    kvm_obs: tuple[Observation, ...]
+    divergences: tuple[Divergence, ...]
+    expects: tuple[ExpectOutcome, ...] = ()
+    name: str = ""
+    description: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return failed(self.divergences) or any(not e.ok for e in self.expects)
+
+    @property
+    def verdict(self) -> str:
+        s = summary(self.divergences)
+        bad = sum(not e.ok for e in self.expects)
+        if bad:
+            s = ("FAIL " if not s.startswith("FAIL") else s + ", ") + f"{bad} expect" + ("s" if bad > 1 else "")
+        return s
+
+    def to_dict(self, trace: bool = True) -> dict[str, Any]:
+        """The `vpmu run --json` object (docs/json.md)."""
+        idx = self.cfg.pmc_indices
+        out: dict[str, Any] = {
+            "scenario": self.name,
+            "description": self.description,
+            "kvm": self.kvm,
+            "design": self.design,
+            "cpu": self.cfg.to_dict(),
+            "options": self.options.to_dict(),
+            "failed": self.failed,
+            "verdict": self.verdict,
+            "divergences": [d.to_dict() for d in self.divergences],
+            "expects": [e.to_dict() for e in self.expects],
+        }
+        if trace:
+            out["trace"] = [
+                {"step": r.step, "action": A.action_to_dict(r.action),
+                 "reference": _obs_dict(r, idx), "kvm": _obs_dict(k, idx)}
+                for r, k in zip(self.ref_obs, self.kvm_obs, strict=True)
+            ]
+        return out
+
+
+def _obs_dict(o: Observation, idx: tuple[int, ...]) -> dict[str, Any]:
+    d = o.to_dict(idx)
+    d.pop("action")
+    d.pop("step")
+    d["counters"] = {counter_name(int(k)): v for k, v in d["counters"].items()}
+    return d
+
+
+def run_actions(cfg: PmuConfig, era: str, actions: Sequence[A.Action], *, design: str | None = None,
+                options: CheckerOptions | None = None, world: WorldOptions | None = None,
+                open_end: bool = False) -> RunResult:
+    """Run `actions` on a fresh reference and KVM world (`start_machines`) and compare them.
+
+    design None: the era's. options None: the checker defaults. open_end: the actions are a
+    prefix that may go on, so an overflow still deliverable at the next step is not judged yet
+    (`compare`; the explorer's view). The result has no expects and no name.
+    """
+    kvm_era = get_era(era)
+    opts = options or CheckerOptions()
+    ref, kvm = start_machines(cfg, kvm_era.name, design, world)
+    ref_obs = tuple(ref.step(a) for a in actions)
+    kvm_obs = tuple(kvm.step(a) for a in actions)
+    divs = compare(cfg, ref_obs, kvm_obs, opts, open_end=open_end)
+    return RunResult(cfg, kvm_era.name, design if design is not None else kvm_era.default_design, opts,
+                     ref_obs, kvm_obs, tuple(divs))
+
+
+def execute(scn: Scenario, kvm: str | None = None, design: str | None = None,
+            options: CheckerOptions | None = None) -> RunResult:
+    """Run the scenario (`run_actions`; era, design and checker options default to the file's)
+    and check its expect steps against the KVM side."""
+    res = run_actions(scn.cpu, kvm or scn.kvm, scn.actions, design=design if design is not None else scn.design,
+                      options=options or scn.checker, world=WorldOptions(**scn.world))
+    outcomes = tuple(o for e in scn.expects for o in _check_expect(e, res.kvm_obs, scn.cpu))
+    return replace(res, expects=outcomes, name=scn.name, description=scn.description)
+
+
+# --- expect steps (docs/scenario-format.md "expect") ----------------------------------------
+
+
+def _observe(what: str, after: int, obs: Sequence[Observation], cfg: PmuConfig) -> Any:
+    """The KVM model's value for one expect check after action `after` (-1: before any)."""
+    o = obs[after] if after >= 0 else None
+    if what.startswith("counter:"):
+        name = what.split(":", 1)[1]
+        i = [counter_name(p) for p in cfg.pmc_indices].index(name)
+        return o.counters[i] if o is not None else 0
+    if what == "global_status":
+        return o.global_status if o is not None else 0
+    if what == "pmis":
+        return sum(len(x.pmis) for x in obs[: after + 1])
+    if what == "lvtpc":
+        return o.lvtpc if o is not None else None
+    if what == "insn":
+        return o.insn if o is not None else 0
+    if what == "fault":
+        return bool(o.results and o.results[-1].fault) if o is not None else False
+    return o.results[-1].value if o is not None and o.results else None  # result
+
+
+def _show_check(what: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return f"{what}={str(value).lower()}"
+    if isinstance(value, int):
+        return f"{what}={value:#x}"
+    return f"{what}={value}"
+
+
+def _check_expect(e: Expect, obs: Sequence[Observation], cfg: PmuConfig) -> list[ExpectOutcome]:
+    out = []
+    for what, expected in e.checks:
+        if what == "any_of":
+            # one outcome: holds if every check of some alternative holds
+            seen: dict[str, Any] = {}
+            ok = False
+            for alt in expected:
+                values = {w: _observe(w, e.after, obs, cfg) for w, _ in alt}
+                seen.update(values)
+                ok = ok or all(values[w] == v for w, v in alt)
+            shown_exp = " | ".join(", ".join(_show_check(w, v) for w, v in alt) for alt in expected)
+            shown_obs = ", ".join(_show_check(w, v) for w, v in seen.items())
+            out.append(ExpectOutcome(e.after, e.line, "any_of", shown_exp, shown_obs, ok, e.id))
+            continue
+        observed = _observe(what, e.after, obs, cfg)
+        out.append(ExpectOutcome(e.after, e.line, what, expected, observed, observed == expected, e.id))
+    return out

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vpmu.errors import VpmuError
-from vpmu.scenario import dump_scenario
+from vpmu.scenario.dump import dump_scenario
 
 if TYPE_CHECKING:
     from vpmu.explore import ExploreReport

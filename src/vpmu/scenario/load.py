@@ -1,17 +1,15 @@
-"""YAML scenario files -> `Scenario`, and running one through both machines (docs/scenario-format.md).
+"""YAML scenario files -> `Scenario` (docs/scenario-format.md): the validating loader.
 
 Loading uses ruamel.yaml's round-trip loader (line numbers; it never constructs Python
 objects). Every validation error names the file, the line and the field. Nothing is imported
 or executed while loading; a `design:` reference to user code is only loaded when the scenario
-runs (the user asked for it explicitly).
+runs (the user asked for it explicitly). Counter and MSR knowledge comes from `vpmu.pmc_map`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.resources
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +18,14 @@ from ruamel.yaml.error import YAMLError
 
 from vpmu import actions as A
 from vpmu import msrs
-from vpmu.checker import (
-    KINDS,
-    CheckerOptions,
-    Divergence,
-    compare,
-    failed,
-    options_from_mapping,
-    parse_divergence_label,
-    summary,
-)
+from vpmu.checker import KINDS, CheckerOptions, options_from_mapping, parse_divergence_label
 from vpmu.config import FIXED_BASE, PRESETS, PmuConfig, config_from_mapping, preset
+from vpmu.designs import DESIGNS
+from vpmu.eras import ERAS
 from vpmu.errors import VpmuError
 from vpmu.pmc_map import U64, counter_name, pmc_of_msr
-from vpmu.trace import Observation
+from vpmu.scenario.model import Conformance, ConformanceSource, EraRecord, Expect, Scenario
+from vpmu.world import WorldOptions
 
 DEFAULT_ERA = "6.8"
 
@@ -47,96 +39,6 @@ class ScenarioError(VpmuError):
         super().__init__(f"{where}: {fld}: {reason}")
 
 
-@dataclass(frozen=True, slots=True)
-class Expect:
-    """Assertions about the KVM model's observation after action `after` (-1: before any).
-    `id` names the step (unique in its file) so a conformance record can refer to it."""
-
-    after: int
-    line: int
-    checks: tuple[tuple[str, Any], ...]
-    id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ConformanceSource:
-    """Where an upstream check comes from (docs/scenario-format.md, `conformance.source`)."""
-
-    suite: str
-    repo: str
-    file: str
-    function: str
-    version: str
-    adapted: str | None = None
-
-    def short(self) -> str:
-        """"KUT x86/pmu.c check_rdpmc" / "ST pmu_counters_test.c guest_test_gp_counters"."""
-        suite = {"kvm-unit-tests": "KUT", "kvm-selftests": "ST"}.get(self.suite, self.suite)
-        text = f"{suite} {self.file.rsplit('/', 1)[-1]} {self.function}"
-        return text + " (adapted)" if self.adapted else text
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"suite": self.suite, "repo": self.repo, "file": self.file, "function": self.function,
-                "version": self.version, "adapted": self.adapted}
-
-
-@dataclass(frozen=True, slots=True)
-class EraRecord:
-    """What the upstream check gives on one KVM era, as this scenario records it.
-
-    expected "pass": the run must not fail. expected "fail": it must fail with exactly these
-    untolerated divergence labels (as `checker.summary` prints them, e.g. `missing-fault`,
-    `spurious-overflow (internal)`) and exactly the expect steps with these ids failing;
-    `reason` says why, `spec` where the behaviour is documented.
-    """
-
-    era: str
-    expected: str
-    divergences: tuple[str, ...] = ()
-    expects: tuple[str, ...] = ()
-    reason: str | None = None
-    spec: str | None = None
-    line: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"era": self.era, "expected": self.expected, "divergences": list(self.divergences),
-                "expects": list(self.expects), "reason": self.reason, "spec": self.spec}
-
-
-@dataclass(frozen=True, slots=True)
-class Conformance:
-    """The optional `conformance:` block: the upstream check a scenario re-expresses."""
-
-    source: ConformanceSource
-    asserts: str
-    tolerance: tuple[str, ...]
-    eras: tuple[EraRecord, ...]
-
-    def record(self, era: str) -> EraRecord | None:
-        return next((r for r in self.eras if r.era == era), None)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source.to_dict(), "asserts": self.asserts, "tolerance": list(self.tolerance),
-                "eras": [r.to_dict() for r in self.eras]}
-
-
-@dataclass(frozen=True, slots=True)
-class Scenario:
-    name: str
-    description: str
-    cpu: PmuConfig
-    kvm: str
-    design: str | None
-    checker: CheckerOptions
-    world: dict[str, Any]
-    actions: tuple[A.Action, ...]
-    expects: tuple[Expect, ...] = ()
-    source: str = "<memory>"
-    conformance: Conformance | None = None
-
-
-# --- loading --------------------------------------------------------------------------------
-
 _TOP_KEYS = ("name", "description", "cpu", "kvm", "design", "options", "steps", "conformance")
 _NO_ARG_KINDS = ("cpuid", "hlt", "host_pmi", "save_restore", "clear_filter", "insn", "perf_fail")
 _ITEM_KINDS = ("insn", "wrmsr", "rdmsr", "rdpmc")
@@ -147,12 +49,7 @@ _SUITES = ("kvm-unit-tests", "kvm-selftests")
 _TOLERANCES = ("exact", "at-least", "at-most", "range", "nonzero", "either")
 _ERA_KEYS = ("expected", "divergences", "expects", "reason", "spec")
 _SPEC_FILES = ("kvm-vpmu.md", "architecture-and-peers.md")
-
-
-def _world_fields() -> dict[str, Any]:
-    from vpmu.world import WorldOptions
-
-    return {f.name: f for f in dataclasses.fields(WorldOptions)}
+_WORLD_FIELDS = {f.name: f for f in dataclasses.fields(WorldOptions)}
 
 
 class _Loader:
@@ -267,8 +164,6 @@ class _Loader:
         kvm_line = self.key_line(doc, "kvm", None)
         if isinstance(kvm, float | int) and not isinstance(kvm, bool):
             kvm = str(kvm)
-        from vpmu.eras import ERAS
-
         if not isinstance(kvm, str) or kvm not in ERAS:
             raise self.err(kvm_line, "kvm", f"expected a KVM era ({', '.join(ERAS)}), not {_show(kvm)}")
         design = doc.get("design")
@@ -298,8 +193,6 @@ class _Loader:
         raise self.err(line, "cpu", f"expected a preset name ({', '.join(PRESETS)}) or a mapping")
 
     def design(self, value: Any, line: int | None) -> str:
-        from vpmu.designs import DESIGNS
-
         if not isinstance(value, str) or not value:
             raise self.err(line, "design", "expected a design name or 'module:Class' / 'file.py:Class'")
         if value in DESIGNS:
@@ -316,7 +209,6 @@ class _Loader:
     def options(self, node: Any, line: int | None) -> tuple[CheckerOptions, dict[str, Any]]:
         node = self.mapping(node, line, "options")
         checker_names = {f.name for f in dataclasses.fields(CheckerOptions)}
-        world_fields = _world_fields()
         checker: dict[str, Any] = {}
         world: dict[str, Any] = {}
         for key, value in node.items():
@@ -327,8 +219,8 @@ class _Loader:
                     checker[key] = options_from_mapping({key: value}).to_dict()[key]
                 except VpmuError as e:
                     raise self.err(kl, fld, str(e)) from None
-            elif key in world_fields:
-                default = world_fields[key].default
+            elif key in _WORLD_FIELDS:
+                default = _WORLD_FIELDS[key].default
                 if isinstance(default, bool):
                     world[key] = self.boolean(value, kl, fld)
                 elif key == "lvtpc":
@@ -336,7 +228,7 @@ class _Loader:
                 else:
                     world[key] = self.integer(value, kl, fld, lo=1, hi=64)
             else:
-                known = sorted(checker_names | set(world_fields))
+                known = sorted(checker_names | set(_WORLD_FIELDS))
                 raise self.err(kl, fld, f"unknown option (known: {', '.join(known)})")
         return options_from_mapping(checker), world
 
@@ -523,8 +415,6 @@ class _Loader:
         eras_node = self.mapping(node["eras"], el, f"{fld}.eras")
         if not eras_node:
             raise self.err(el, f"{fld}.eras", "expected at least one era")
-        from vpmu.eras import ERAS
-
         records: dict[str, EraRecord] = {}
         for key, value in eras_node.items():
             kl = self.key_line(eras_node, key, el)
@@ -632,218 +522,3 @@ def load_scenario(ref: str) -> Scenario:
         text = (importlib.resources.files("vpmu") / "scenarios" / f"{ref}.yaml").read_text(encoding="utf-8")
         return parse_scenario(text, f"builtin:{ref}")
     raise VpmuError(f"no scenario file or built-in scenario named {ref!r} (built-ins: {', '.join(builtin_names())})")
-
-
-# --- writing -------------------------------------------------------------------------------
-
-
-def action_to_step(action: A.Action | A.EmulatedItem) -> Any:
-    """One action as a scenario step, in the shortest form the loader accepts (fields at their
-    default are left out, MSRs by name, values in hex)."""
-    from ruamel.yaml.comments import CommentedMap, CommentedSeq
-    from ruamel.yaml.scalarint import HexInt
-
-    if isinstance(action, A.Emulate | A.Batch):
-        items = CommentedSeq()
-        for item in action.items:
-            step = action_to_step(item)
-            if isinstance(step, dict):
-                step = CommentedMap(step)
-                step.fa.set_flow_style()
-            items.append(step)
-        items.fa.set_flow_style()
-        return {action.KIND: items}
-    args = CommentedMap()
-    for f in dataclasses.fields(action):
-        value = getattr(action, f.name)
-        if value == f.default:
-            continue
-        if f.name == "msr":
-            value = msrs.msr_name(value)
-        elif f.name in ("value", "ecx", "fixed_counter_bitmap") and value > 9:
-            value = HexInt(value)
-        elif f.name == "events":
-            value = [HexInt(e) for e in value]
-        args[f.name] = value
-    if not args:
-        return action.KIND
-    if isinstance(action, A.Native) and list(args) == ["count"]:
-        return {action.KIND: action.count}
-    args.fa.set_flow_style()
-    return {action.KIND: args}
-
-
-def dump_scenario(name: str, description: str, cpu: PmuConfig, kvm: str, design: str | None,
-                  checker: CheckerOptions, actions: Sequence[A.Action]) -> str:
-    """A scenario file that `vpmu run` replays: the inverse of `parse_scenario` (without
-    expects). Only checker options that differ from the defaults are written."""
-    import io
-
-    cpu_node: Any
-    base = cpu.name if cpu.name in PRESETS else None
-    init = {f.name: getattr(cpu, f.name) for f in dataclasses.fields(cpu) if f.init and f.name != "name"}
-    if base is not None:
-        ref = {f: getattr(PRESETS[base], f) for f in init}
-        diff = {k: v for k, v in init.items() if v != ref[k]}
-        cpu_node = {"preset": base, **diff} if diff else base
-    else:
-        cpu_node = init
-    doc: dict[str, Any] = {"name": name, "description": description, "cpu": cpu_node, "kvm": kvm}
-    if design is not None:
-        doc["design"] = design
-    defaults = CheckerOptions().to_dict()
-    changed = {k: v for k, v in checker.to_dict().items() if v != defaults[k]}
-    if changed:
-        doc["options"] = changed
-    doc["steps"] = [action_to_step(a) for a in actions]
-    y = YAML(typ="rt")
-    y.width = 100
-    y.indent(mapping=2, sequence=4, offset=2)
-    out = io.StringIO()
-    y.dump(doc, out)
-    return out.getvalue()
-
-
-# --- running -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ExpectOutcome:
-    after: int
-    line: int
-    check: str
-    expected: Any
-    observed: Any
-    ok: bool
-    id: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {"step": self.after, "line": self.line, "check": self.check, "expected": self.expected,
-               "observed": self.observed, "ok": self.ok}
-        if self.id is not None:
-            out["id"] = self.id
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class RunResult:
-    scenario: Scenario
-    kvm: str
-    design: str
-    options: CheckerOptions
-    ref_obs: tuple[Observation, ...]
-    kvm_obs: tuple[Observation, ...]
-    divergences: tuple[Divergence, ...]
-    expects: tuple[ExpectOutcome, ...] = field(default=())
-
-    @property
-    def failed(self) -> bool:
-        return failed(self.divergences) or any(not e.ok for e in self.expects)
-
-    @property
-    def verdict(self) -> str:
-        s = summary(self.divergences)
-        bad = sum(not e.ok for e in self.expects)
-        if bad:
-            s = ("FAIL " if not s.startswith("FAIL") else s + ", ") + f"{bad} expect" + ("s" if bad > 1 else "")
-        return s
-
-    def to_dict(self, trace: bool = True) -> dict[str, Any]:
-        idx = self.scenario.cpu.pmc_indices
-        out: dict[str, Any] = {
-            "scenario": self.scenario.name,
-            "description": self.scenario.description,
-            "kvm": self.kvm,
-            "design": self.design,
-            "cpu": self.scenario.cpu.to_dict(),
-            "options": self.options.to_dict(),
-            "failed": self.failed,
-            "verdict": self.verdict,
-            "divergences": [d.to_dict() for d in self.divergences],
-            "expects": [e.to_dict() for e in self.expects],
-        }
-        if trace:
-            out["trace"] = [
-                {"step": r.step, "action": A.action_to_dict(r.action),
-                 "reference": _obs_dict(r, idx), "kvm": _obs_dict(k, idx)}
-                for r, k in zip(self.ref_obs, self.kvm_obs, strict=True)
-            ]
-        return out
-
-
-def _obs_dict(o: Observation, idx: tuple[int, ...]) -> dict[str, Any]:
-    d = o.to_dict(idx)
-    d.pop("action")
-    d.pop("step")
-    d["counters"] = {counter_name(int(k)): v for k, v in d["counters"].items()}
-    return d
-
-
-def _observe(what: str, after: int, obs: list[Observation], cfg: PmuConfig) -> Any:
-    """The KVM model's value for one expect check after action `after` (-1: before any)."""
-    o = obs[after] if after >= 0 else None
-    if what.startswith("counter:"):
-        name = what.split(":", 1)[1]
-        i = [counter_name(p) for p in cfg.pmc_indices].index(name)
-        return o.counters[i] if o is not None else 0
-    if what == "global_status":
-        return o.global_status if o is not None else 0
-    if what == "pmis":
-        return sum(len(x.pmis) for x in obs[: after + 1])
-    if what == "lvtpc":
-        return o.lvtpc if o is not None else None
-    if what == "insn":
-        return o.insn if o is not None else 0
-    if what == "fault":
-        return bool(o.results and o.results[-1].fault) if o is not None else False
-    return o.results[-1].value if o is not None and o.results else None  # result
-
-
-def _show_check(what: str, value: Any) -> str:
-    if isinstance(value, bool):
-        return f"{what}={str(value).lower()}"
-    if isinstance(value, int):
-        return f"{what}={value:#x}"
-    return f"{what}={value}"
-
-
-def _check_expect(e: Expect, obs: list[Observation], cfg: PmuConfig) -> list[ExpectOutcome]:
-    out = []
-    for what, expected in e.checks:
-        if what == "any_of":
-            # one outcome: holds if every check of some alternative holds
-            seen: dict[str, Any] = {}
-            ok = False
-            for alt in expected:
-                values = {w: _observe(w, e.after, obs, cfg) for w, _ in alt}
-                seen.update(values)
-                ok = ok or all(values[w] == v for w, v in alt)
-            shown_exp = " | ".join(", ".join(_show_check(w, v) for w, v in alt) for alt in expected)
-            shown_obs = ", ".join(_show_check(w, v) for w, v in seen.items())
-            out.append(ExpectOutcome(e.after, e.line, "any_of", shown_exp, shown_obs, ok, e.id))
-            continue
-        observed = _observe(what, e.after, obs, cfg)
-        out.append(ExpectOutcome(e.after, e.line, what, expected, observed, observed == expected, e.id))
-    return out
-
-
-def execute(scn: Scenario, kvm: str | None = None, design: str | None = None,
-            options: CheckerOptions | None = None) -> RunResult:
-    """Run the scenario through the reference and the KVM model; compare; check expects."""
-    from vpmu.eras import get_era
-    from vpmu.run import start_machines
-    from vpmu.world import WorldOptions
-
-    era = get_era(kvm or scn.kvm)
-    design_ref = design if design is not None else scn.design
-    opts = options or scn.checker
-    ref, world = start_machines(scn.cpu, era.name, design_ref, WorldOptions(**scn.world))
-    ref_obs = [ref.step(a) for a in scn.actions]
-    kvm_obs = [world.step(a) for a in scn.actions]
-    divs = compare(scn.cpu, ref_obs, kvm_obs, opts)
-    outcomes: list[ExpectOutcome] = []
-    for e in scn.expects:
-        outcomes.extend(_check_expect(e, kvm_obs, scn.cpu))
-    design_name = design_ref if design_ref is not None else era.default_design
-    return RunResult(scn, era.name, design_name, opts, tuple(ref_obs), tuple(kvm_obs), tuple(divs),
-                     tuple(outcomes))
