@@ -33,8 +33,8 @@ def ctr(gp0: int, fixed1: int = 0) -> tuple[int, ...]:
 
 def ob(step: int, action: object, insn: int, *, counters: tuple[int, ...] = Z, status: int = 0,
        pmis: tuple[int, ...] = (), signals: tuple[Signal, ...] = (), results: tuple[Result, ...] = (),
-       lvtpc: int = LV, log: tuple[str, ...] = ()) -> Observation:
-    return Observation(step, action, insn, results, counters, status, lvtpc, pmis, signals, log)  # type: ignore[arg-type]
+       lvtpc: int = LV) -> Observation:
+    return Observation(step, action, insn, results, counters, status, lvtpc, pmis, signals)  # type: ignore[arg-type]
 
 
 def kinds(divs: list[Divergence]) -> list[tuple[str, str, bool]]:
@@ -182,9 +182,12 @@ def test_r7_ignored_hardware_overflow() -> None:
 
 def test_r11_disallowed_overflow() -> None:
     ref = [ob(0, Cpuid(), 1, status=1, signals=(Signal(0, 1, "wrap"),))]
-    kvm = [ob(0, Cpuid(), 1, log=("emulated overflow of pmc0 dropped: not allowed",))]
+    kvm = [ob(0, Cpuid(), 1, signals=(Signal(0, 1, "disallowed"),))]
     assert failed(compare(CFG, ref, kvm))
-    assert not failed(compare(CFG, ref, kvm, CheckerOptions(r11_disallowed_overflow=True)))
+    divs = compare(CFG, ref, kvm, CheckerOptions(r11_disallowed_overflow=True))
+    assert kinds(divs) == [("lost-overflow", "guest", True)] and divs[0].relaxation == "R11"
+    other = [ob(0, Cpuid(), 1, signals=(Signal(1, 1, "disallowed"),))]  # another PMC's loss
+    assert failed(compare(CFG, ref, other, CheckerOptions(r11_disallowed_overflow=True)))
 
 
 def test_faults_and_r14() -> None:
