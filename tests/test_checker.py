@@ -157,6 +157,41 @@ def test_held_host_pmi_skid() -> None:
     assert failed(compare(CFG, ref, kvm, CheckerOptions(held_pmi_skid=False)))
 
 
+def test_r3_tolerates_exactly_one_event() -> None:
+    """The R3 window is one event (perf's minimum period 2): two events late is a bug."""
+    ref = [ob(0, Native(1), 1, status=1, pmis=(1,), signals=(Signal(0, 1, "wrap"),)),
+           ob(1, Native(3), 4, status=1)]
+    kvm = [ob(0, Native(1), 1, status=0),
+           ob(1, Native(3), 4, status=1, pmis=(3,), signals=(Signal(0, 3, "hw"),))]
+    divs = compare(CFG, ref, kvm)
+    assert kinds(divs) == [("late-overflow", "guest", False), ("late-pmi", "guest", False)]
+
+
+def _held_run(kvm_step: int, held: int) -> tuple[list[Observation], list[Observation]]:
+    """A wrap at the end of a held run, `held` - 1 more held runs, then plain runs of 5; KVM
+    shows the overflow (status, hw signal, PMI) only in step `kvm_step`."""
+    acts = [Native(10, hold_pmi=True)] * held + [Native(5)] * 3
+    insns = [10 * (i + 1) for i in range(held)] + [10 * held + 5 * (i + 1) for i in range(3)]
+    ref = [ob(i, a, n, status=1, pmis=(10,) if i == 0 else (), signals=(Signal(0, 10, "wrap"),) if i == 0 else ())
+           for i, (a, n) in enumerate(zip(acts, insns, strict=True))]
+    kvm = [ob(i, a, n, status=int(i >= kvm_step), pmis=(n,) if i == kvm_step else (),
+              signals=(Signal(0, n, "hw"),) if i == kvm_step else ())
+           for i, (a, n) in enumerate(zip(acts, insns, strict=True))]
+    return ref, kvm
+
+
+def test_held_pmi_window_ends_with_the_first_unheld_step() -> None:
+    """docs/checker.md: a held wrap may show by the end of the first later step that is not a
+    held run; one step later is not tolerated."""
+    for held in (1, 2):
+        ref, kvm = _held_run(held, held)          # lands in the first unheld step
+        divs = compare(CFG, ref, kvm)
+        assert kinds(divs) == [("late-overflow", "guest", True), ("late-pmi", "guest", True)]
+        assert {d.relaxation for d in divs} == {"held-pmi"}
+        ref, kvm = _held_run(held + 1, held)      # one step later
+        assert kinds(compare(CFG, ref, kvm)) == [("late-overflow", "guest", False), ("late-pmi", "guest", False)]
+
+
 def test_pmi_skid_option() -> None:
     ref = [ob(0, Native(3), 3, pmis=(1,), status=1, signals=(Signal(0, 1, "wrap"),))]
     kvm = [ob(0, Native(3), 3, pmis=(3,), status=1, signals=(Signal(0, 3, "hw"),))]

@@ -20,10 +20,12 @@ from vpmu.actions import (
     SetFilter,
     Wrmsr,
 )
+from vpmu.backing import GuestCounters
 from vpmu.config import preset
-from vpmu.designs import DESIGNS, CounterDesign, load_design
+from vpmu.designs import DESIGNS, CounterDesign, MediatedDesign, load_design
 from vpmu.eras import ERAS
 from vpmu.errors import VpmuError
+from vpmu.kvm import KvmPmc, KvmVcpu
 from vpmu.world import World, WorldOptions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,6 +157,52 @@ def test_user_example_design_loads_and_reproduces_v1_duplicate() -> None:
     obs = [w.step(a) for a in seq]
     assert [s.source for o in obs for s in o.signals] == ["hw", "emulated"]
     assert obs[-1].counters[0] == 1
+
+
+class OldApiEmulatedCounter(CounterDesign):
+    """The emulated_counter design written against the pre-DesignHost helper names
+    (`mask`, `request_counter_reprogram`), which stay as documented aliases."""
+
+    def incr_counter(self, kvm: KvmVcpu, pmc: KvmPmc) -> None:
+        pmc.emulated_counter += 1
+        kvm.request_counter_reprogram(pmc)
+
+    def pause_counter(self, kvm: KvmVcpu, pmc: KvmPmc) -> bool:
+        counter = pmc.counter + (kvm.perf_pause(pmc) if kvm.perf_running(pmc) else 0)
+        prev = counter & kvm.mask(pmc)
+        pmc.counter = (counter + pmc.emulated_counter) & kvm.mask(pmc)
+        pmc.emulated_counter = 0
+        return pmc.counter < prev
+
+    def read_counter(self, kvm: KvmVcpu, pmc: KvmPmc) -> int:
+        live = kvm.perf_read(pmc) if kvm.perf_running(pmc) else 0
+        return (pmc.counter + pmc.emulated_counter + live) & kvm.mask(pmc)
+
+    def write_counter(self, kvm: KvmVcpu, pmc: KvmPmc, value: int) -> None:
+        pmc.emulated_counter = 0
+        pmc.counter = (pmc.counter + value - self.read_counter(kvm, pmc)) & kvm.mask(pmc)
+
+
+def test_designs_written_against_the_old_helper_names_still_run() -> None:
+    seq = [HostWrmsr(M.IA32_PERFEVTSEL0, 0x5300C0), HostWrmsr(M.IA32_PERF_GLOBAL_CTRL, 1),
+           HostWrmsr(M.IA32_A_PMC0, 0xFFFF_FFFF_FF9C), Native(99), Cpuid(), Native(100, hold_pmi=True),
+           Cpuid(), Rdpmc(0)]
+    old, new = World(INTEL, "6.8", OldApiEmulatedCounter), World(INTEL, "6.8", "emulated-counter")
+    assert [old.step(a) for a in seq] == [new.step(a) for a in seq]
+
+
+def test_guest_owned_counters_need_no_perf_event() -> None:
+    """The mediated design's backing counts natively in the PMC itself; nothing creates perf
+    events, and a wrap exits at once even when the scenario holds host PMIs."""
+    assert isinstance(MediatedDesign.backing, GuestCounters)
+    w = World(INTEL, "mediated")
+    for a in [HostWrmsr(M.IA32_PERFEVTSEL0, 0x5300C0), HostWrmsr(M.IA32_PERF_GLOBAL_CTRL, 1),
+              HostWrmsr(M.IA32_A_PMC0, 0xFFFF_FFFF_FFF6)]:
+        w.step(a)
+    obs = w.step(Native(20, hold_pmi=True))
+    assert obs.pmis == (10,) and obs.counters[0] == 10 and obs.global_status == 1
+    assert [s.source for s in obs.signals] == ["hw"]
+    assert all(p.perf_event is None for p in w.kvm.valid_pmcs())
 
 
 @pytest.mark.parametrize("era", ["6.6", "6.9"])
