@@ -22,7 +22,7 @@ from vpmu.actions import (
 )
 from vpmu.backing import GuestCounters
 from vpmu.config import preset
-from vpmu.designs import DESIGNS, CounterDesign, MediatedDesign, load_design
+from vpmu.designs import DESIGNS, CounterDesign, EmulatedCounterDesign, MediatedDesign, load_design
 from vpmu.eras import ERAS
 from vpmu.errors import VpmuError
 from vpmu.kvm import KvmPmc, KvmVcpu
@@ -159,28 +159,18 @@ def test_user_example_design_loads_and_reproduces_v1_duplicate() -> None:
     assert obs[-1].counters[0] == 1
 
 
-class OldApiEmulatedCounter(CounterDesign):
-    """The emulated_counter design written against the pre-DesignHost helper names
-    (`mask`, `request_counter_reprogram`), which stay as documented aliases."""
+class OldApiEmulatedCounter(EmulatedCounterDesign):
+    """The hooks that use `request_counter_reprogram` and `perf_read`, written against the
+    pre-DesignHost helper names (with `mask`, which stay as documented aliases); the example
+    design (examples/my_design.py) covers `perf_running` / `perf_pause`."""
 
     def incr_counter(self, kvm: KvmVcpu, pmc: KvmPmc) -> None:
         pmc.emulated_counter += 1
         kvm.request_counter_reprogram(pmc)
 
-    def pause_counter(self, kvm: KvmVcpu, pmc: KvmPmc) -> bool:
-        counter = pmc.counter + (kvm.perf_pause(pmc) if kvm.perf_running(pmc) else 0)
-        prev = counter & kvm.mask(pmc)
-        pmc.counter = (counter + pmc.emulated_counter) & kvm.mask(pmc)
-        pmc.emulated_counter = 0
-        return pmc.counter < prev
-
     def read_counter(self, kvm: KvmVcpu, pmc: KvmPmc) -> int:
         live = kvm.perf_read(pmc) if kvm.perf_running(pmc) else 0
         return (pmc.counter + pmc.emulated_counter + live) & kvm.mask(pmc)
-
-    def write_counter(self, kvm: KvmVcpu, pmc: KvmPmc, value: int) -> None:
-        pmc.emulated_counter = 0
-        pmc.counter = (pmc.counter + value - self.read_counter(kvm, pmc)) & kvm.mask(pmc)
 
 
 def test_designs_written_against_the_old_helper_names_still_run() -> None:
