@@ -33,8 +33,8 @@ def ctr(gp0: int, fixed1: int = 0) -> tuple[int, ...]:
 
 def ob(step: int, action: object, insn: int, *, counters: tuple[int, ...] = Z, status: int = 0,
        pmis: tuple[int, ...] = (), signals: tuple[Signal, ...] = (), results: tuple[Result, ...] = (),
-       lvtpc: int = LV, log: tuple[str, ...] = ()) -> Observation:
-    return Observation(step, action, insn, results, counters, status, lvtpc, pmis, signals, log)  # type: ignore[arg-type]
+       lvtpc: int = LV) -> Observation:
+    return Observation(step, action, insn, results, counters, status, lvtpc, pmis, signals)  # type: ignore[arg-type]
 
 
 def kinds(divs: list[Divergence]) -> list[tuple[str, str, bool]]:
@@ -136,15 +136,27 @@ def test_late_overflow_across_steps_is_not_r1() -> None:
     assert kinds(compare(CFG, ref, kvm)) == [("late-overflow", "guest", False)]
 
 
-def test_hardware_overflow_one_event_late_is_r3() -> None:
+def _late_hw(delay: int) -> tuple[list[Observation], list[Observation]]:
+    """A hardware wrap at insn 1 that KVM signals (status and PMI) `delay` instructions late."""
     ref = [ob(0, Native(1), 1, status=1, pmis=(1,), signals=(Signal(0, 1, "wrap"),)),
            ob(1, Native(3), 4, status=1)]
     kvm = [ob(0, Native(1), 1, status=0),
-           ob(1, Native(3), 4, status=1, pmis=(2,), signals=(Signal(0, 2, "hw"),))]
+           ob(1, Native(3), 4, status=1, pmis=(1 + delay,), signals=(Signal(0, 1 + delay, "hw"),))]
+    return ref, kvm
+
+
+def test_hardware_overflow_one_event_late_is_r3() -> None:
+    ref, kvm = _late_hw(1)
     divs = compare(CFG, ref, kvm)
     assert kinds(divs) == [("late-overflow", "guest", True), ("late-pmi", "guest", True)]
     assert {d.relaxation for d in divs} == {"R3"}
     assert failed(compare(CFG, ref, kvm, CheckerOptions(r3_min_period=False)))
+
+
+def test_r3_tolerates_exactly_one_event() -> None:
+    """The R3 window is one event (perf's minimum period 2): two events late is a bug."""
+    divs = compare(CFG, *_late_hw(2))
+    assert kinds(divs) == [("late-overflow", "guest", False), ("late-pmi", "guest", False)]
 
 
 def test_held_host_pmi_skid() -> None:
@@ -155,6 +167,31 @@ def test_held_host_pmi_skid() -> None:
     assert kinds(divs) == [("late-overflow", "guest", True), ("late-pmi", "guest", True)]
     assert {d.relaxation for d in divs} == {"held-pmi"}
     assert failed(compare(CFG, ref, kvm, CheckerOptions(held_pmi_skid=False)))
+
+
+def _held_run(kvm_step: int, held: int) -> tuple[list[Observation], list[Observation]]:
+    """A wrap at the end of a held run, `held` - 1 more held runs, then plain runs of 5; KVM
+    shows the overflow (status, hw signal, PMI) only in step `kvm_step`."""
+    acts = [Native(10, hold_pmi=True)] * held + [Native(5)] * 3
+    insns = [10 * (i + 1) for i in range(held)] + [10 * held + 5 * (i + 1) for i in range(3)]
+    ref = [ob(i, a, n, status=1, pmis=(10,) if i == 0 else (), signals=(Signal(0, 10, "wrap"),) if i == 0 else ())
+           for i, (a, n) in enumerate(zip(acts, insns, strict=True))]
+    kvm = [ob(i, a, n, status=int(i >= kvm_step), pmis=(n,) if i == kvm_step else (),
+              signals=(Signal(0, n, "hw"),) if i == kvm_step else ())
+           for i, (a, n) in enumerate(zip(acts, insns, strict=True))]
+    return ref, kvm
+
+
+def test_held_pmi_window_ends_with_the_first_unheld_step() -> None:
+    """docs/checker.md: a held wrap may show by the end of the first later step that is not a
+    held run; one step later is not tolerated."""
+    for held in (1, 2):
+        ref, kvm = _held_run(held, held)          # lands in the first unheld step
+        divs = compare(CFG, ref, kvm)
+        assert kinds(divs) == [("late-overflow", "guest", True), ("late-pmi", "guest", True)]
+        assert {d.relaxation for d in divs} == {"held-pmi"}
+        ref, kvm = _held_run(held + 1, held)      # one step later
+        assert kinds(compare(CFG, ref, kvm)) == [("late-overflow", "guest", False), ("late-pmi", "guest", False)]
 
 
 def test_pmi_skid_option() -> None:
@@ -182,9 +219,12 @@ def test_r7_ignored_hardware_overflow() -> None:
 
 def test_r11_disallowed_overflow() -> None:
     ref = [ob(0, Cpuid(), 1, status=1, signals=(Signal(0, 1, "wrap"),))]
-    kvm = [ob(0, Cpuid(), 1, log=("emulated overflow of pmc0 dropped: not allowed",))]
+    kvm = [ob(0, Cpuid(), 1, signals=(Signal(0, 1, "disallowed"),))]
     assert failed(compare(CFG, ref, kvm))
-    assert not failed(compare(CFG, ref, kvm, CheckerOptions(r11_disallowed_overflow=True)))
+    divs = compare(CFG, ref, kvm, CheckerOptions(r11_disallowed_overflow=True))
+    assert kinds(divs) == [("lost-overflow", "guest", True)] and divs[0].relaxation == "R11"
+    other = [ob(0, Cpuid(), 1, signals=(Signal(1, 1, "disallowed"),))]  # another PMC's loss
+    assert failed(compare(CFG, ref, other, CheckerOptions(r11_disallowed_overflow=True)))
 
 
 def test_faults_and_r14() -> None:

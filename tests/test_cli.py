@@ -22,10 +22,6 @@ ERAS = ("6.6", "6.8", "6.9", "mediated")
 BUILTINS = ("seed-lost-overflow", "seed-duplicate-overflow", "seed-delayed-detection", "kut-emulated-instr")
 
 
-def needs_machines() -> None:
-    pytest.importorskip("vpmu.reference")
-
-
 # --- listing commands ------------------------------------------------------------------------
 
 
@@ -62,8 +58,6 @@ def test_options_lists_defaults(capsys: pytest.CaptureFixture[str]) -> None:
     ("run", "seed-lost-overflow", "--frobnicate"),
 ])
 def test_bad_input_exits_2_with_one_line(capsys: pytest.CaptureFixture[str], args: tuple[str, ...]) -> None:
-    if args[:2] == ("run", "seed-lost-overflow") and args[2] in ("--kvm", "--design"):
-        needs_machines()
     code, out, err = cli(capsys, *args)
     assert code == 2
     assert err.startswith("vpmu: error: ") and err.count("\n") == 1, err
@@ -89,7 +83,6 @@ def test_debug_shows_traceback(tmp_path: Path) -> None:
 
 
 def test_run_exit_codes_and_table(capsys: pytest.CaptureFixture[str]) -> None:
-    needs_machines()
     code, out, _ = cli(capsys, "run", "seed-lost-overflow", "--kvm", "6.6", "--trace")
     assert code == 1 and "lost-overflow" in out and "verdict: FAIL" in out
     assert "\x1b[" not in out  # no colour when not a TTY
@@ -98,20 +91,17 @@ def test_run_exit_codes_and_table(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_run_options_change_the_verdict(capsys: pytest.CaptureFixture[str]) -> None:
-    needs_machines()
     code, _, _ = cli(capsys, "run", "seed-delayed-detection", "--kvm", "6.8", "-o", "r1_vm_entry=false")
     assert code == 1
 
 
 def test_run_plot(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    needs_machines()
     out_png = tmp_path / "t.png"
     code, _, _ = cli(capsys, "run", "seed-lost-overflow", "--kvm", "6.6", "--plot", str(out_png), "--json")
     assert code == 1 and out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_run_via_console_script() -> None:
-    needs_machines()
     r = subprocess.run([str(VPMU), "run", "seed-lost-overflow", "--kvm", "6.6", "--json"],
                        capture_output=True, text=True, check=False, env={**os.environ, "NO_COLOR": "1"})
     assert r.returncode == 1
@@ -122,7 +112,6 @@ def test_run_via_console_script() -> None:
 
 
 def test_demo(capsys: pytest.CaptureFixture[str]) -> None:
-    needs_machines()
     code, out, _ = cli(capsys, "demo")
     assert code == 0
     for name in BUILTINS:
@@ -150,7 +139,6 @@ def _check_golden(name: str, text: str) -> None:
 @pytest.mark.parametrize("era", ERAS)
 @pytest.mark.parametrize("scenario", BUILTINS)
 def test_golden_json(capsys: pytest.CaptureFixture[str], scenario: str, era: str) -> None:
-    needs_machines()
     code, out, _ = cli(capsys, "run", scenario, "--kvm", era, "--json")
     doc = json.loads(out)
     assert code == (1 if doc["failed"] else 0)
@@ -168,7 +156,6 @@ EXPECTED_VERDICTS = {
 @pytest.mark.parametrize("era", ERAS)
 @pytest.mark.parametrize("scenario", ("seed-lost-overflow", "seed-duplicate-overflow", "seed-delayed-detection"))
 def test_seed_verdicts(scenario: str, era: str) -> None:
-    needs_machines()
     from vpmu.run import execute
     from vpmu.scenario import load_scenario
 

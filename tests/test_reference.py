@@ -39,7 +39,7 @@ def test_intercepted_instruction_counts_itself_after_effect() -> None:
     assert o.signals == (Signal(0, 3, "wrap"),)
     assert o.pmis == (3,) and o.global_status == 1
     assert o.lvtpc == M.LVTPC_DELIVERY_NMI | M.LVTPC_MASKED
-    assert "gp0 wraps at insn 3" in o.log and "PMI delivered before insn 4" in o.log
+    assert [n.kind for n in o.log] == ["overflow", "pmi", "pmi"]   # wrap, delivery, Intel auto-mask
 
 
 def test_reads_see_value_before_own_retirement() -> None:
@@ -59,7 +59,7 @@ def test_faulting_instruction_does_not_retire() -> None:
     assert o.results == (Result(None, True),) and o.insn == 0
     o = m.step(A.Rdpmc(0, cpl=3, pce=False))
     assert o.results == (Result(None, True),) and o.insn == 0
-    assert "WRMSR IA32_PERF_GLOBAL_STATUS = 0x1: #GP" in m.step(A.Wrmsr(M.IA32_PERF_GLOBAL_STATUS, 1)).log
+    assert [n.kind for n in m.step(A.Wrmsr(M.IA32_PERF_GLOBAL_STATUS, 1)).log] == ["access"]
 
 
 def test_cpuid_hlt_and_native_cpl() -> None:

@@ -18,8 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Literal
 
+from vpmu.filter import FilterAction
+
 HostPmiPoint = Literal["before-handler", "after-handler"]
-FilterAction = Literal["allow", "deny"]
 
 
 @dataclass(frozen=True, slots=True)

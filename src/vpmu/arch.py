@@ -46,7 +46,11 @@ from vpmu.events import (
 )
 from vpmu.filter import EventFilter, pmc_allowed
 from vpmu.pmc_map import U64, counter_name
-from vpmu.trace import Result
+from vpmu.trace import Note, Result
+
+# The reserved and writable masks below are stated from the SDM/APM here on purpose, although
+# vpmu.kvm (INTEL_RESERVED_BITS, AMD_RESERVED_BITS) and vpmu.lapic (LVTPC_WRITABLE) hold equal
+# values: those are KVM's choices, these are the architectural oracle they are checked against.
 
 #: Intel eventsel reserved bits: 63:32 and 21 (AnyThread; no SMT sibling is modelled, KVM
 #: reserves it too). A.3.
@@ -55,15 +59,12 @@ INTEL_EVENTSEL_RESERVED = 0xFFFF_FFFF_0020_0000
 AMD_EVENTSEL_RESERVED = 0xFFFF_FFF0_0028_0000
 #: Writable bits of one fixed-counter field: EN_OS, EN_USR, PMI (AnyThread bit 2 reserved). A.4.
 FIXED_FIELD_WRITABLE = FIXED_OS | FIXED_USR | FIXED_PMI
-#: GLOBAL_STATUS OvfBuf (62) and CondChgd (63): defined on every v2+ PMU, clearable/settable,
-#: never set by this model (no PEBS, no CondChgd tracking). A.5.
-STATUS_OVF_BUF = 1 << 62
-STATUS_COND_CHGD = 1 << 63
 #: GLOBAL_INUSE "PMI in use" bit (Linux: BIT(63)). A.5.
 INUSE_PMI = 1 << 63
 #: LVTPC writable bits: vector 7:0, delivery mode 10:8, mask 16. A.8.
 LVTPC_WRITABLE = 0xFF | 0x700 | M.LVTPC_MASKED
-#: RDPMC type for fixed counters (ECX[31:16] = 0x4000). A.10.
+#: RDPMC type for fixed counters (ECX[31:16] = 0x4000; the reference decodes RDPMC on its own,
+#: see vpmu.pmc_map). A.10.
 RDPMC_TYPE_FIXED = 0x4000
 
 _PLAIN_BITS = EVENTSEL_EDGE | EVENTSEL_INV | EVENTSEL_CMASK
@@ -135,7 +136,7 @@ class ArchPmu:
     insn: int = 0
     wraps: list[Wrap] = field(default_factory=list)
     pmis: list[Pmi] = field(default_factory=list)
-    log: list[str] = field(default_factory=list)
+    log: list[Note] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         _check_u64(self.lvtpc, "LVTPC")
@@ -160,8 +161,8 @@ class ArchPmu:
         return (tuple(self.counters[i] for i in self.cfg.pmc_indices), tuple(self.eventsel), self.fixed_ctrl,
                 self.global_ctrl, self.global_status, self.lvtpc, self.filter)
 
-    def take(self) -> tuple[list[Wrap], list[Pmi], list[str]]:
-        """The wraps, PMIs and log lines since the last `take()`; clears them."""
+    def take(self) -> tuple[list[Wrap], list[Pmi], list[Note]]:
+        """The wraps, PMIs and log notes since the last `take()`; clears them."""
         out = (self.wraps, self.pmis, self.log)
         self.wraps, self.pmis, self.log = [], [], []
         return out
@@ -179,11 +180,12 @@ class ArchPmu:
 
     @property
     def status_bits(self) -> int:
-        """Bits GLOBAL_STATUS can hold: counter overflow bits (+ OvfBuf/CondChgd on Intel)."""
+        """Bits GLOBAL_STATUS can hold: counter overflow bits (+ OvfBuf/CondChgd on Intel, A.5:
+        clearable and settable, never set by this model: no PEBS, no CondChgd tracking)."""
         if not self.has_status:
             return 0
         bits = self.cfg.global_ctrl_valid_bits
-        return bits | STATUS_OVF_BUF | STATUS_COND_CHGD if self.is_intel else bits
+        return bits | M.GLOBAL_STATUS_OVF_BUF | M.GLOBAL_STATUS_COND_CHGD if self.is_intel else bits
 
     @property
     def fixed_ctrl_writable(self) -> int:
@@ -609,7 +611,7 @@ class ArchPmu:
 
     def _wrap(self, pmc: int, insn: int) -> None:
         self.wraps.append(Wrap(pmc, insn))
-        self.log.append(f"{counter_name(pmc)} wraps at insn {insn}")
+        self.log.append(Note("overflow", f"{counter_name(pmc)} wraps at insn {insn}"))
         if self.has_status:
             self.global_status |= 1 << pmc
 
@@ -627,13 +629,13 @@ class ArchPmu:
         """Deliver one PMI through the LVTPC after `insn` instructions (A.8)."""
         if self.lvtpc & M.LVTPC_MASKED:
             self.pmis.append(Pmi(insn, False, pmcs))
-            self.log.append(f"PMI dropped: LVTPC masked (before insn {insn + 1})")
+            self.log.append(Note("pmi", f"PMI dropped: LVTPC masked (before insn {insn + 1})"))
             return
         self.pmis.append(Pmi(insn, True, pmcs))
-        self.log.append(f"PMI delivered before insn {insn + 1}")
+        self.log.append(Note("pmi", f"PMI delivered before insn {insn + 1}"))
         if self.is_intel:
             self.lvtpc |= M.LVTPC_MASKED
-            self.log.append("LVTPC masked by PMI delivery")
+            self.log.append(Note("pmi", "LVTPC masked by PMI delivery"))
 
 
 __all__ = [

@@ -375,16 +375,17 @@ class _Checker:
         return self.lateness_relaxation(pmc, wrap, len(self.ref), next_insn) is not None
 
     def loss_relaxation(self, pmc: int, from_step: int) -> str | None:
+        """Which option (if any) tolerates losing an overflow of `pmc` from `from_step` on,
+        read from KVM's signals: `ignored` (R7), `min-period` (R3), `disallowed` (R11)."""
         o = self.opts
         for sig, step in self.kvm_sigs.get(pmc, []):
             if step >= from_step and sig.source == "ignored" and o.r7_ignored_overflow:
                 return "R7"
             if step >= from_step and sig.source == "min-period" and o.r3_min_period:
                 return "R3"
-        if o.r11_disallowed_overflow:
-            needle = f"emulated overflow of pmc{pmc} dropped: not allowed"
-            if any(needle in line for ob in self.kvm[from_step:] for line in ob.log):
-                return "R11"
+        if o.r11_disallowed_overflow and any(step >= from_step and sig.source == "disallowed"
+                                             for sig, step in self.kvm_sigs.get(pmc, [])):
+            return "R11"
         return None
 
     # -- values and faults

@@ -13,11 +13,10 @@ model calls exactly these hooks:
 * `reset_counter(kvm, pmc)`    — the per-PMC part of kvm_pmu_reset().
 * `reprogram_complete(kvm, pmc)` — optional: the end of a completed reprogram_counter().
 
-`kvm` is the `vpmu.kvm.KvmVcpu`; designs use its helpers `perf_pause(pmc)`,
-`perf_read(pmc)`, `perf_running(pmc)`, `mask(pmc)`, `request_counter_reprogram(pmc)`,
-`signal_overflow(pmc, in_pmi)`, `request_pmi()` and `era`.
-`owns_hardware = True` means the guest runs on the real counters (no perf events; native counts
-go straight into `pmc.counter` and a wrap raises a real PMI): the mediated vPMU.
+`kvm` is the vCPU seen through `DesignHost`, the few `vpmu.kvm.KvmVcpu` helpers a design may
+use (mypy holds designs to it). That is the tracking axis. The other axis, what counts the
+guest's native execution, is the design's `backing` (vpmu.backing): host perf events by
+default; `MediatedDesign` names `GuestCounters`, the guest owning the hardware counters.
 """
 
 from __future__ import annotations
@@ -28,40 +27,68 @@ import importlib.util
 import sys
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
+from vpmu.backing import CounterBacking, GuestCounters
 from vpmu.errors import VpmuError
 from vpmu.pmc_map import U64
 
 if TYPE_CHECKING:
-    from vpmu.kvm import KvmPmc, KvmVcpu
+    from vpmu.eras import Era
+    from vpmu.kvm import KvmPmc
+
+
+class DesignHost(Protocol):
+    """What a design may use of the vCPU; `vpmu.kvm.KvmVcpu` implements it (kernel names)."""
+
+    @property
+    def era(self) -> Era:
+        """The era's switches (e.g. `mask_counter_writes`)."""
+
+    def pmc_bitmask(self, pmc: KvmPmc) -> int:
+        """pmc_bitmask() (pmu.h): the PMC's width mask."""
+
+    def perf_running(self, pmc: KvmPmc) -> bool:
+        """A perf event exists and is not paused."""
+
+    def perf_read(self, pmc: KvmPmc) -> int:
+        """perf_event_read_value(): the live perf count."""
+
+    def perf_pause(self, pmc: KvmPmc) -> int:
+        """perf_event_pause(reset=true): the count, zeroed; the PMC is marked paused."""
+
+    def kvm_pmu_request_counter_reprogram(self, pmc: KvmPmc) -> None:
+        """Set the PMC's reprogram bit and request KVM_REQ_PMU."""
+
+    def signal_overflow(self, pmc: KvmPmc, in_pmi: bool) -> None:
+        """Raise an overflow of `pmc` the way the design's backing does (vpmu.backing)."""
 
 
 class CounterDesign(ABC):
     """The interface a counter-tracking patch implements (see module docstring)."""
 
     name: str = "custom"
-    owns_hardware: bool = False
+    backing: ClassVar[CounterBacking] = CounterBacking()
 
     @abstractmethod
-    def incr_counter(self, kvm: KvmVcpu, pmc: KvmPmc) -> None: ...
+    def incr_counter(self, kvm: DesignHost, pmc: KvmPmc) -> None: ...
 
     @abstractmethod
-    def pause_counter(self, kvm: KvmVcpu, pmc: KvmPmc) -> bool: ...
+    def pause_counter(self, kvm: DesignHost, pmc: KvmPmc) -> bool: ...
 
     @abstractmethod
-    def read_counter(self, kvm: KvmVcpu, pmc: KvmPmc) -> int: ...
+    def read_counter(self, kvm: DesignHost, pmc: KvmPmc) -> int: ...
 
     @abstractmethod
-    def write_counter(self, kvm: KvmVcpu, pmc: KvmPmc, value: int) -> None: ...
+    def write_counter(self, kvm: DesignHost, pmc: KvmPmc, value: int) -> None: ...
 
-    def reset_counter(self, kvm: KvmVcpu, pmc: KvmPmc) -> None:
+    def reset_counter(self, kvm: DesignHost, pmc: KvmPmc) -> None:
         pmc.counter = 0
         pmc.prev_counter = 0
         pmc.emulated_counter = 0
         pmc.extra.clear()
 
-    def reprogram_complete(self, kvm: KvmVcpu, pmc: KvmPmc) -> None:
+    def reprogram_complete(self, kvm: DesignHost, pmc: KvmPmc) -> None:
         """Called when reprogram_counter() completes (not when perf creation failed)."""
         return None
 
@@ -71,31 +98,31 @@ class PrevCounterDesign(CounterDesign):
 
     name = "prev-counter"
 
-    def incr_counter(self, kvm: KvmVcpu, pmc: KvmPmc) -> None:
+    def incr_counter(self, kvm: DesignHost, pmc: KvmPmc) -> None:
         """Mirrors kvm_pmu_incr_counter() v6.1-v6.7 (pmu.c), spec §2.12: bump the base."""
         pmc.prev_counter = pmc.counter
-        pmc.counter = (pmc.counter + 1) & kvm.mask(pmc)
-        kvm.request_counter_reprogram(pmc)
+        pmc.counter = (pmc.counter + 1) & kvm.pmc_bitmask(pmc)
+        kvm.kvm_pmu_request_counter_reprogram(pmc)
 
-    def pause_counter(self, kvm: KvmVcpu, pmc: KvmPmc) -> bool:
+    def pause_counter(self, kvm: DesignHost, pmc: KvmPmc) -> bool:
         """Mirrors pmc_pause_counter() pre-fd89499a5151 (pmu.c), spec §2.9 step 1 + the
         `counter < prev_counter` test of reprogram_counter() step 3."""
         if kvm.perf_running(pmc):
-            pmc.counter = (pmc.counter + kvm.perf_pause(pmc)) & kvm.mask(pmc)
+            pmc.counter = (pmc.counter + kvm.perf_pause(pmc)) & kvm.pmc_bitmask(pmc)
         return pmc.counter < pmc.prev_counter
 
-    def read_counter(self, kvm: KvmVcpu, pmc: KvmPmc) -> int:
+    def read_counter(self, kvm: DesignHost, pmc: KvmPmc) -> int:
         """Mirrors pmc_read_counter() pre-patch (pmu.h), spec §1.1."""
         live = kvm.perf_read(pmc) if kvm.perf_running(pmc) else 0
-        return (pmc.counter + live) & kvm.mask(pmc)
+        return (pmc.counter + live) & kvm.pmc_bitmask(pmc)
 
-    def write_counter(self, kvm: KvmVcpu, pmc: KvmPmc, value: int) -> None:
+    def write_counter(self, kvm: DesignHost, pmc: KvmPmc, value: int) -> None:
         """Mirrors pmc_write_counter() v6.6 (pmu.h, b29a2acd36dd), spec §2.7; before v6.6 the
         result was not masked (spec §3.4, era switch mask_counter_writes)."""
         counter = pmc.counter + value - self.read_counter(kvm, pmc)
-        pmc.counter = counter & (kvm.mask(pmc) if kvm.era.mask_counter_writes else U64)
+        pmc.counter = counter & (kvm.pmc_bitmask(pmc) if kvm.era.mask_counter_writes else U64)
 
-    def reprogram_complete(self, kvm: KvmVcpu, pmc: KvmPmc) -> None:
+    def reprogram_complete(self, kvm: DesignHost, pmc: KvmPmc) -> None:
         """The `prev_counter = 0` of reprogram_complete in reprogram_counter(), spec §2.9 step 6."""
         pmc.prev_counter = 0
 
@@ -105,58 +132,58 @@ class EmulatedCounterDesign(CounterDesign):
 
     name = "emulated-counter"
 
-    def incr_counter(self, kvm: KvmVcpu, pmc: KvmPmc) -> None:
+    def incr_counter(self, kvm: DesignHost, pmc: KvmPmc) -> None:
         """Mirrors kvm_pmu_incr_counter() v6.8+ (pmu.c), spec §4.1: defer to reprogram."""
         pmc.emulated_counter += 1
-        kvm.request_counter_reprogram(pmc)
+        kvm.kvm_pmu_request_counter_reprogram(pmc)
 
-    def pause_counter(self, kvm: KvmVcpu, pmc: KvmPmc) -> bool:
+    def pause_counter(self, kvm: DesignHost, pmc: KvmPmc) -> bool:
         """Mirrors pmc_pause_counter() v6.8+ (pmu.c), spec §4.1: snapshot after the perf fold."""
         counter = pmc.counter
         if kvm.perf_running(pmc):
             counter += kvm.perf_pause(pmc)
-        prev = counter & kvm.mask(pmc)
+        prev = counter & kvm.pmc_bitmask(pmc)
         counter += pmc.emulated_counter
-        pmc.counter = counter & kvm.mask(pmc)
+        pmc.counter = counter & kvm.pmc_bitmask(pmc)
         pmc.emulated_counter = 0
         return pmc.counter < prev
 
-    def read_counter(self, kvm: KvmVcpu, pmc: KvmPmc) -> int:
+    def read_counter(self, kvm: DesignHost, pmc: KvmPmc) -> int:
         """Mirrors pmc_read_counter() v6.8+ (pmu.h), spec §1.1."""
         live = kvm.perf_read(pmc) if kvm.perf_running(pmc) else 0
-        return (pmc.counter + pmc.emulated_counter + live) & kvm.mask(pmc)
+        return (pmc.counter + pmc.emulated_counter + live) & kvm.pmc_bitmask(pmc)
 
-    def write_counter(self, kvm: KvmVcpu, pmc: KvmPmc, value: int) -> None:
+    def write_counter(self, kvm: DesignHost, pmc: KvmPmc, value: int) -> None:
         """Mirrors pmc_write_counter() v6.8+ (pmu.c), spec §2.7: drop unprocessed emulated
         events first, then rebase so the guest-visible value is exactly `value`."""
         pmc.emulated_counter = 0
-        pmc.counter = (pmc.counter + value - self.read_counter(kvm, pmc)) & kvm.mask(pmc)
+        pmc.counter = (pmc.counter + value - self.read_counter(kvm, pmc)) & kvm.pmc_bitmask(pmc)
 
 
 class MediatedDesign(CounterDesign):
     """2026 mediated vPMU, spec §2.12 / §5: `counter` is the real value, no deferral."""
 
     name = "mediated"
-    owns_hardware = True
+    backing = GuestCounters()
 
-    def incr_counter(self, kvm: KvmVcpu, pmc: KvmPmc) -> None:
+    def incr_counter(self, kvm: DesignHost, pmc: KvmPmc) -> None:
         """Mirrors kvm_pmu_incr_counter() in the mediated series (pmu.c), spec §2.12:
         direct increment, wrap check at once, KVM_REQ_PMI if the PMC's PMI bit is set."""
-        pmc.counter = (pmc.counter + 1) & kvm.mask(pmc)
+        pmc.counter = (pmc.counter + 1) & kvm.pmc_bitmask(pmc)
         if pmc.counter == 0:
-            kvm.mediated_overflow(pmc, "emulated")
+            kvm.signal_overflow(pmc, in_pmi=False)
 
-    def pause_counter(self, kvm: KvmVcpu, pmc: KvmPmc) -> bool:
+    def pause_counter(self, kvm: DesignHost, pmc: KvmPmc) -> bool:
         """No perf event to pause; nothing is ever deferred."""
         return False
 
-    def read_counter(self, kvm: KvmVcpu, pmc: KvmPmc) -> int:
+    def read_counter(self, kvm: DesignHost, pmc: KvmPmc) -> int:
         """Mirrors pmc_read_counter() mediated: the counter itself."""
-        return pmc.counter & kvm.mask(pmc)
+        return pmc.counter & kvm.pmc_bitmask(pmc)
 
-    def write_counter(self, kvm: KvmVcpu, pmc: KvmPmc, value: int) -> None:
+    def write_counter(self, kvm: DesignHost, pmc: KvmPmc, value: int) -> None:
         """Mirrors pmc_write_counter() mediated: `counter = val & M`."""
-        pmc.counter = value & kvm.mask(pmc)
+        pmc.counter = value & kvm.pmc_bitmask(pmc)
 
 
 DESIGNS: dict[str, type[CounterDesign]] = {

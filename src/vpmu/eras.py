@@ -6,7 +6,7 @@ commit(s) it stands for.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from vpmu.errors import VpmuError
@@ -67,26 +67,49 @@ class Era:
 OLD_ORDER: tuple[RequestName, ...] = ("nmi", "pmu", "pmi")
 NEW_ORDER: tuple[RequestName, ...] = ("pmu", "pmi", "nmi")
 
-ERAS: dict[str, Era] = {
-    e.name: e
-    for e in (
-        Era("6.1", "v6.1-v6.5: prev_counter, irq_work PMIs, no LVTPC auto-mask, unmasked legacy writes",
-            "prev-counter", OLD_ORDER, False, True, "never", False, "v6.6", True, False, "all-valid",
-            False, False, False),
-        Era("6.6", "v6.6: prev_counter, PMI via KVM_REQ_PMI, LVTPC auto-mask, NMI before PMU",
-            "prev-counter", OLD_ORDER, False, False, "always", True, "v6.6", True, False, "all-valid",
-            False, False, False),
-        Era("6.8", "v6.8: emulated_counter (fd89499a5151), request order PMU, PMI, SMI, NMI",
-            "emulated-counter", NEW_ORDER, False, False, "always", True, "v6.6", True, False,
-            "all-valid", False, False, True),
-        Era("6.9", "v6.9+: snapshot bitmap, GLOBAL_CTRL reset value, new RDPMC decoding, no AMD LVTPC mask",
-            "emulated-counter", NEW_ORDER, True, False, "intel-only", True, "v6.9", False, True,
-            "global-ctrl", True, False, True),
-        Era("mediated", "2026 mediated vPMU: guest owns the hardware, direct emulated increments",
-            "mediated", NEW_ORDER, True, False, "intel-only", True, "v6.9", False, True,
-            "counting-bitmaps", True, True, True),
-    )
-}
+# The table reads as history: the oldest era spells out every switch, each later one names
+# only what changed since the era before it.
+_V6_1 = Era(
+    name="6.1",
+    description="v6.1-v6.5: prev_counter, irq_work PMIs, no LVTPC auto-mask, unmasked legacy writes",
+    default_design="prev-counter",
+    request_order=OLD_ORDER,
+    snapshot_reprogram_bitmap=False,
+    pmi_via_irq_work=True,
+    lvtpc_auto_mask="never",
+    mask_counter_writes=False,
+    rdpmc_decoding="v6.6",
+    hw_event_available=True,
+    global_ctrl_reset_enables_gp=False,
+    trigger_candidates="all-valid",
+    cpl_shortcut=False,
+    amd_global_status_set=False,
+    reset_before_refresh=False,
+)
+_V6_6 = replace(
+    _V6_1, name="6.6",
+    description="v6.6: prev_counter, PMI via KVM_REQ_PMI, LVTPC auto-mask, NMI before PMU",
+    pmi_via_irq_work=False, lvtpc_auto_mask="always", mask_counter_writes=True,
+)
+_V6_8 = replace(
+    _V6_6, name="6.8",
+    description="v6.8: emulated_counter (fd89499a5151), request order PMU, PMI, SMI, NMI",
+    default_design="emulated-counter", request_order=NEW_ORDER, reset_before_refresh=True,
+)
+_V6_9 = replace(
+    _V6_8, name="6.9",
+    description="v6.9+: snapshot bitmap, GLOBAL_CTRL reset value, new RDPMC decoding, no AMD LVTPC mask",
+    snapshot_reprogram_bitmap=True, lvtpc_auto_mask="intel-only", rdpmc_decoding="v6.9",
+    hw_event_available=False, global_ctrl_reset_enables_gp=True, trigger_candidates="global-ctrl",
+    cpl_shortcut=True,
+)
+_MEDIATED = replace(
+    _V6_9, name="mediated",
+    description="2026 mediated vPMU: guest owns the hardware, direct emulated increments",
+    default_design="mediated", trigger_candidates="counting-bitmaps", amd_global_status_set=True,
+)
+
+ERAS: dict[str, Era] = {e.name: e for e in (_V6_1, _V6_6, _V6_8, _V6_9, _MEDIATED)}
 
 
 def get_era(name: str) -> Era:

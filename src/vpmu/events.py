@@ -44,6 +44,14 @@ ENCODINGS: dict[str, dict[EventKind, int]] = {
 FIXED_EVENTS: dict[int, int] = {0: 0x00C0, 1: 0x003C, 2: 0x0300}
 
 
+def event_kind(vendor: str, event: int) -> EventKind | None:
+    """Which retirement event an event select + umask is (exactly), or None."""
+    for kind, enc in ENCODINGS[vendor].items():
+        if event == enc:
+            return kind
+    return None
+
+
 def event_mask(vendor: str) -> int:
     return AMD_EVENT_MASK if vendor == "amd" else INTEL_EVENT_MASK
 

@@ -2,19 +2,21 @@
 
 One method per kernel function, named after it; the docstring names the kernel function, its
 file and the spec section. The counter-tracking parts (increment, pause, read, write, reset)
-go through the era's or the user's `CounterDesign` (vpmu.designs). MSR handlers live in
-`vpmu.kvm_msr`; the vCPU loop (x86.c request processing) lives in `vpmu.world`.
+go through the era's or the user's `CounterDesign` (vpmu.designs), which sees this vCPU only
+as a `DesignHost`; how native execution is counted goes through the design's backing
+(vpmu.backing). MSR handlers live in `vpmu.kvm_msr`; the vCPU loop (x86.c request processing)
+lives in `vpmu.world`.
 
-Everything here is synchronous and deterministic. Model-internal events go to `self.log`,
-overflow signals to `self.signals` (drained by the world after each step).
+Everything here is synchronous and deterministic. Model-internal events go to `self.log` as
+typed `Note`s, overflow signals to `self.signals` (both drained by the world after each step).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from vpmu.config import FIXED_BASE, PmuConfig
-from vpmu.designs import CounterDesign
 from vpmu.eras import Era
 from vpmu.events import (
     AMD_EVENT_MASK,
@@ -33,9 +35,13 @@ from vpmu.events import (
 )
 from vpmu.filter import EventFilter, pmc_allowed
 from vpmu.host import PerfEvent, PerfHost
-from vpmu.lapic import Lapic
+from vpmu.lapic import Lapic, Route
+from vpmu.msrs import GLOBAL_STATUS_COND_CHGD, GLOBAL_STATUS_OVF_BUF
 from vpmu.pmc_map import U64
-from vpmu.trace import Signal, SignalSource
+from vpmu.trace import Note, NoteKind, Signal, SignalSource
+
+if TYPE_CHECKING:
+    from vpmu.designs import CounterDesign
 
 KVM_PMC_GP = 0
 KVM_PMC_FIXED = 1
@@ -53,8 +59,6 @@ AMD64_RAW_EVENT_MASK = X86_RAW_EVENT_MASK | (0xF << 32)
 INTEL_RESERVED_BITS = 0xFFFF_FFFF_0020_0000
 AMD_RESERVED_BITS = 0xFFFF_FFF0_0028_0000
 KVM_MAX_FIXED = 3
-GLOBAL_STATUS_BUFFER_OVF = 1 << 62
-GLOBAL_STATUS_COND_CHGD = 1 << 63
 
 
 @dataclass(slots=True)
@@ -140,7 +144,7 @@ class KvmVcpu:
         self.cpl = 0
         self.insn = 0                       # guest instructions retired (set by the world)
         self.handling_nmi_from_guest = False  # inside an NMI VM-exit (v6.1 irq_work choice)
-        self.log: list[str] = []
+        self.log: list[Note] = []
         self.signals: list[Signal] = []
 
     # --- clone / key ----------------------------------------------------------------
@@ -158,23 +162,30 @@ class KvmVcpu:
     def key(self) -> tuple[object, ...]:
         return (self.pmu.key(), self.filter, self.requests)
 
-    # --- small helpers (also the design API) ------------------------------------------
+    # --- small helpers (the DesignHost of vpmu.designs, and the record of a step) ----------
+
+    def note(self, kind: NoteKind, text: str, subject: str = "") -> None:
+        """Record a model-internal event (vpmu.trace.Note)."""
+        self.log.append(Note(kind, text, subject))
+
+    def record_signal(self, pmc: KvmPmc, source: SignalSource) -> None:
+        """Record an overflow signal (vpmu.trace.Signal) for the checker."""
+        self.signals.append(Signal(pmc.idx, self.insn, source))
 
     def make_request(self, req: int) -> None:
         """Mirrors kvm_make_request() (kvm_host.h): set a request bit for the next entry."""
         if not self.requests & req:
-            self.log.append(f"request {REQ_NAMES[req]}")
+            self.note("request", f"request {REQ_NAMES[req]}", REQ_NAMES[req])
         self.requests |= req
 
     def request_pmi(self) -> None:
-        """kvm_make_request(KVM_REQ_PMI, vcpu), as __kvm_perf_overflow() makes it."""
+        """kvm_make_request(KVM_REQ_PMI, vcpu), as __kvm_perf_overflow() and a wrapping
+        guest-owned counter make it."""
         self.make_request(REQ_PMI)
 
     def pmc_bitmask(self, pmc: KvmPmc) -> int:
         """Mirrors pmc_bitmask() (pmu.h): the PMC's width mask."""
         return self.pmu.counter_bitmask[pmc.type]
-
-    mask = pmc_bitmask
 
     def perf_running(self, pmc: KvmPmc) -> bool:
         """`pmc->perf_event && !pmc->is_paused`, the test pmc_pause_counter() makes (pmu.c)."""
@@ -192,9 +203,9 @@ class KvmVcpu:
         self._note_silent_period(pmc)
         value, lost = pmc.perf_event.pause()
         if lost:
-            self.log.append(f"host PMI for pmc{pmc.idx} lost: event stopped")
+            self.note("overflow", f"host PMI for pmc{pmc.idx} lost: event stopped")
         pmc.is_paused = True
-        self.log.append(f"pause pmc{pmc.idx} (perf count {value})")
+        self.note("perf", f"pause pmc{pmc.idx} (perf count {value})")
         return value
 
     def _note_silent_period(self, pmc: KvmPmc) -> None:
@@ -203,15 +214,22 @@ class KvmVcpu:
         paused (perf_event_pause) or re-periodded (perf_event_period). No kernel counterpart:
         the kernel simply never calls the overflow handler."""
         if pmc.perf_event is not None and pmc.perf_event.period_elapsed_silently:
-            self.log.append(f"pmc{pmc.idx}: period elapsed before perf's minimum of 2 events: overflow never reported")
-            self._signal(pmc, "min-period")
+            self.note("overflow",
+                      f"pmc{pmc.idx}: period elapsed before perf's minimum of 2 events: overflow never reported")
+            self.record_signal(pmc, "min-period")
 
     def signal_overflow(self, pmc: KvmPmc, in_pmi: bool) -> None:
-        """__kvm_perf_overflow() (pmu.c) for the design hooks."""
-        self.kvm_perf_overflow_inner(pmc, in_pmi)
+        """An overflow of `pmc`, raised the way the design's backing raises one: perf-backed,
+        __kvm_perf_overflow() (pmu.c); guest-owned counters, STATUS bit + KVM_REQ_PMI."""
+        self.design.backing.overflow(self, pmc, in_pmi)
 
-    def _signal(self, pmc: KvmPmc, source: SignalSource) -> None:
-        self.signals.append(Signal(pmc.idx, self.insn, source))
+    # Compatibility aliases for designs written before the DesignHost protocol (documented in
+    # docs/designs.md; not part of DesignHost, so built-in designs use the kernel names).
+    mask = pmc_bitmask
+
+    def request_counter_reprogram(self, pmc: KvmPmc) -> None:
+        """Alias of kvm_pmu_request_counter_reprogram() for designs written before DesignHost."""
+        self.kvm_pmu_request_counter_reprogram(pmc)
 
     def pmc(self, idx: int) -> KvmPmc | None:
         """Mirrors kvm_pmc_idx_to_pmc() (pmu.h)."""
@@ -267,7 +285,7 @@ class KvmVcpu:
             p.fixed_ctr_ctrl_rsvd &= ~(0xB << (4 * i))
         valid = ((1 << p.nr_arch_gp_counters) - 1) | (((1 << p.nr_arch_fixed_counters) - 1) << FIXED_BASE)
         p.global_ctrl_rsvd = U64 & ~valid
-        p.global_status_rsvd = p.global_ctrl_rsvd & ~(GLOBAL_STATUS_BUFFER_OVF | GLOBAL_STATUS_COND_CHGD)
+        p.global_status_rsvd = p.global_ctrl_rsvd & ~(GLOBAL_STATUS_OVF_BUF | GLOBAL_STATUS_COND_CHGD)
         p.all_valid_pmc_idx = valid
 
     def amd_pmu_refresh(self) -> None:
@@ -368,9 +386,9 @@ class KvmVcpu:
         self._note_silent_period(pmc)
         err, lost = ev.set_period(self.get_sample_period(pmc, pmc.counter))
         if lost:
-            self.log.append(f"host PMI for pmc{pmc.idx} lost: period changed")
+            self.note("overflow", f"host PMI for pmc{pmc.idx} lost: period changed")
         if err:
-            self.log.append(f"perf_event_period pmc{pmc.idx} failed ({err})")
+            self.note("perf", f"perf_event_period pmc{pmc.idx} failed ({err})")
 
     def pmc_write_counter(self, pmc: KvmPmc, value: int) -> None:
         """Mirrors pmc_write_counter() (pmu.c v6.8+; pmu.h + caller before), spec §2.7."""
@@ -383,11 +401,11 @@ class KvmVcpu:
         """Mirrors pmc_release_perf_event() (pmu.h), spec §2.9."""
         if pmc.perf_event is not None:
             if pmc.perf_event.overflow_pending:
-                self.log.append(f"host PMI for pmc{pmc.idx} lost: event released")
+                self.note("overflow", f"host PMI for pmc{pmc.idx} lost: event released")
             pmc.perf_event = None
             pmc.current_config = 0
             self.pmu.event_count -= 1
-            self.log.append(f"perf release pmc{pmc.idx}")
+            self.note("perf", f"perf release pmc{pmc.idx}")
 
     def pmc_stop_counter(self, pmc: KvmPmc) -> None:
         """Mirrors pmc_stop_counter() (pmu.h), spec §2.9/§4.4."""
@@ -409,12 +427,12 @@ class KvmVcpu:
         if ev.sample_period:
             err, lost = ev.set_period(self.get_sample_period(pmc, pmc.counter))
             if lost:
-                self.log.append(f"host PMI for pmc{pmc.idx} lost: period changed")
+                self.note("overflow", f"host PMI for pmc{pmc.idx} lost: period changed")
             if err:
                 return False
         ev.enable()
         pmc.is_paused = False
-        self.log.append(f"resume pmc{pmc.idx} (period {ev.sample_period:#x})")
+        self.note("perf", f"resume pmc{pmc.idx} (period {ev.sample_period:#x})")
         return True
 
     def pmc_reprogram_counter(self, pmc: KvmPmc, config: int, exclude_user: bool, exclude_kernel: bool,
@@ -423,13 +441,13 @@ class KvmVcpu:
         period = self.get_sample_period(pmc, pmc.counter)
         ev = self.host.create(pmc.idx, config, config & EVENT_MATCH_MASK, exclude_user, exclude_kernel, period)
         if isinstance(ev, int):
-            self.log.append(f"perf create pmc{pmc.idx} failed ({ev})")
+            self.note("perf", f"perf create pmc{pmc.idx} failed ({ev})")
             return ev
         pmc.perf_event = ev
         self.pmu.event_count += 1
         pmc.is_paused = False
         pmc.intr = intr
-        self.log.append(f"perf create pmc{pmc.idx} config {config:#x} period {period:#x}")
+        self.note("perf", f"perf create pmc{pmc.idx} config {config:#x} period {period:#x}")
         return 0
 
     # --- reprogramming -------------------------------------------------------------------
@@ -442,17 +460,20 @@ class KvmVcpu:
         self.design.reprogram_complete(self, pmc)
 
     def reprogram_counter(self, pmc: KvmPmc) -> int:
-        """Mirrors reprogram_counter() (pmu.c), spec §2.9 (pre and post) / §4.1."""
-        self.log.append(f"reprogram pmc{pmc.idx}")
+        """Mirrors reprogram_counter() (pmu.c), spec §2.9 (pre and post) / §4.1. An emulated
+        overflow of a PMC that is no longer allowed is dropped: a `disallowed` signal (R11). A
+        backing that runs the guest's eventsel on the hardware itself (the mediated series'
+        early return to kvm_mediated_pmu_refresh_event_filter) needs no perf event."""
+        self.note("reprogram", f"reprogram pmc{pmc.idx}")
         emulate_overflow = self.pmc_pause_counter(pmc)
         if not self.pmc_event_is_allowed(pmc):
             if emulate_overflow:
-                self.log.append(f"emulated overflow of pmc{pmc.idx} dropped: not allowed")
+                self.record_signal(pmc, "disallowed")
+                self.note("overflow", f"emulated overflow of pmc{pmc.idx} dropped: not allowed")
             pmc.eventsel_hw = 0
             self.reprogram_complete(pmc)
             return 0
-        if self.design.owns_hardware:
-            pmc.eventsel_hw = pmc.eventsel
+        if self.design.backing.program(self, pmc):
             self.reprogram_complete(pmc)
             return 0
         if emulate_overflow:
@@ -468,7 +489,7 @@ class KvmVcpu:
             eventsel = pmc.eventsel
             new_config = eventsel
             if eventsel & EVENTSEL_PIN_CONTROL:
-                self.log.append(f"pmc{pmc.idx}: pin control ignored")
+                self.note("reprogram", f"pmc{pmc.idx}: pin control ignored")
         if pmc.current_config == new_config and self.pmc_resume_counter(pmc):
             self.reprogram_complete(pmc)
             return 0
@@ -512,8 +533,6 @@ class KvmVcpu:
         self.pmu.reprogram_pmi |= 1 << pmc.idx
         self.make_request(REQ_PMU)
 
-    request_counter_reprogram = kvm_pmu_request_counter_reprogram
-
     def reprogram_counters(self, diff: int) -> None:
         """Mirrors reprogram_counters() (pmu.h), spec §2.8: GLOBAL_CTRL changes."""
         if not diff:
@@ -539,8 +558,8 @@ class KvmVcpu:
         """Mirrors kvm_perf_overflow() (pmu.c), spec §2.10: perf's overflow handler; dropped
         when the PMC's reprogram bit is already set."""
         if self.pmu.reprogram_pmi >> pmc.idx & 1:
-            self._signal(pmc, "ignored")
-            self.log.append(f"hw overflow of pmc{pmc.idx} ignored: reprogram pending")
+            self.record_signal(pmc, "ignored")
+            self.note("overflow", f"hw overflow of pmc{pmc.idx} ignored: reprogram pending")
             return
         self.pmu.reprogram_pmi |= 1 << pmc.idx
         self.kvm_perf_overflow_inner(pmc, in_pmi=True)
@@ -549,36 +568,23 @@ class KvmVcpu:
     def kvm_perf_overflow_inner(self, pmc: KvmPmc, in_pmi: bool) -> None:
         """Mirrors __kvm_perf_overflow() (pmu.c), spec §2.10 (PEBS not modelled)."""
         self.pmu.global_status |= 1 << pmc.idx
-        self._signal(pmc, "hw" if in_pmi else "emulated")
-        self.log.append(f"overflow pmc{pmc.idx} ({'hw' if in_pmi else 'emulated'}): STATUS bit set")
+        self.record_signal(pmc, "hw" if in_pmi else "emulated")
+        self.note("overflow", f"overflow pmc{pmc.idx} ({'hw' if in_pmi else 'emulated'}): STATUS bit set")
         if not pmc.intr:
             return
         if self.era.pmi_via_irq_work and in_pmi and not self.handling_nmi_from_guest:
-            self.log.append("irq_work: deliver PMI now")
+            self.note("pmi", "irq_work: deliver PMI now")
             self.kvm_pmu_deliver_pmi()
         else:
             self.make_request(REQ_PMI)
 
-    def mediated_overflow(self, pmc: KvmPmc, source: SignalSource) -> None:
-        """A wrap of a mediated counter (emulated increment or real hardware), spec §2.12/§5:
-        STATUS bit, and KVM_REQ_PMI (kvm_handle_guest_mediated_pmi) if its PMI bit is set."""
-        self.pmu.global_status |= 1 << pmc.idx
-        self._signal(pmc, source)
-        self.log.append(f"overflow pmc{pmc.idx} ({source}, mediated): STATUS bit set")
-        if pmc.type == KVM_PMC_FIXED:
-            intr = bool(fixed_field(self.pmu.fixed_ctr_ctrl, pmc.idx - FIXED_BASE) & FIXED_PMI)
-        else:
-            intr = bool(pmc.eventsel & EVENTSEL_INT)
-        if intr:
-            self.make_request(REQ_PMI)
-
     def kvm_pmu_deliver_pmi(self) -> None:
         """Mirrors kvm_pmu_deliver_pmi() (pmu.c) -> kvm_apic_local_deliver(LVTPC), spec §2.11."""
-        outcome = self.lapic.local_deliver_lvtpc(self.era.auto_mask_lvtpc(self.cfg.vendor))
-        self.log.append(f"PMI {outcome}")
-        if outcome == "nmi":
+        delivery = self.lapic.local_deliver_lvtpc(self.era.auto_mask_lvtpc(self.cfg.vendor))
+        self.note("pmi", f"PMI {delivery}")
+        if delivery.route is Route.NMI:
             self.make_request(REQ_NMI)
-        elif outcome == "fixed":
+        elif delivery.route is Route.FIXED:
             self.make_request(REQ_EVENT)
 
     # --- emulated events -----------------------------------------------------------------
@@ -616,27 +622,8 @@ class KvmVcpu:
         mark every PMC for reprogramming and request KVM_REQ_PMU."""
         self.filter = flt
         self.pmu.reprogram_pmi = U64
-        self.log.append("event filter " + ("removed" if flt is None else f"installed ({flt.action})"))
+        self.note("host", "event filter " + ("removed" if flt is None else f"installed ({flt.action})"))
         self.make_request(REQ_PMU)
-
-    # --- native counting for the mediated design --------------------------------------------
-
-    def mediated_counts(self, pmc: KvmPmc, cpl: int) -> EventKind | None:
-        """What a mediated PMC counts on hardware at `cpl` (eventsel_hw semantics: locally and
-        globally enabled, allowed by the filter, CPL matches), or None."""
-        if not (self.pmc_is_globally_enabled(pmc) and self.pmc_speculative_in_use(pmc)
-                and self.check_pmu_event_filter(pmc)):
-            return None
-        saved, self.cpl = self.cpl, cpl
-        try:
-            if not self.cpl_is_matched(pmc):
-                return None
-        finally:
-            self.cpl = saved
-        for kind, enc in ENCODINGS[self.cfg.vendor].items():
-            if self.eventsel_matches(pmc, enc):
-                return kind
-        return None
 
 
 def _bits(value: int) -> list[int]:

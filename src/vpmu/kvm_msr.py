@@ -28,26 +28,28 @@ def _gp_index(msr: int, base: int, n: int = 8) -> int | None:
 # --- Intel --------------------------------------------------------------------------------
 
 
+def _get_gp_pmc(kvm: KvmVcpu, msr: int, base: int) -> KvmPmc | None:
+    """Mirrors get_gp_pmc() (pmu.h): the GP PMC `msr - base` names, if the vPMU has it."""
+    i = _gp_index(msr, base)
+    return kvm.pmu.gp_counters[i] if i is not None and i < kvm.pmu.nr_arch_gp_counters else None
+
+
+def _get_fixed_pmc(kvm: KvmVcpu, msr: int) -> KvmPmc | None:
+    """Mirrors get_fixed_pmc() (pmu.h): the fixed PMC an IA32_FIXED_CTRx names, if the vPMU has it."""
+    i = _gp_index(msr, M.IA32_FIXED_CTR0, 4)
+    return kvm.pmu.fixed_counters[i] if i is not None and i < kvm.pmu.nr_arch_fixed_counters else None
+
+
 def intel_msr_idx_to_pmc(kvm: KvmVcpu, msr: int) -> KvmPmc | None:
     """Mirrors intel_msr_idx_to_pmc() (vmx/pmu_intel.c): legacy GP counters, eventsels and
     fixed counters (not the full-width aliases)."""
-    p = kvm.pmu
-    for base in (M.IA32_PMC0, M.IA32_PERFEVTSEL0):
-        i = _gp_index(msr, base)
-        if i is not None and i < p.nr_arch_gp_counters:
-            return p.gp_counters[i]
-    i = _gp_index(msr, M.IA32_FIXED_CTR0, 4)
-    if i is not None and i < p.nr_arch_fixed_counters:
-        return p.fixed_counters[i]
-    return None
+    return (_get_gp_pmc(kvm, msr, M.IA32_PMC0) or _get_gp_pmc(kvm, msr, M.IA32_PERFEVTSEL0)
+            or _get_fixed_pmc(kvm, msr))
 
 
 def _intel_fw_pmc(kvm: KvmVcpu, msr: int) -> KvmPmc | None:
     """Mirrors get_fw_gp_pmc() (vmx/pmu_intel.c): IA32_A_PMCx only with full-width writes."""
-    i = _gp_index(msr, M.IA32_A_PMC0)
-    if i is not None and kvm.cfg.full_width_writes and i < kvm.pmu.nr_arch_gp_counters:
-        return kvm.pmu.gp_counters[i]
-    return None
+    return _get_gp_pmc(kvm, msr, M.IA32_A_PMC0) if kvm.cfg.full_width_writes else None
 
 
 def intel_is_valid_msr(kvm: KvmVcpu, msr: int) -> bool:
@@ -66,23 +68,21 @@ def intel_pmu_set_msr(kvm: KvmVcpu, msr: int, data: int, host: bool) -> bool:
         if p.fixed_ctr_ctrl != data:
             kvm.reprogram_fixed_counters(data)
         return True
-    i = _gp_index(msr, M.IA32_PMC0)
     fw = _intel_fw_pmc(kvm, msr)
-    if (i is not None and i < p.nr_arch_gp_counters) or fw is not None:
-        pmc = fw if fw is not None else p.gp_counters[i]  # type: ignore[index]
+    pmc = fw or _get_gp_pmc(kvm, msr, M.IA32_PMC0)
+    if pmc is not None:
         if fw is not None and data & ~p.counter_bitmask[0]:
             return False
         if fw is None and not host:
             data = _sign_extend32(data)
         kvm.pmc_write_counter(pmc, data)
         return True
-    i = _gp_index(msr, M.IA32_FIXED_CTR0, 4)
-    if i is not None and i < p.nr_arch_fixed_counters:
-        kvm.pmc_write_counter(p.fixed_counters[i], data)
+    pmc = _get_fixed_pmc(kvm, msr)
+    if pmc is not None:
+        kvm.pmc_write_counter(pmc, data)
         return True
-    i = _gp_index(msr, M.IA32_PERFEVTSEL0)
-    if i is not None and i < p.nr_arch_gp_counters:
-        pmc = p.gp_counters[i]
+    pmc = _get_gp_pmc(kvm, msr, M.IA32_PERFEVTSEL0)
+    if pmc is not None:
         if data & p.reserved_bits:
             return False
         if data != pmc.eventsel:
@@ -97,18 +97,14 @@ def intel_pmu_get_msr(kvm: KvmVcpu, msr: int) -> int | None:
     p = kvm.pmu
     if msr == M.IA32_FIXED_CTR_CTRL:
         return p.fixed_ctr_ctrl
-    i = _gp_index(msr, M.IA32_PMC0)
-    fw = _intel_fw_pmc(kvm, msr)
-    if (i is not None and i < p.nr_arch_gp_counters) or fw is not None:
-        pmc = fw if fw is not None else p.gp_counters[i]  # type: ignore[index]
+    pmc = _intel_fw_pmc(kvm, msr) or _get_gp_pmc(kvm, msr, M.IA32_PMC0)
+    if pmc is not None:
         return kvm.pmc_read_counter(pmc) & p.counter_bitmask[0]
-    i = _gp_index(msr, M.IA32_FIXED_CTR0, 4)
-    if i is not None and i < p.nr_arch_fixed_counters:
-        return kvm.pmc_read_counter(p.fixed_counters[i]) & p.counter_bitmask[1]
-    i = _gp_index(msr, M.IA32_PERFEVTSEL0)
-    if i is not None and i < p.nr_arch_gp_counters:
-        return p.gp_counters[i].eventsel
-    return None
+    pmc = _get_fixed_pmc(kvm, msr)
+    if pmc is not None:
+        return kvm.pmc_read_counter(pmc) & p.counter_bitmask[1]
+    pmc = _get_gp_pmc(kvm, msr, M.IA32_PERFEVTSEL0)
+    return pmc.eventsel if pmc is not None else None
 
 
 def _sign_extend32(data: int) -> int:
@@ -283,7 +279,7 @@ def kvm_set_msr_common(kvm: KvmVcpu, msr: int, data: int, host: bool) -> bool:
     if kvm_pmu_is_valid_msr(kvm, msr):
         return kvm_pmu_set_msr(kvm, msr, data, host)
     if msr in _LEGACY_IGNORED:
-        kvm.log.append(f"wrmsr {M.msr_name(msr)} ignored (vPMU does not have it)")
+        kvm.note("access", f"wrmsr {M.msr_name(msr)} ignored (vPMU does not have it)")
         return True
     return False
 

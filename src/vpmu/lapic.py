@@ -17,9 +17,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 
 from vpmu.msrs import LVTPC_DELIVERY_NMI, LVTPC_MASKED
 
+#: KVM's `apic_lvt_mask` for LVTPC (vector, delivery mode, mask); vpmu.arch states the
+#: architectural mask on its own.
 LVTPC_WRITABLE = LVTPC_MASKED | 0x700 | 0xFF
 MODE_FIXED = 0b000
 MODE_NMI = 0b100
@@ -27,6 +30,29 @@ NMI_PENDING_LIMIT = 2
 
 #: What a Linux guest programs: `apic_write(APIC_LVTPC, APIC_DM_NMI)` (NMI, unmasked).
 LINUX_GUEST_LVTPC = LVTPC_DELIVERY_NMI
+
+
+class Route(Enum):
+    """Where `kvm_apic_local_deliver` sent a PMI: what the caller must request next."""
+
+    NMI = "nmi"          # queued as an NMI: KVM_REQ_NMI
+    FIXED = "fixed"      # vector set in IRR: KVM_REQ_EVENT
+    DROPPED = "dropped"  # nothing to request
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """The outcome of one LVTPC delivery; `why` says why a dropped PMI was dropped."""
+
+    route: Route
+    why: str = ""
+
+    def __str__(self) -> str:
+        return f"dropped: {self.why}" if self.route is Route.DROPPED else self.route.value
+
+
+_NMI = Delivery(Route.NMI)
+_FIXED = Delivery(Route.FIXED)
 
 
 @dataclass(slots=True)
@@ -49,26 +75,24 @@ class Lapic:
     def mode(self) -> int:
         return self.lvtpc >> 8 & 0b111
 
-    def local_deliver_lvtpc(self, auto_mask: bool) -> str:
-        """Mirrors kvm_apic_local_deliver(apic, APIC_LVTPC) + __apic_accept_irq (lapic.c), §2.11.
-
-        Returns "nmi" / "fixed" when accepted, else the reason it was dropped."""
+    def local_deliver_lvtpc(self, auto_mask: bool) -> Delivery:
+        """Mirrors kvm_apic_local_deliver(apic, APIC_LVTPC) + __apic_accept_irq (lapic.c), §2.11."""
         if not self.in_kernel:
-            return "dropped: userspace APIC"
+            return Delivery(Route.DROPPED, "userspace APIC")
         if self.masked:
-            return "dropped: LVTPC masked"
+            return Delivery(Route.DROPPED, "LVTPC masked")
         mode = self.mode
         if mode == MODE_NMI:
             self.nmi_queued += 1
-            kind = "nmi"
+            out = _NMI
         elif mode == MODE_FIXED:
             self.irr.add(self.lvtpc & 0xFF)
-            kind = "fixed"
+            out = _FIXED
         else:
-            return f"dropped: delivery mode {mode:#o} not modelled"
+            return Delivery(Route.DROPPED, f"delivery mode {mode:#o} not modelled")
         if auto_mask:
             self.lvtpc |= LVTPC_MASKED
-        return kind
+        return out
 
     def process_nmi(self) -> int:
         """Mirrors process_nmi() (x86.c): fold queued NMIs into pending, cap 2; returns dropped."""

@@ -25,7 +25,7 @@ from vpmu.config import PmuConfig
 from vpmu.errors import VpmuError
 from vpmu.filter import EventFilter
 from vpmu.msrs import LVTPC_RESET, msr_name, resolve_msr
-from vpmu.trace import Observation, Result, Signal
+from vpmu.trace import Note, Observation, Result, Signal
 
 
 class ReferenceMachine:
@@ -77,47 +77,53 @@ class ReferenceMachine:
 
     def _run(self, action: A.Action) -> None:
         pmu = self.pmu
-        if isinstance(action, A.Native):
-            count = max(action.count, 0)
-            pmu.retire(count, max(min(action.branches, count), 0), action.cpl)
-        elif isinstance(action, A.Wrmsr | A.Rdmsr | A.Rdpmc):
-            self._item(action)
-        elif isinstance(action, A.Cpuid):
-            pmu.retire(1, 0, action.cpl)
-        elif isinstance(action, A.Hlt):
-            pmu.retire(1, 0, 0)
-        elif isinstance(action, A.Emulate | A.Batch):
-            for item in action.items:
-                self._item(item)
-        elif isinstance(action, A.HostPmi | A.PerfFail):
-            pass
-        elif isinstance(action, A.SetFilter):
-            try:
-                flt = EventFilter.from_ioctl(action.action, action.events, action.fixed_counter_bitmap,
-                                             action.masked, vendor=self.cfg.vendor)
-            except VpmuError as err:
-                pmu.log.append(f"filter rejected: {err}")
-                self._results.append(Result(None, True))
-                return
-            pmu.set_filter(flt)
-            pmu.log.append(f"filter installed: {action.action} {len(flt.entries)} entries, "
-                           f"fixed bitmap {action.fixed_counter_bitmap:#x}")
-            self._results.append(Result(None, False))
-        elif isinstance(action, A.ClearFilter):
-            pmu.set_filter(None)
-            pmu.log.append("filter removed")
-        elif isinstance(action, A.HostWrmsr):
-            r = pmu.wrmsr(action.msr, action.value, host=True)
-            self._note(r, f"host write {msr_name(resolve_msr(action.msr))} = {action.value:#x}")
-            self._results.append(r)
-        elif isinstance(action, A.HostRdmsr):
-            r = pmu.rdmsr(action.msr, host=True)
-            self._note(r, f"host read {msr_name(resolve_msr(action.msr))}")
-            self._results.append(r)
-        elif isinstance(action, A.SaveRestore):
-            self._save_restore()
-        else:
-            raise VpmuError(f"not an action: {action!r}")
+        match action:
+            case A.Native():
+                count = max(action.count, 0)
+                pmu.retire(count, max(min(action.branches, count), 0), action.cpl)
+            case A.Wrmsr() | A.Rdmsr() | A.Rdpmc():
+                self._item(action)
+            case A.Cpuid():
+                pmu.retire(1, 0, action.cpl)
+            case A.Hlt():
+                pmu.retire(1, 0, 0)
+            case A.Emulate() | A.Batch():
+                for item in action.items:
+                    self._item(item)
+            case A.HostPmi() | A.PerfFail():
+                pass
+            case A.SetFilter():
+                self._set_filter(action)
+            case A.ClearFilter():
+                pmu.set_filter(None)
+                pmu.log.append(Note("host", "filter removed"))
+            case A.HostWrmsr():
+                r = pmu.wrmsr(action.msr, action.value, host=True)
+                self._note(r, f"host write {msr_name(resolve_msr(action.msr))} = {action.value:#x}")
+                self._results.append(r)
+            case A.HostRdmsr():
+                r = pmu.rdmsr(action.msr, host=True)
+                self._note(r, f"host read {msr_name(resolve_msr(action.msr))}")
+                self._results.append(r)
+            case A.SaveRestore():
+                self._save_restore()
+            case _:
+                raise VpmuError(f"not an action: {action!r}")
+
+    def _set_filter(self, action: A.SetFilter) -> None:
+        """The filter gate; a rejected filter leaves the previous one installed."""
+        pmu = self.pmu
+        try:
+            flt = EventFilter.from_ioctl(action.action, action.events, action.fixed_counter_bitmap,
+                                         action.masked, vendor=self.cfg.vendor)
+        except VpmuError as err:
+            pmu.log.append(Note("host", f"filter rejected: {err}"))
+            self._results.append(Result(None, True))
+            return
+        pmu.set_filter(flt)
+        pmu.log.append(Note("host", f"filter installed: {action.action} {len(flt.entries)} entries, "
+                                    f"fixed bitmap {action.fixed_counter_bitmap:#x}"))
+        self._results.append(Result(None, False))
 
     def _item(self, item: A.EmulatedItem) -> None:
         """One instruction: its effect, then (unless it faulted) its retirement at its CPL."""
@@ -140,9 +146,9 @@ class ReferenceMachine:
 
     def _note(self, r: Result, what: str) -> None:
         if r.fault:
-            self.pmu.log.append(f"{what}: #GP")
+            self.pmu.log.append(Note("access", f"{what}: #GP"))
         elif r.value is not None:
-            self.pmu.log.append(f"{what} -> {r.value:#x}")
+            self.pmu.log.append(Note("access", f"{what} -> {r.value:#x}"))
 
     def _save_restore(self) -> None:
         pmu = self.pmu
@@ -154,7 +160,7 @@ class ReferenceMachine:
         for msr, value in saved:
             if pmu.wrmsr(msr, value, host=True).fault:  # pragma: no cover - would be a model bug
                 raise VpmuError(f"reference save/restore: restoring {msr_name(msr)} = {value:#x} faulted")
-        pmu.log.append(f"save/restore {len(saved)} MSRs")
+        pmu.log.append(Note("host", f"save/restore {len(saved)} MSRs"))
 
 
 __all__ = ["ReferenceMachine"]

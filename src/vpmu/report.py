@@ -100,6 +100,10 @@ def _pmis(p: tuple[int, ...]) -> str:
     return ",".join(f"@{n}" for n in p) if p else "-"
 
 
+#: The KVM notes the trace table shows: how requests, overflows and PMIs flowed.
+_TRACE_NOTES = frozenset({"request", "service", "entry-cancelled", "pmi", "overflow"})
+
+
 def trace_table(res: RunResult, title: str | None = None) -> Table:
     """Steps as rows; cells show `reference / KVM` where they differ (in red)."""
     idx = res.cfg.pmc_indices
@@ -114,8 +118,7 @@ def trace_table(res: RunResult, title: str | None = None) -> Table:
     for r, k in zip(res.ref_obs, res.kvm_obs, strict=True):
         counters, status, pmis, reads = _cells(idx, r, k, used)
         sigs = [f"{s.source}:{counter_name(s.pmc)}@{s.insn}" for s in k.signals]
-        log = [ln for ln in k.log
-               if any(w in ln for w in ("overflow", "PMI", "KVM_REQ", "lost", "dropped", "cancelled"))]
+        log = [n.text for n in k.log if n.kind in _TRACE_NOTES]
         insn = str(r.insn) if r.insn == k.insn else f"{r.insn} / {k.insn}"
         divs = div_steps.get(r.step, [])
         dtext = Text(" ".join(divs), style="bold red" if any(not x.endswith("~") for x in divs) else "yellow")

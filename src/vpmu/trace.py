@@ -9,12 +9,14 @@ coalesced into one PMI).
 from __future__ import annotations
 
 from collections.abc import Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol, Self
 
 from vpmu.actions import Action, action_to_dict
 
-SignalSource = Literal["wrap", "hw", "emulated", "ignored", "min-period"]
+SignalSource = Literal["wrap", "hw", "emulated", "ignored", "min-period", "disallowed"]
+NoteKind = Literal["request", "service", "entry-cancelled", "pmi", "overflow", "perf", "reprogram", "vcpu",
+                   "host", "access"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +39,10 @@ class Signal:
             "emulated" — KVM's emulated-overflow detection reported it;
             "ignored" — `kvm_perf_overflow` dropped a hardware overflow (reprogram bit set);
             "min-period" — perf was paused after its period elapsed but before the hardware,
-                armed for at least 2 events (R3), interrupted: that overflow is never reported.
+                armed for at least 2 events (R3), interrupted: that overflow is never reported;
+            "disallowed" — `reprogram_counter` dropped an emulated overflow because the PMC was
+                no longer allowed (R11).
+    Only "wrap", "hw" and "emulated" report an overflow; the others record why one was lost.
     """
 
     pmc: int
@@ -46,6 +51,31 @@ class Signal:
 
     def to_dict(self) -> dict[str, Any]:
         return {"pmc": self.pmc, "insn": self.insn, "source": self.source}
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """One model-internal event of a step, typed so that reports and tests never parse its text.
+
+    kind: "request" / "service" — a KVM request made / processed (`subject` names it, e.g.
+              "KVM_REQ_PMI");
+          "entry-cancelled" — a VM-entry cancelled because a request is pending;
+          "pmi" — a PMI delivered, dropped, injected or waking the vCPU; a host PMI raised or landing;
+          "overflow" — an overflow reaching GLOBAL_STATUS, or lost, dropped or ignored on the way;
+          "perf" — the perf event life cycle (create, pause, resume, release, period);
+          "reprogram" — KVM reprogramming a PMC;
+          "vcpu" — VM-exits, halts and wake-ups;
+          "host" — userspace and host actions (ioctls, save/restore, host switches);
+          "access" — an MSR or RDPMC access and its outcome.
+    text: one short line for people (the JSON `log`); its wording is not a contract.
+    """
+
+    kind: NoteKind
+    text: str
+    subject: str = ""
+
+    def __str__(self) -> str:
+        return self.text
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +92,7 @@ class Observation:
     pmis:     for each PMI delivered to the guest during the action, the number of guest
               instructions retired before it arrived.
     signals:  overflow signals (model-internal; see Signal).
-    log:      model-internal events in order, one short line each.
+    log:      model-internal events in order (see Note); JSON shows each one's text.
     """
 
     step: int
@@ -74,7 +104,7 @@ class Observation:
     lvtpc: int = 0
     pmis: tuple[int, ...] = ()
     signals: tuple[Signal, ...] = ()
-    log: tuple[str, ...] = field(default=())
+    log: tuple[Note, ...] = ()
 
     def to_dict(self, pmc_indices: tuple[int, ...]) -> dict[str, Any]:
         return {
@@ -87,7 +117,7 @@ class Observation:
             "lvtpc": self.lvtpc,
             "pmis": list(self.pmis),
             "signals": [s.to_dict() for s in self.signals],
-            "log": list(self.log),
+            "log": [n.text for n in self.log],
         }
 
 

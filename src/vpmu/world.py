@@ -9,14 +9,15 @@ Timeline rules (what the checker engineer needs to know):
   request raised during the pass cancels the entry (v6.6 NMI-before-PMU), then injects pending
   NMIs / LVTPC vectors. Each injected PMI is recorded as the number of guest instructions
   retired so far ("a PMI delivered before instruction k+1 is recorded as k").
-* `Native`: perf events (or, for a hardware-owning design, the PMCs themselves) count the run
-  arithmetically, jumping from one overflow point to the next (cost O(overflows)). A real perf
-  overflow raises a pending host PMI. Without `hold_pmi` it lands right after the overflowing
-  instruction as an NMI VM-exit (handler `kvm_perf_overflow`, then `vcpu_enter_guest`), and the
-  rest of the run continues. With `hold_pmi` it stays in flight until a `HostPmi` action or the
-  next VM-exit, where the exiting action's `host_pmi` says whether it lands before or after
-  KVM's exit handler. Only instructions and branches retired are counted on hardware (any other
-  event counts nothing); a perf event counts when its event select + umask match.
+* `Native`: the design's backing (vpmu.backing: perf events, or for the mediated vPMU the
+  guest-owned PMCs themselves) counts the run arithmetically, jumping from one overflow point
+  to the next (cost O(overflows)). A real perf overflow raises a pending host PMI. Without
+  `hold_pmi` it lands right after the overflowing instruction as an NMI VM-exit (handler
+  `kvm_perf_overflow`, then `vcpu_enter_guest`), and the rest of the run continues. With
+  `hold_pmi` it stays in flight until a `HostPmi` action or the next VM-exit, where the
+  exiting action's `host_pmi` says whether it lands before or after KVM's exit handler. Only
+  instructions and branches retired are counted on hardware (any other event counts nothing);
+  a perf event counts when its event select + umask match.
 * Intercepted WRMSR/RDMSR/RDPMC/CPUID/HLT: KVM's handler takes effect, then
   `kvm_skip_emulated_instruction` retires the instruction (emulated "instructions" event).
   WRMSR/RDMSR at CPL > 0 #GP in hardware before any VM-exit (no exit, nothing retires).
@@ -31,9 +32,9 @@ Timeline rules (what the checker engineer needs to know):
   (`vcpu_enter_guest`). `PerfFail` is a host switch with no exit.
 * Results: one `Result` per Wrmsr/Rdmsr/Rdpmc (also inside Emulate/Batch), HostWrmsr,
   HostRdmsr and SetFilter; writes carry `value=None`. Faults are `fault=True`.
-* The mediated design (owns_hardware): native counts go straight into `pmc.counter`; a wrap
-  sets GLOBAL_STATUS and, with INT/PMI set, raises a real PMI routed to KVM_REQ_PMI, handled
-  at once as a VM-exit (hold_pmi is ignored).
+* Guest-owned counters (the mediated design's backing): native counts go straight into
+  `pmc.counter`; a wrap sets GLOBAL_STATUS and, with INT/PMI set, raises a real PMI routed to
+  KVM_REQ_PMI, handled at once as a VM-exit (hold_pmi is ignored).
 """
 
 from __future__ import annotations
@@ -48,9 +49,9 @@ from vpmu.config import PmuConfig
 from vpmu.designs import resolve_design
 from vpmu.eras import get_era
 from vpmu.errors import VpmuError
-from vpmu.events import ENCODINGS, EventKind
+from vpmu.events import EventKind
 from vpmu.filter import EventFilter
-from vpmu.host import HOST_COUNTER_WIDTH, PerfEvent, PerfHost
+from vpmu.host import HOST_COUNTER_WIDTH, PerfHost
 from vpmu.kvm import REQ_EVENT, REQ_NMI, REQ_PMI, REQ_PMU, KvmPmc, KvmVcpu
 from vpmu.kvm_msr import kvm_get_msr_common, kvm_pmu_rdpmc, kvm_set_msr_common, save_restore_msrs
 from vpmu.lapic import LINUX_GUEST_LVTPC, Lapic
@@ -129,10 +130,31 @@ class World:
     def step(self, action: Action) -> Observation:
         self._results, self._pmis = [], []
         self.kvm.log, self.kvm.signals = [], []
-        handler = _HANDLERS.get(type(action))
-        if handler is None:
-            raise VpmuError(f"not an action: {action!r}")
-        handler(self, action)
+        match action:
+            case A.Native():
+                self._native(action)
+            case A.Wrmsr() | A.Rdmsr() | A.Rdpmc() | A.Cpuid() | A.Hlt():
+                self._intercepted(action)
+            case A.Emulate():
+                self._emulate(action)
+            case A.Batch():
+                self.handle_invalid_guest_state(action)
+            case A.HostPmi():
+                self._host_pmi()
+            case A.PerfFail():
+                self._perf_fail(action)
+            case A.SetFilter():
+                self._set_filter(action)
+            case A.ClearFilter():
+                self._clear_filter()
+            case A.HostWrmsr():
+                self._host_wrmsr(action)
+            case A.HostRdmsr():
+                self._host_rdmsr(action)
+            case A.SaveRestore():
+                self._save_restore()
+            case _:
+                raise VpmuError(f"not an action: {action!r}")
         status = self.kvm.pmu.global_status if self.kvm.pmu.version > 1 else 0
         obs = Observation(self.steps, action, self.insn, tuple(self._results), self.counters(),
                           status, self.lapic.lvtpc, tuple(self._pmis),
@@ -151,7 +173,8 @@ class World:
                 if not k.requests & bit:
                     continue
                 k.requests &= ~bit
-                k.log.append(f"service KVM_REQ_{name.upper()}")
+                req = f"KVM_REQ_{name.upper()}"
+                k.note("service", f"service {req}", req)
                 if bit == REQ_PMU:
                     k.kvm_pmu_handle_event()
                 elif bit == REQ_PMI:
@@ -159,16 +182,16 @@ class World:
                 else:
                     dropped = self.lapic.process_nmi()
                     if dropped:
-                        k.log.append(f"{dropped} NMI(s) dropped: pending limit")
+                        k.note("pmi", f"{dropped} NMI(s) dropped: pending limit")
                     if self.lapic.nmi_pending:
                         k.requests |= REQ_EVENT
             if k.requests & REQ_EVENT:
                 k.requests &= ~REQ_EVENT
                 for what in self.lapic.inject():
-                    k.log.append(f"PMI injected ({what}) before insn {self.insn + 1}")
+                    k.note("pmi", f"PMI injected ({what}) before insn {self.insn + 1}")
                     self._pmis.append(self.insn)
             if k.requests & (REQ_PMU | REQ_PMI | REQ_NMI | REQ_EVENT):
-                k.log.append("entry cancelled: request pending")
+                k.note("entry-cancelled", "entry cancelled: request pending")
                 continue
             return
 
@@ -182,13 +205,13 @@ class World:
             if not self._wake_events():
                 return
             self.halted = False
-            self.kvm.log.append("vCPU woken by a pending PMI")
+            self.kvm.note("pmi", "vCPU woken by a pending PMI")
         self.vcpu_enter_guest()
 
     def _wake_for_guest(self) -> None:
         if self.halted:
             self.halted = False
-            self.kvm.log.append("vCPU woken")
+            self.kvm.note("vcpu", "vCPU woken")
             self.vcpu_enter_guest()
 
     # --- host PMI ---------------------------------------------------------------------
@@ -203,7 +226,7 @@ class World:
         if not pending:
             return
         k = self.kvm
-        k.log.append("host PMI lands" + (" (NMI VM-exit)" if nmi_exit else " (host context)"))
+        k.note("pmi", "host PMI lands" + (" (NMI VM-exit)" if nmi_exit else " (host context)"))
         k.handling_nmi_from_guest = nmi_exit
         for pmc in pending:
             ev = pmc.perf_event
@@ -228,7 +251,7 @@ class World:
         """Run one intercepted/emulated instruction's effect; True if it completed."""
         k = self.kvm
         if isinstance(item, A.Wrmsr):
-            ok = item.cpl == 0 and 0 <= item.value < 1 << 64 and kvm_set_msr_common(k, item.msr, item.value, False)
+            ok = item.cpl == 0 and kvm_set_msr_common(k, item.msr, item.value, False)
             self._results.append(Result(None, not ok))
             return ok
         if isinstance(item, A.Rdmsr):
@@ -260,7 +283,7 @@ class World:
         if isinstance(action, A.Wrmsr | A.Rdmsr) and cpl != 0:
             self._results.append(Result(None, True))  # #GP in hardware, no VM-exit
             return
-        self.kvm.log.append(f"VM-exit: {action.KIND}")
+        self.kvm.note("vcpu", f"VM-exit: {action.KIND}")
 
         def handler() -> None:
             if self._effect(action):
@@ -269,7 +292,7 @@ class World:
         self._exit_handler(action.host_pmi, handler)
         if isinstance(action, A.Hlt):
             self.halted = True
-            self.kvm.log.append("vCPU halted")
+            self.kvm.note("vcpu", "vCPU halted")
             self._resume()
             return
         self.vcpu_enter_guest()
@@ -287,7 +310,7 @@ class World:
         kvm_emulate_instruction(), then vcpu_enter_guest() processes the requests."""
         for item in action.items:
             self._wake_for_guest()
-            self.kvm.log.append(f"VM-exit: emulate {item.KIND}")
+            self.kvm.note("vcpu", f"VM-exit: emulate {item.KIND}")
             self._exit_handler(getattr(item, "host_pmi", "before-handler"), partial(self._emulate_item, item))
             self.vcpu_enter_guest()
 
@@ -295,7 +318,7 @@ class World:
         """Mirrors handle_invalid_guest_state() (vmx.c), spec §2.13: all items emulated in one
         exit; KVM_REQ_PMU is not checked inside the loop."""
         self._wake_for_guest()
-        self.kvm.log.append(f"VM-exit: invalid guest state, {len(action.items)} emulated")
+        self.kvm.note("vcpu", f"VM-exit: invalid guest state, {len(action.items)} emulated")
         point: A.HostPmiPoint = getattr(action.items[0], "host_pmi", "before-handler") if action.items else (
             "before-handler")
 
@@ -308,86 +331,41 @@ class World:
 
     # --- native execution ------------------------------------------------------------
 
-    def _kind_of(self, event: int) -> EventKind | None:
-        for kind, enc in ENCODINGS[self.cfg.vendor].items():
-            if event == enc:
-                return kind
-        return None
-
     def _native(self, action: A.Native) -> None:
-        """Native guest execution, advanced arithmetically from one overflow point to the next."""
+        """Native guest execution, advanced arithmetically from one overflow point to the next;
+        the design's backing says what counts and whether an overflow exits at once."""
         self._wake_for_guest()
         if not action.hold_pmi and self._pmcs_with_pending():
             # a host PMI held by an earlier run's skid interrupts this run before its first insn
             self.land_host_pmi(nmi_exit=True)
             self.vcpu_enter_guest()
+        k, backing = self.kvm, self.design.backing
         count = max(action.count, 0)
-        branches, cpl = max(min(action.branches, count), 0), action.cpl
-        self.kvm.cpl = cpl
-        mediated = self.design.owns_hardware
+        branches = max(min(action.branches, count), 0)
+        k.cpl = action.cpl
         pos = 0
         while pos < count:
-            sources = self._mediated_sources(cpl) if mediated else self._perf_sources(cpl)
+            sources = backing.native_sources(k)
             step = count - pos
             for kind, need, _ in sources:
                 off = _offset(kind, need, pos, branches)
                 if off is not None and off < step:
                     step = off
             hit = False
-            for kind, _, obj in sources:
-                hit |= self._count(obj, _events(kind, pos, step, branches))
+            for kind, _, pmc in sources:
+                n = _events(kind, pos, step, branches)
+                if n > 0:
+                    hit |= backing.count_native(k, pmc, n)
             pos += step
             self.insn += step
-            self.kvm.insn = self.insn
-            if mediated and hit:
-                self.kvm.log.append("hardware PMI (mediated): VM-exit")
-                self.vcpu_enter_guest()
-            elif hit and not action.hold_pmi:
+            k.insn = self.insn
+            if hit and backing.native_pmi_exits(k, action.hold_pmi):
                 self.land_host_pmi(nmi_exit=True)
                 self.vcpu_enter_guest()
 
-    def _perf_sources(self, cpl: int) -> list[tuple[EventKind, int, PerfEvent | KvmPmc]]:
-        """Running perf events that count at `cpl`, with events left until they interrupt."""
-        out: list[tuple[EventKind, int, PerfEvent | KvmPmc]] = []
-        for pmc in self.kvm.valid_pmcs():
-            ev = pmc.perf_event
-            if ev is None or not ev.enabled or not ev.counts_at(cpl):
-                continue
-            kind = self._kind_of(ev.event)
-            if kind is not None:
-                out.append((kind, ev.armed if not ev.overflow_pending else 0, ev))
-        return out
-
-    def _mediated_sources(self, cpl: int) -> list[tuple[EventKind, int, PerfEvent | KvmPmc]]:
-        """PMCs the guest's hardware counts at `cpl`, with events left until they wrap."""
-        out: list[tuple[EventKind, int, PerfEvent | KvmPmc]] = []
-        for pmc in self.kvm.valid_pmcs():
-            kind = self.kvm.mediated_counts(pmc, cpl)
-            if kind is not None:
-                mask = self.kvm.pmc_bitmask(pmc)
-                out.append((kind, mask + 1 - (pmc.counter & mask), pmc))
-        return out
-
-    def _count(self, obj: PerfEvent | KvmPmc, n: int) -> bool:
-        """Count n events on a perf event or a mediated PMC; True on an interrupting overflow."""
-        if n <= 0:
-            return False
-        if isinstance(obj, PerfEvent):
-            if obj.advance(n):
-                self.kvm.log.append(f"perf overflow pmc{obj.pmc_idx}: host PMI pending")
-                return True
-            return False
-        mask = self.kvm.pmc_bitmask(obj)
-        new = (obj.counter & mask) + n
-        obj.counter = new & mask
-        if new > mask:
-            self.kvm.mediated_overflow(obj, "hw")
-            return True
-        return False
-
     # --- host and userspace actions ------------------------------------------------------
 
-    def _host_pmi(self, action: A.HostPmi) -> None:
+    def _host_pmi(self) -> None:
         """The host's choice of when the in-flight PMI lands: an NMI VM-exit (in host context
         if the vCPU is halted), then x86_pmu_handle_irq() -> kvm_perf_overflow()."""
         self.land_host_pmi(nmi_exit=not self.halted)
@@ -397,7 +375,7 @@ class World:
         """Host choice: perf_event_create_kernel_counter() fails from now on (or not), as when
         the host's counters are taken (spec R3/R4)."""
         self.host.fail = action.on
-        self.kvm.log.append(f"perf creation {'fails' if action.on else 'succeeds'} from now on")
+        self.kvm.note("host", f"perf creation {'fails' if action.on else 'succeeds'} from now on")
 
     def _kick_to_userspace(self) -> None:
         """A userspace action needs the vCPU out of KVM_RUN: the kick is a VM-exit, so a host
@@ -412,7 +390,7 @@ class World:
             flt = EventFilter.from_ioctl(action.action, action.events, action.fixed_counter_bitmap,
                                          action.masked, vendor=self.cfg.vendor)
         except VpmuError as err:
-            self.kvm.log.append(f"KVM_SET_PMU_EVENT_FILTER failed: {err}")
+            self.kvm.note("host", f"KVM_SET_PMU_EVENT_FILTER failed: {err}")
             self._results.append(Result(None, True))
             self._resume()
             return
@@ -420,7 +398,7 @@ class World:
         self.kvm.kvm_vm_ioctl_set_pmu_event_filter(flt)
         self._resume()
 
-    def _clear_filter(self, action: A.ClearFilter) -> None:
+    def _clear_filter(self) -> None:
         """KVM_SET_PMU_EVENT_FILTER removing the filter (kvm_vm_ioctl_set_pmu_event_filter)."""
         self._kick_to_userspace()
         self.kvm.kvm_vm_ioctl_set_pmu_event_filter(None)
@@ -429,7 +407,7 @@ class World:
     def _host_wrmsr(self, action: A.HostWrmsr) -> None:
         """KVM_SET_MSRS of one MSR: kvm_set_msr_common() with host_initiated (x86.c)."""
         self._kick_to_userspace()
-        ok = 0 <= action.value < 1 << 64 and kvm_set_msr_common(self.kvm, action.msr, action.value, True)
+        ok = kvm_set_msr_common(self.kvm, action.msr, action.value, True)
         self._results.append(Result(None, not ok))
         self._resume()
 
@@ -440,16 +418,16 @@ class World:
         self._results.append(Result(value, value is None))
         self._resume()
 
-    def _save_restore(self, action: A.SaveRestore) -> None:
+    def _save_restore(self) -> None:
         """A VMM's save/restore: KVM_GET_MSRS of the PMU MSRs KVM_GET_MSR_INDEX_LIST reports,
         then KVM_SET_MSRS of the same values (kvm_get_msr_common / kvm_set_msr_common)."""
         self._kick_to_userspace()
         k = self.kvm
         saved = [(m, kvm_get_msr_common(k, m, True)) for m in save_restore_msrs(k)]
-        k.log.append(f"save/restore {len(saved)} MSRs")
+        k.note("host", f"save/restore {len(saved)} MSRs")
         for msr, value in saved:
             if value is not None and not kvm_set_msr_common(k, msr, value, True):
-                k.log.append(f"restore of {msr:#x} failed")
+                k.note("host", f"restore of {msr:#x} failed")
         self._resume()
 
 
@@ -471,23 +449,5 @@ def _offset(kind: EventKind, need: int, pos: int, branches: int) -> int | None:
         return None
     return done + need - pos
 
-
-_HANDLERS: dict[type, Callable[[World, object], None]] = {
-    A.Native: World._native,  # type: ignore[dict-item]
-    A.Wrmsr: World._intercepted,  # type: ignore[dict-item]
-    A.Rdmsr: World._intercepted,  # type: ignore[dict-item]
-    A.Rdpmc: World._intercepted,  # type: ignore[dict-item]
-    A.Cpuid: World._intercepted,  # type: ignore[dict-item]
-    A.Hlt: World._intercepted,  # type: ignore[dict-item]
-    A.Emulate: World._emulate,  # type: ignore[dict-item]
-    A.Batch: World.handle_invalid_guest_state,  # type: ignore[dict-item]
-    A.HostPmi: World._host_pmi,  # type: ignore[dict-item]
-    A.PerfFail: World._perf_fail,  # type: ignore[dict-item]
-    A.SetFilter: World._set_filter,  # type: ignore[dict-item]
-    A.ClearFilter: World._clear_filter,  # type: ignore[dict-item]
-    A.HostWrmsr: World._host_wrmsr,  # type: ignore[dict-item]
-    A.HostRdmsr: World._host_rdmsr,  # type: ignore[dict-item]
-    A.SaveRestore: World._save_restore,  # type: ignore[dict-item]
-}
 
 __all__ = ["World", "WorldOptions"]
