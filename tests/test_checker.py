@@ -5,21 +5,19 @@ from __future__ import annotations
 
 from vpmu import msrs as M
 from vpmu.actions import Batch, Cpuid, HostWrmsr, Insn, Native, Rdmsr, Rdpmc, Wrmsr
-from vpmu.checker import (
+from vpmu.checker import compare
+from vpmu.config import preset
+from vpmu.divergence import (
     KINDS,
-    CheckerOptions,
     Divergence,
     Kind,
     Visibility,
-    compare,
     divergence_label,
     failed,
-    options_from_mapping,
     parse_divergence_label,
-    parse_option,
     summary,
 )
-from vpmu.config import preset
+from vpmu.tolerances import CheckerOptions, options_from_mapping, parse_option
 from vpmu.trace import Observation, Result, Signal
 
 CFG = preset("intel-v2")  # gp0-3, fixed0-2

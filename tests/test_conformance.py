@@ -16,12 +16,13 @@ from pathlib import Path
 import pytest
 
 from cli_helper import cli
-from vpmu.checker import CheckerOptions, legacy_msr_missing
+from vpmu.checker import legacy_msr_missing
 from vpmu.config import config_from_mapping, preset
 from vpmu.conformance import STATUSES, classify, collect, failure_signature, run_all
 from vpmu.eras import ERAS
 from vpmu.run import execute
 from vpmu.scenario import Scenario, ScenarioError, parse_scenario
+from vpmu.tolerances import CheckerOptions
 
 CONFORMANCE = Path(__file__).resolve().parents[1] / "conformance"
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in collect([str(CONFORMANCE)])}

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from cli_helper import cli
 from vpmu import msrs
 from vpmu.actions import Action, Batch, Cpuid, Native, Rdmsr, Wrmsr
-from vpmu.checker import CheckerOptions, compare
+from vpmu.checker import compare
 from vpmu.config import preset
 from vpmu.errors import VpmuError
 from vpmu.explore import (
@@ -33,6 +33,7 @@ from vpmu.explore import (
     setup_prefix,
 )
 from vpmu.scenario import dump_scenario, execute, parse_scenario
+from vpmu.tolerances import CheckerOptions
 
 CFG = preset("intel-v2").with_width(4)
 #: Every kind but save-restore: KVM_SET_MSRS of a running counter mis-arms its perf period

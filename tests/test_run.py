@@ -18,12 +18,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vpmu import actions as A
-from vpmu.checker import CheckerOptions
 from vpmu.conformance import collect
 from vpmu.eras import ERAS, get_era
 from vpmu.errors import VpmuError
 from vpmu.run import execute, run_actions
 from vpmu.scenario import Scenario, builtin_names, load_scenario, parse_scenario
+from vpmu.tolerances import CheckerOptions
 
 CONFORMANCE = Path(__file__).resolve().parents[1] / "conformance"
 SCENARIOS: list[Scenario] = [load_scenario(n) for n in builtin_names()] + collect([str(CONFORMANCE)])

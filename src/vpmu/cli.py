@@ -67,7 +67,7 @@ def _root(
 
 
 def _checker_options(base: Any, options: list[str] | None) -> Any:
-    from vpmu.checker import options_from_mapping, parse_option
+    from vpmu.tolerances import options_from_mapping, parse_option
 
     if not options:
         return base
@@ -220,7 +220,7 @@ def eras() -> None:
 @app.command()
 def options() -> None:
     """List the checker options and their defaults."""
-    from vpmu.checker import OPTION_HELP, CheckerOptions
+    from vpmu.tolerances import OPTION_HELP, CheckerOptions
 
     defaults = CheckerOptions().to_dict()
     for name, text in OPTION_HELP.items():
@@ -290,7 +290,6 @@ def explore(
     """Search guest-action interleavings for divergences; shrink and save what is found.
 
     Exit 1 when an untolerated divergence was found, 0 when none within the bounds."""
-    from vpmu.checker import CheckerOptions
     from vpmu.config import preset
     from vpmu.designs import resolve_design
     from vpmu.eras import get_era
@@ -298,6 +297,7 @@ def explore(
     from vpmu.explore import explore as run_explore
     from vpmu.explore.trail import save_counterexamples
     from vpmu.report import dumps, print_explore
+    from vpmu.tolerances import CheckerOptions
 
     era = get_era(kvm)
     resolve_design(design, era.default_design)  # fail early on a bad design

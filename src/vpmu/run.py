@@ -15,12 +15,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from vpmu import actions as A
-from vpmu.checker import CheckerOptions, Divergence, compare, failed, summary
+from vpmu.checker import compare
 from vpmu.config import PmuConfig
+from vpmu.divergence import Divergence, failed, summary
 from vpmu.eras import get_era
 from vpmu.pmc_map import counter_name
 from vpmu.reference import ReferenceMachine
 from vpmu.scenario.model import Expect, Scenario
+from vpmu.tolerances import CheckerOptions
 from vpmu.trace import Observation
 from vpmu.world import World, WorldOptions
 

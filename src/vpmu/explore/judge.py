@@ -12,10 +12,12 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
 from vpmu.actions import Action
-from vpmu.checker import CheckerOptions, Divergence, compare
+from vpmu.checker import compare
 from vpmu.config import PmuConfig
+from vpmu.divergence import Divergence
 from vpmu.reference import ReferenceMachine
 from vpmu.run import start_machines
+from vpmu.tolerances import CheckerOptions
 from vpmu.trace import Machine, Observation
 from vpmu.world import World
 

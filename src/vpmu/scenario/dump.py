@@ -14,8 +14,8 @@ from ruamel.yaml.scalarint import HexInt
 
 from vpmu import actions as A
 from vpmu import msrs
-from vpmu.checker import CheckerOptions
 from vpmu.config import PRESETS, PmuConfig
+from vpmu.tolerances import CheckerOptions
 
 
 def action_to_step(action: A.Action | A.EmulatedItem) -> Any:

@@ -18,13 +18,14 @@ from ruamel.yaml.error import YAMLError
 
 from vpmu import actions as A
 from vpmu import msrs
-from vpmu.checker import KINDS, CheckerOptions, options_from_mapping, parse_divergence_label
 from vpmu.config import FIXED_BASE, PRESETS, PmuConfig, config_from_mapping, preset
 from vpmu.designs import DESIGNS
+from vpmu.divergence import KINDS, parse_divergence_label
 from vpmu.eras import ERAS
 from vpmu.errors import VpmuError
 from vpmu.pmc_map import U64, counter_name, pmc_of_msr
 from vpmu.scenario.model import Conformance, ConformanceSource, EraRecord, Expect, Scenario
+from vpmu.tolerances import CheckerOptions, options_from_mapping
 from vpmu.world import WorldOptions
 
 DEFAULT_ERA = "6.8"

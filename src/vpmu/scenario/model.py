@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from vpmu import actions as A
-from vpmu.checker import CheckerOptions
 from vpmu.config import PmuConfig
+from vpmu.tolerances import CheckerOptions
 
 
 @dataclass(frozen=True, slots=True)
