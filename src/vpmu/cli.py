@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from vpmu.assumptions import ASSUMPTIONS
 from vpmu.errors import VpmuError
 from vpmu.explore.space import ACTION_KINDS
 
@@ -269,6 +270,15 @@ def explore(
     kinds: Annotated[str | None, typer.Option("--kinds", help="Comma-separated action kinds to use, of: "
                                               f"{', '.join(ACTION_KINDS)} (default: all but perf-fail; "
                                               "docs/explorer.md).")] = None,
+    events: Annotated[str, typer.Option("--events", help="What the counters count: instructions or branches, "
+                                        "optionally :usr or :os (e.g. branches:usr); one for all counters or "
+                                        "one per counter in use, GP first.")] = "instructions",
+    skid: Annotated[int, typer.Option("--skid", help="Bounded PMI skid: a held host PMI lands before the "
+                                      "guest step after this many further guest steps.")] = 1,
+    assume: Annotated[str, typer.Option("--assume", help="Host-timing assumptions actions may rest on: "
+                                        f"{', '.join(ASSUMPTIONS)}, all or none (docs/kvm-model.md).")] = "all",
+    max_counterexamples: Annotated[int, typer.Option("--max-counterexamples", help="Most counterexamples "
+                                                     "to shrink and report, one per cause.")] = 10,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random search.")] = 0,
     restarts: Annotated[int, typer.Option("--restarts", help="Random sequences the random search tries.")]
     = 2000,
@@ -290,6 +300,9 @@ def explore(
     """Search guest-action interleavings for divergences; shrink and save what is found.
 
     Exit 1 when an untolerated divergence was found, 0 when none within the bounds."""
+    from dataclasses import replace
+
+    from vpmu.assumptions import parse_assumptions
     from vpmu.config import preset
     from vpmu.designs import resolve_design
     from vpmu.eras import get_era
@@ -305,7 +318,10 @@ def explore(
     kind_list = tuple(k.strip() for k in kinds.split(",") if k.strip()) if kinds is not None else None
     bounds = Bounds(width=width, gp=gp, fixed=fixed, depth=depth, batch=batch,
                     native=_int_list(native, "native"), values=_int_list(values, "values"),
-                    **({"kinds": kind_list} if kind_list is not None else {}))
+                    events=tuple(e.strip() for e in events.split(",")), skid=skid,
+                    assume=parse_assumptions(assume))
+    if kind_list is not None:
+        bounds = replace(bounds, kinds=kind_list)
     target = Target(preset(cpu), era.name, design, _checker_options(CheckerOptions(), option))
     if jobs is not None and jobs < 1:
         raise VpmuError(f"--jobs must be >= 1, not {jobs}")
@@ -332,7 +348,8 @@ def explore(
         if status is not None:
             status.start()
         report = run_explore(target, bounds, mode=mode, seed=seed, restarts=restarts,
-                             time_budget=time_budget, progress=progress, backend=chosen)
+                             time_budget=time_budget, progress=progress, backend=chosen,
+                             max_counterexamples=max_counterexamples)
     finally:
         if status is not None:
             status.stop()

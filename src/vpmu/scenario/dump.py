@@ -16,6 +16,7 @@ from vpmu import actions as A
 from vpmu import msrs
 from vpmu.config import PRESETS, PmuConfig
 from vpmu.tolerances import CheckerOptions
+from vpmu.world import WorldOptions
 
 
 def action_to_step(action: A.Action | A.EmulatedItem) -> Any:
@@ -52,9 +53,9 @@ def action_to_step(action: A.Action | A.EmulatedItem) -> Any:
 
 
 def dump_scenario(name: str, description: str, cpu: PmuConfig, kvm: str, design: str | None,
-                  checker: CheckerOptions, actions: Sequence[A.Action]) -> str:
+                  checker: CheckerOptions, actions: Sequence[A.Action], world: WorldOptions | None = None) -> str:
     """A scenario file that `vpmu run` replays: the inverse of `parse_scenario` (without
-    expects). Only checker options that differ from the defaults are written."""
+    expects). Only checker and World options that differ from the defaults are written."""
     cpu_node: Any
     base = cpu.name if cpu.name in PRESETS else None
     init = {f.name: getattr(cpu, f.name) for f in dataclasses.fields(cpu) if f.init and f.name != "name"}
@@ -69,6 +70,10 @@ def dump_scenario(name: str, description: str, cpu: PmuConfig, kvm: str, design:
         doc["design"] = design
     defaults = CheckerOptions().to_dict()
     changed = {k: v for k, v in checker.to_dict().items() if v != defaults[k]}
+    if world is not None:
+        plain = WorldOptions()
+        changed |= {f.name: getattr(world, f.name) for f in dataclasses.fields(world)
+                    if getattr(world, f.name) != getattr(plain, f.name)}
     if changed:
         doc["options"] = changed
     doc["steps"] = [action_to_step(a) for a in actions]
