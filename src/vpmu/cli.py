@@ -83,7 +83,8 @@ def run(
     scenario: Annotated[str, typer.Argument(help="A scenario file (.yaml) or a built-in scenario name.")],
     kvm: Annotated[str | None, typer.Option("--kvm", help="KVM era (see `vpmu eras`); default: the file's.")] = None,
     design: Annotated[str | None, typer.Option(
-        "--design", help="Counter design name, 'module:Class' or 'file.py:Class'; default: the era's.")] = None,
+        "--design", help="Counter design name, 'module:Class', 'file.py:Class' or 'kernel:PATH' (a kernel "
+        "tree's own C); default: the era's.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object (docs/json.md).")] = False,
     trace: Annotated[bool, typer.Option("--trace", help="Show the step-by-step trace table (always shown).")] = False,
     plot: Annotated[str | None, typer.Option("--plot", help="Write a timeline PNG to this path.")] = None,
@@ -197,6 +198,7 @@ def designs() -> None:
         doc = (cls.__doc__ or "").strip().splitlines()
         _out(f"{name:18} {doc[0] if doc else ''}\n")
     _out(f"{'module:Class':18} your own design (docs/designs.md), also 'path/to/file.py:Class'\n")
+    _out(f"{'kernel:PATH':18} a kernel tree's own pmu.c/pmu.h, compiled (docs/kernel-designs.md)\n")
 
 
 @app.command()
@@ -250,7 +252,8 @@ def _counters(text: str) -> tuple[int, int]:
 def explore(
     kvm: Annotated[str, typer.Option("--kvm", help="KVM era to explore (see `vpmu eras`).")] = "6.8",
     design: Annotated[str | None, typer.Option(
-        "--design", help="Counter design name, 'module:Class' or 'file.py:Class'; default: the era's.")] = None,
+        "--design", help="Counter design name, 'module:Class', 'file.py:Class' or 'kernel:PATH' (a kernel "
+        "tree's own C); default: the era's.")] = None,
     cpu: Annotated[str, typer.Option("--cpu", help="CPU preset (see `vpmu presets`); its counters are "
                                      "narrowed to --width bits.")] = "intel-v2",
     mode: Annotated[str, typer.Option("--mode", help="random (seeded swarm search), exhaustive (BFS over "

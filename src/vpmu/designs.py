@@ -9,7 +9,8 @@ model calls exactly these hooks:
                                  `pmc.counter`, return True iff *emulated* events wrapped.
 * `read_counter(kvm, pmc)`     — pmc_read_counter(): guest-visible value; no side effects.
 * `write_counter(kvm, pmc, v)` — pmc_write_counter() without the sample-period update (the
-                                 caller re-arms the perf event afterwards).
+                                 caller re-arms the perf event afterwards), unless the design
+                                 sets `writes_sample_period` (v6.8+ C does it itself).
 * `reset_counter(kvm, pmc)`    — the per-PMC part of kvm_pmu_reset().
 * `reprogram_complete(kvm, pmc)` — optional: the end of a completed reprogram_counter().
 
@@ -69,6 +70,7 @@ class CounterDesign(ABC):
 
     name: str = "custom"
     backing: ClassVar[CounterBacking] = CounterBacking()
+    writes_sample_period: bool = False
 
     @abstractmethod
     def incr_counter(self, kvm: DesignHost, pmc: KvmPmc) -> None: ...
@@ -229,13 +231,18 @@ def load_design(ref: str) -> type[CounterDesign]:
 
 
 def resolve_design(design: str | type | None, default: str) -> CounterDesign:
-    """None -> the era's default; a DESIGNS name; a load_design reference; or a class."""
+    """None -> the era's default; a DESIGNS name; a load_design reference; a class; or
+    `kernel:PATH`, a kernel tree's own C (vpmu.kernel_design, which does the compiling)."""
     if design is None:
         design = default
+    if isinstance(design, str) and design.startswith("kernel:"):
+        from vpmu.kernel_design import load_kernel_design
+
+        return load_kernel_design(design.removeprefix("kernel:"))
     if isinstance(design, str):
         if design not in DESIGNS and ":" not in design:
             raise VpmuError(f"unknown design {design!r} (known: {', '.join(DESIGNS)}; or 'module:Class', "
-                            "'path/to/file.py:Class')")
+                            "'path/to/file.py:Class', 'kernel:PATH')")
         cls = DESIGNS[design] if design in DESIGNS else load_design(design)
     elif isinstance(design, type) and issubclass(design, CounterDesign):
         cls = design
