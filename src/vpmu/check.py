@@ -109,7 +109,8 @@ class Context:
                            world=world, open_end=self.open_end)
         patch = run_actions(self.cfg, self.era, actions, design=self.patched, options=self.checker,
                             world=world, open_end=self.open_end)
-        return Runs(self, tuple(actions), base.kvm_obs, patch.kvm_obs, base.divergences, patch.divergences)
+        return Runs(self, tuple(actions), base.kvm_obs, patch.kvm_obs, base.divergences, patch.divergences,
+                    base.ref_obs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +149,7 @@ class Runs:
     patch_obs: tuple[Observation, ...]
     base_divs: tuple[Divergence, ...]
     patch_divs: tuple[Divergence, ...]
+    ref_obs: tuple[Observation, ...] = ()
 
     def showing(self, step: int) -> tuple[Showing, Showing]:
         cfg = self.context.cfg

@@ -15,6 +15,7 @@ from vpmu import actions as A
 from vpmu import msrs
 from vpmu.config import PmuConfig
 from vpmu.conformance import ConformanceResult
+from vpmu.designs import short_name
 from vpmu.pmc_map import counter_name
 from vpmu.run import RunResult
 from vpmu.trace import Observation
@@ -61,6 +62,11 @@ def describe_action(a: Any) -> str:
     if isinstance(a, A.PerfFail):
         return f"perf_fail {'on' if a.on else 'off'}"
     return str(a.KIND)
+
+
+def short_action(a: Any) -> str:
+    """`describe_action` without the MSR name prefixes, for narrow tables."""
+    return describe_action(a).replace("IA32_PERF_", "").replace("IA32_", "").replace("MSR_", "")
 
 
 def in_use(res: RunResult) -> list[int]:
@@ -154,8 +160,7 @@ def trace_table(res: RunResult, title: str | None = None, width: int = WIDE_TRAC
         notes = Text("\n".join(x for x in (_design_cell(k, res.cfg), " ".join(sigs)) if x))
         if divs:
             notes.append(("\n" if notes else "") + " ".join(divs), style=dtext.style)
-        label = describe_action(r.action).replace("IA32_PERF_", "").replace("IA32_", "").replace("MSR_", "")
-        t.add_row(str(r.step), Text(f"{label} (insn {r.insn})"), Text(ref_cell),
+        t.add_row(str(r.step), Text(f"{short_action(r.action)} (insn {r.insn})"), Text(ref_cell),
                   Text(kvm_cell, style="" if kvm_cell == ref_cell else "bold red"), notes)
     return t
 
@@ -317,17 +322,20 @@ def _compact(cfg: PmuConfig, o: Observation, used: Sequence[int]) -> str:
 
 
 def difference_table(d: Difference) -> Table:
-    """The difference's trace with what the baseline and the patched design show side by side."""
+    """The difference's trace: the reference, the baseline and the patched design side by side."""
     runs = d.context.runs(d.actions)
-    idx = d.context.cfg.pmc_indices
-    used = [n for n in range(len(idx)) if any(o.counters[n] for o in runs.base_obs + runs.patch_obs)] or [0]
+    cfg = d.context.cfg
+    idx = cfg.pmc_indices
+    obs = runs.ref_obs + runs.base_obs + runs.patch_obs
+    used = [n for n in range(len(idx)) if any(o.counters[n] for o in obs)] or [0]
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-    for col in ("step", "action", f"baseline ({d.context.baseline})", f"patched ({d.context.patched})"):
+    for col in ("step", "action", "reference", f"baseline: {short_name(d.context.baseline)}",
+                f"patched: {short_name(d.context.patched)}"):
         table.add_column(col, overflow="fold")
-    for i, (a, b, p) in enumerate(zip(d.actions, runs.base_obs, runs.patch_obs, strict=True)):
+    for i, (a, r, b, p) in enumerate(zip(d.actions, runs.ref_obs, runs.base_obs, runs.patch_obs, strict=True)):
         style = "red" if i == d.step else ""
-        cb, cp = _compact(d.context.cfg, b, used), _compact(d.context.cfg, p, used)
-        table.add_row(str(i), Text(describe_action(a), style=style), Text(cb, style=style),
+        cr, cb, cp = (_compact(cfg, o, used) for o in (r, b, p))
+        table.add_row(str(i), Text(short_action(a), style=style), Text(cr), Text(cb, style=style),
                       Text(cp, style="bold red" if cb != cp or i == d.step else ""))
     return table
 
