@@ -249,3 +249,24 @@ def resolve_design(design: str | type | None, default: str) -> CounterDesign:
     else:
         raise VpmuError(f"not a counter design: {design!r}")
     return cls()
+
+
+def absolute_reference(ref: str) -> str:
+    """`ref` with a file or tree path made absolute, so that a scenario file storing it names
+    the same code from any working directory (built-in names and modules are unchanged)."""
+    if ref.startswith("kernel:"):
+        return "kernel:" + str(Path(ref.removeprefix("kernel:")).resolve())
+    where, sep, cls = ref.rpartition(":")
+    if sep and (where.endswith(".py") or "/" in where or "\\" in where):
+        return f"{Path(where).resolve()}:{cls}"
+    return ref
+
+
+def short_name(ref: str) -> str:
+    """A file-name-safe label of a design reference: the built-in name, the class name, or
+    `kernel-DIR` for a kernel tree."""
+    if ref.startswith("kernel:"):
+        label = "kernel-" + (Path(ref.removeprefix("kernel:")).resolve().name or "tree")
+    else:
+        label = ref.rpartition(":")[2] or ref
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in label)
