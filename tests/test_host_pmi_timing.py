@@ -142,10 +142,10 @@ def test_only_the_actions_the_checker_knows_keep_a_pmi_in_flight(steps: list[Act
 
 def test_skid_is_a_scenario_option() -> None:
     actions = SETUP + (Wrmsr(PMC0, 13), Native(3, hold_pmi=True), Native(1, hold_pmi=True))
-    text = dump_scenario("s", "skid", CFG, "6.8", None, CheckerOptions(), actions, WorldOptions(skid=0))
+    text = dump_scenario("s", "skid", CFG, "6.8", None, CheckerOptions(), actions, {"skid": 0})
     assert "skid: 0" in text
     assert parse_scenario(text).world == {"skid": 0}
-    assert "options" not in dump_scenario("s", "skid", CFG, "6.8", None, CheckerOptions(), actions, WorldOptions())
+    assert "options" not in dump_scenario("s", "skid", CFG, "6.8", None, CheckerOptions(), actions)
     with pytest.raises(VpmuError, match="skid"):
         parse_scenario(text.replace("skid: 0", "skid: -1"))
 

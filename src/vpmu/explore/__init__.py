@@ -45,7 +45,17 @@ from .search import (
     split_restarts,
 )
 from .shrink import first_of_kind, shrink, shrink_finding
-from .space import ACTION_KINDS, Bounds, CountedEvent, alphabet, counters_in_use, kind_of, setup_prefix, touches
+from .space import (
+    ACTION_KINDS,
+    Bounds,
+    CountedEvent,
+    EventMap,
+    alphabet,
+    counters_in_use,
+    kind_of,
+    setup_prefix,
+    touches,
+)
 from .units import (
     IndexPath,
     RandomJob,
@@ -61,8 +71,8 @@ from .units import (
 
 __all__ = [
     "ACTION_KINDS", "MAX_COUNTEREXAMPLES", "MODES", "Backend", "Bounds", "Candidates", "CountedEvent",
-    "Expander", "ExploreReport", "Finding", "InMemoryExpander", "IndexPath", "Judge", "LocalBackend", "Node",
-    "Progress", "RandomJob", "ReplayExpander", "SearchResult", "Stats", "Successor", "Target", "Unit",
+    "EventMap", "Expander", "ExploreReport", "Finding", "InMemoryExpander", "IndexPath", "Judge", "LocalBackend",
+    "Node", "Progress", "RandomJob", "ReplayExpander", "SearchResult", "Stats", "Successor", "Target", "Unit",
     "UnitRunner", "alphabet", "bfs", "counters_in_use", "expand_unit", "explore", "first_of_kind", "kind_of",
     "merge_random", "owner_of", "past_deadline", "random_search", "random_unit", "run_unit", "select_causes",
     "setup_prefix", "shrink", "shrink_finding", "signature", "split_restarts", "state_digest", "touches",
@@ -184,6 +194,6 @@ def explore(
     finally:
         if owned:
             run_on.close()
-    candidates = Candidates(f for search in searches for f in search.findings)
+    candidates: Candidates[Finding] = Candidates(f for search in searches for f in search.findings)
     chosen, causes = select_causes(target, candidates.findings(), max_counterexamples)
     return ExploreReport(target, bounds, mode, seed, searches, chosen, causes)

@@ -13,7 +13,8 @@ its action kinds in order, with the assumptions they rest on.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
+from typing import Generic, Protocol, TypeVar
 
 from .judge import Finding, Target
 from .shrink import shrink_finding
@@ -51,22 +52,39 @@ def digest(f: Finding) -> str:
     return hashlib.blake2b(signature(f).encode(), digest_size=4).hexdigest()
 
 
-class Candidates:
-    """Findings worth shrinking, in discovery order: the first `PER_KEY` per coarse key
-    (divergence, counter and the set of action kinds on the path), at most `KEYS_PER_KIND`
-    keys per (kind, visibility). Adding parts in order gives the same set as adding their
-    findings one by one, so merged parallel searches keep what one process keeps."""
+class Recorded(Protocol):
+    """What a search records: anything with a `record_key` (the kind of finding it is)."""
 
-    def __init__(self, findings: Iterable[Finding] = ()) -> None:
-        self._kept: list[Finding] = []
-        self._per_key: dict[tuple[object, ...], int] = {}
-        self._keys: dict[tuple[str, str], int] = {}
+    @property
+    def record_key(self) -> Hashable: ...
+
+
+F = TypeVar("F", bound=Recorded)
+
+
+def coarse_key(f: Recorded) -> Hashable:
+    """A cause before shrinking: for an explorer `Finding` its kind, visibility, counter and the
+    set of action kinds on its path; for another record (`vpmu.check`'s differences) its key."""
+    if isinstance(f, Finding):
+        return (f.record_key, f.counter, frozenset(kind_of(f.cfg, a) for a in f.suffix))
+    return f.record_key
+
+
+class Candidates(Generic[F]):
+    """Findings worth shrinking, in discovery order: the first `PER_KEY` per coarse key, at
+    most `KEYS_PER_KIND` coarse keys per record key (kind and visibility). Adding parts in
+    order gives the same set as adding their findings one by one, so merged parallel
+    searches keep what one process keeps."""
+
+    def __init__(self, findings: Iterable[F] = ()) -> None:
+        self._kept: list[F] = []
+        self._per_key: dict[Hashable, int] = {}
+        self._keys: dict[Hashable, int] = {}
         for f in findings:
             self.add(f)
 
-    def add(self, f: Finding) -> None:
-        kind = (f.kind, f.visibility)
-        key = (*kind, f.counter, frozenset(kind_of(f.cfg, a) for a in f.suffix))
+    def add(self, f: F) -> None:
+        kind, key = f.record_key, coarse_key(f)
         seen = self._per_key.get(key)
         if seen is None:
             if self._keys.get(kind, 0) >= KEYS_PER_KIND:
@@ -79,10 +97,10 @@ class Candidates:
 
     @property
     def kinds(self) -> int:
-        """Distinct (kind, visibility) found so far."""
+        """Distinct record keys (kind and visibility) found so far."""
         return len(self._keys)
 
-    def findings(self) -> list[Finding]:
+    def findings(self) -> list[F]:
         return list(self._kept)
 
 

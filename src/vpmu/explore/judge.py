@@ -64,6 +64,12 @@ class Finding:
                    divergence.message, divergence.counter, events)
 
     @property
+    def record_key(self) -> Hashable:
+        """What a search counts as one kind of finding: its kind and visibility (a search keeps
+        a few candidates per coarse cause within it, `vpmu.explore.causes.Candidates`)."""
+        return (self.kind, self.visibility)
+
+    @property
     def actions(self) -> tuple[Action, ...]:
         """The whole replayable sequence: set-up prefix, then the explored steps."""
         return setup_prefix(self.cfg, self.counters, self.events) + self.suffix

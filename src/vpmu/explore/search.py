@@ -104,7 +104,7 @@ def random_search(
     letters = alphabet(target.cfg, bounds)
     kinds = sorted({k for k, _ in letters})
     stats = Stats()
-    found = Candidates()
+    found: Candidates[Finding] = Candidates()
     start = time.perf_counter()
     root, _ = judge.root(prefix)
     for r in restarts:
@@ -241,7 +241,7 @@ def bfs(
     count as reached.
     """
     stats = Stats(states=1)
-    found = Candidates()
+    found: Candidates[Finding] = Candidates()
     start = time.perf_counter()
     reported = 0  # transitions at the last progress report
 

@@ -3,11 +3,13 @@ SPIN's trail, in the scenario format of docs/scenario-format.md)."""
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vpmu.errors import VpmuError
 from vpmu.scenario.dump import dump_scenario
+from vpmu.world import WorldOptions
 
 from .causes import digest
 
@@ -29,6 +31,9 @@ def save_counterexamples(report: ExploreReport, directory: str | None) -> list[s
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise VpmuError(f"cannot create --save directory {directory}: {e.strerror or e}") from None
+    plain = WorldOptions()
+    world = {f.name: getattr(t.world, f.name) for f in fields(t.world)
+             if getattr(t.world, f.name) != getattr(plain, f.name)}
     paths: list[str | None] = []
     named: set[tuple[str, str]] = set()
     for f in report.counterexamples:
@@ -41,7 +46,7 @@ def save_counterexamples(report: ExploreReport, directory: str | None) -> list[s
             name,
             f"Found by vpmu explore (mode {report.mode}, seed {report.seed}, counters {t.cfg.gp_width} bits) "
             f"and shrunk: {f.kind} ({f.visibility}) at step {f.step}: {f.detail}; assumes: {assumed}",
-            t.cfg, t.era, t.design, t.checker_options, f.actions, t.world)
+            t.cfg, t.era, t.design, t.checker_options, f.actions, world)
         path = root / f"{name}.yaml"
         path.write_text(text, encoding="utf-8")
         paths.append(str(path))
