@@ -35,6 +35,7 @@ from vpmu.designs import (
 from vpmu.eras import ERAS
 from vpmu.errors import VpmuError
 from vpmu.kvm import KvmPmc, KvmVcpu
+from vpmu.trace import Observation
 from vpmu.world import World, WorldOptions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -303,3 +304,27 @@ def test_kvm_pmu_reset_clears_every_counter_through_the_design() -> None:
         assert pmc.perf_event is None
     assert gp0.eventsel == gp0.eventsel_hw == 0 and fixed0.eventsel != 0   # fixed keep their event
     assert (w.kvm.pmu.fixed_ctr_ctrl, w.kvm.pmu.global_ctrl, w.kvm.pmu.global_status) == (0, 0, 0)
+
+
+def _mediated_wraps(fixed_ctrl: int) -> tuple[World, Observation]:
+    """Mediated vPMU: fixed0 wraps natively after 3 instructions (PMI bit per `fixed_ctrl`);
+    gp1 (no INT bit) is 5 events from wrapping and counts instructions."""
+    w = World(INTEL, "mediated")
+    for a in [HostWrmsr(M.IA32_PERFEVTSEL0 + 1, 0x4300C0), HostWrmsr(M.IA32_FIXED_CTR_CTRL, fixed_ctrl),
+              HostWrmsr(M.IA32_PERF_GLOBAL_CTRL, 0x1_0000_0002), HostWrmsr(M.IA32_A_PMC0 + 1, (1 << 48) - 5),
+              HostWrmsr(M.IA32_FIXED_CTR0, (1 << 48) - 3)]:
+        w.step(a)
+    return w, w.step(Native(4))
+
+
+def test_guest_owned_counters_raise_pmis_only_with_the_counters_pmi_bit() -> None:
+    """pmc_pmi_enabled() (mediated series): a fixed counter's PMI field bit, a GP counter's INT
+    bit. Every wrap sets its STATUS bit (kept alongside the others) and signals its source."""
+    w, native = _mediated_wraps(0x3)                                   # fixed0 without PMI bit
+    assert native.global_status == 1 << 32 and native.pmis == ()
+    assert [(s.pmc, s.source) for s in native.signals] == [(32, "hw")]
+    emulated = w.step(Cpuid())                                         # gp1 wraps by emulation
+    assert emulated.global_status == 1 << 32 | 1 << 1 and emulated.pmis == ()
+    assert [(s.pmc, s.source) for s in emulated.signals] == [(1, "emulated")]
+    _, with_pmi = _mediated_wraps(0xB)
+    assert with_pmi.global_status == 1 << 32 and with_pmi.pmis == (3,)
