@@ -14,7 +14,7 @@ from typing import Any
 from vpmu.actions import action_to_dict
 from vpmu.config import preset
 from vpmu.eras import ERAS
-from vpmu.explore import Bounds, Target, explore
+from vpmu.explore import Bounds, Target, default_width, explore
 
 RECORDED = Path(__file__).parent / "recorded" / "explore.json"
 CASES = [(era, "intel-v2") for era in ERAS] + [("6.8", "amd-perfmon-v2"), ("6.6", "intel-v1")]
@@ -23,9 +23,10 @@ CASES = [(era, "intel-v2") for era in ERAS] + [("6.8", "amd-perfmon-v2"), ("6.6"
 def snapshot() -> dict[str, Any]:
     out: dict[str, Any] = {}
     for era, cpu in CASES:
-        target = Target(preset(cpu).with_width(4), era)
+        cfg = preset(cpu)
+        target, width = Target(cfg, era), default_width(cfg)   # AMD: 48 bits, Intel: 4
         for mode in ("random", "exhaustive"):
-            report = explore(target, Bounds(depth=3), mode=mode, seed=0, restarts=200)
+            report = explore(target, Bounds(width=width, depth=3), mode=mode, seed=0, restarts=200)
             out[f"{era}/{cpu}/{mode}"] = {
                 "searches": [{"mode": s.mode, "states": s.stats.states, "transitions": s.stats.transitions,
                               "depth_reached": s.stats.depth_reached} for s in report.searches],

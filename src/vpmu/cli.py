@@ -255,8 +255,9 @@ def explore(
                                      "narrowed to --width bits.")] = "intel-v2",
     mode: Annotated[str, typer.Option("--mode", help="random (seeded swarm search), exhaustive (BFS over "
                                       "distinct states up to --depth) or auto (random, then exhaustive).")] = "auto",
-    width: Annotated[int, typer.Option("--width", help="Counter width in bits; small so that wraps are "
-                                       "reachable in a few steps.")] = 4,
+    width: Annotated[int | None, typer.Option("--width", help="Counter width in bits; small so that wraps are "
+                                              "reachable in a few steps. Default: 4 on Intel, 48 on AMD (AMD "
+                                              "counters are always 48 bits).")] = None,
     depth: Annotated[int, typer.Option("--depth", help="Explored actions after the set-up prefix.")] = 5,
     counters: Annotated[str, typer.Option("--counters", help="GP[,FIXED]: how many GP and fixed counters "
                                           "count instructions with a PMI.")] = "1,0",
@@ -293,7 +294,7 @@ def explore(
     from vpmu.config import preset
     from vpmu.designs import resolve_design
     from vpmu.eras import get_era
-    from vpmu.explore import Backend, Bounds, LocalBackend, Target
+    from vpmu.explore import Backend, Bounds, LocalBackend, Target, default_width
     from vpmu.explore import explore as run_explore
     from vpmu.explore.trail import save_counterexamples
     from vpmu.report import dumps, print_explore
@@ -303,10 +304,11 @@ def explore(
     resolve_design(design, era.default_design)  # fail early on a bad design
     gp, fixed = _counters(counters)
     kind_list = tuple(k.strip() for k in kinds.split(",") if k.strip()) if kinds is not None else None
-    bounds = Bounds(width=width, gp=gp, fixed=fixed, depth=depth, batch=batch,
-                    native=_int_list(native, "native"), values=_int_list(values, "values"),
+    cfg = preset(cpu)
+    bounds = Bounds(width=default_width(cfg) if width is None else width, gp=gp, fixed=fixed, depth=depth,
+                    batch=batch, native=_int_list(native, "native"), values=_int_list(values, "values"),
                     **({"kinds": kind_list} if kind_list is not None else {}))
-    target = Target(preset(cpu), era.name, design, _checker_options(CheckerOptions(), option))
+    target = Target(cfg, era.name, design, _checker_options(CheckerOptions(), option))
     if jobs is not None and jobs < 1:
         raise VpmuError(f"--jobs must be >= 1, not {jobs}")
     if backend not in ("local", "ray"):

@@ -43,7 +43,7 @@ from .search import (
     split_restarts,
 )
 from .shrink import first_of_kind, shrink, shrink_finding
-from .space import ACTION_KINDS, Bounds, alphabet, counters_in_use, setup_prefix, touches
+from .space import ACTION_KINDS, Bounds, alphabet, counters_in_use, default_width, setup_prefix, touches
 from .units import (
     IndexPath,
     RandomJob,
@@ -60,7 +60,8 @@ from .units import (
 __all__ = [
     "ACTION_KINDS", "MODES", "Backend", "Bounds", "Expander", "ExploreReport", "Finding", "InMemoryExpander",
     "IndexPath", "Judge", "LocalBackend", "Node", "Progress", "RandomJob", "ReplayExpander", "SearchResult",
-    "Stats", "Successor", "Target", "Unit", "UnitRunner", "alphabet", "bfs", "counters_in_use", "expand_unit",
+    "Stats", "Successor", "Target", "Unit", "UnitRunner", "alphabet", "bfs", "counters_in_use", "default_width",
+    "expand_unit",
     "explore", "first_of_kind", "merge_random", "owner_of", "past_deadline", "random_search", "random_unit",
     "run_unit", "setup_prefix", "shrink", "shrink_finding", "split_restarts", "state_digest", "touches",
 ]

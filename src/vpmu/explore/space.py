@@ -27,7 +27,7 @@ from vpmu.actions import (
     SetFilter,
     Wrmsr,
 )
-from vpmu.config import FIXED_BASE, PmuConfig
+from vpmu.config import AMD_COUNTER_WIDTH, FIXED_BASE, PmuConfig
 from vpmu.errors import VpmuError
 from vpmu.events import ENCODINGS, FIXED_OS, FIXED_PMI, FIXED_USR, make_eventsel
 from vpmu.pmc_map import counter_msr, eventsel_msr, global_ctrl_msr, rdpmc_ecx, status_clear_msr, status_msr
@@ -40,11 +40,17 @@ ACTION_KINDS = (
 )
 
 
+#: The explorer's default counter width on Intel: small, so that wraps are reachable in few steps.
+NARROW_WIDTH = 4
+
+
 @dataclass(frozen=True, slots=True)
 class Bounds:
     """What the search may do. Every field is a CLI option of `vpmu explore`.
 
-    width:   counter width in bits (small so that wraps are reachable in few steps).
+    width:   counter width in bits (small so that wraps are reachable in few steps; AMD
+             counters are always AMD_COUNTER_WIDTH bits, where the written values -N keep
+             wraps reachable: `default_width`).
     gp:      general-purpose counters in use (counting instructions, PMI on overflow).
     fixed:   fixed counters in use (Intel v2+ only; fixed 0 counts instructions).
     depth:   actions after the set-up prefix.
@@ -54,7 +60,7 @@ class Bounds:
     kinds:   action kinds in the alphabet (see ACTION_KINDS); perf-fail is off by default.
     """
 
-    width: int = 4
+    width: int = NARROW_WIDTH
     gp: int = 1
     fixed: int = 0
     depth: int = 5
@@ -72,6 +78,9 @@ class Bounds:
 
         if not 2 <= self.width <= 64:
             raise bad("width", f"must be 2..64, not {self.width}")
+        if not cfg.is_intel and self.width != AMD_COUNTER_WIDTH:
+            raise bad("width", f"AMD counters are always {AMD_COUNTER_WIDTH} bits wide (KVM's amd_pmu_refresh), "
+                      f"not {self.width}; leave --width out for an AMD CPU")
         if not 0 <= self.gp <= cfg.num_gp:
             raise bad("counters", f"{self.gp} GP counters requested, the CPU has {cfg.num_gp}")
         if not 0 <= self.fixed <= len(cfg.fixed_indices):
@@ -96,6 +105,13 @@ class Bounds:
         return {"width": self.width, "gp": self.gp, "fixed": self.fixed, "depth": self.depth,
                 "batch": self.batch, "native": list(self.native), "values": list(self.values),
                 "kinds": list(self.kinds)}
+
+
+def default_width(cfg: PmuConfig) -> int:
+    """The explorer's counter width for `cfg`: 4 bits on Intel (the width comes from guest
+    CPUID, so narrow counters are realisable), AMD_COUNTER_WIDTH on AMD (the only width KVM
+    gives an AMD guest)."""
+    return NARROW_WIDTH if cfg.is_intel else AMD_COUNTER_WIDTH
 
 
 def counters_in_use(cfg: PmuConfig, bounds: Bounds) -> tuple[int, ...]:
