@@ -269,3 +269,13 @@ def test_the_documented_instruction_names_are_the_table() -> None:
     doc = (Path(__file__).resolve().parents[1] / "docs" / "scenario-format.md").read_text(encoding="utf-8")
     listed = doc.split("A named instruction (the names of `vpmu.insns.INSNS`:", 1)[1].split(")", 1)[0]
     assert {w.strip(" ,\n") for w in listed.split()} - {""} == set(INSNS)
+
+
+def test_new_fields_survive_a_dump_and_reload() -> None:
+    from vpmu.scenario.dump import dump_scenario
+    from vpmu.tolerances import CheckerOptions
+
+    acts: list[Action] = [Native(5, cycles=3, slots=9), Emulate((Insn(name="jmp"), Insn(branch=True))),
+                          SetFilter(2, (0xC0,), flags=2), SetCpuid(num_gp=2, pdcm=False)]
+    text = dump_scenario("x", "d", INTEL, "6.6.y", None, CheckerOptions(), acts)
+    assert parse_scenario(text).actions == tuple(acts)

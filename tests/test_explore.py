@@ -260,12 +260,23 @@ def test_cli_explore_is_deterministic(capsys: pytest.CaptureFixture[str]) -> Non
 @pytest.mark.parametrize("args", [
     ("--width", "1"), ("--counters", "9"), ("--counters", "1,1,1"), ("--kinds", "bogus"), ("--mode", "bogus"),
     ("--kvm", "5.0"), ("--cpu", "nope"), ("--address", "x:1"), ("--native", "a"), ("--jobs", "0"),
-    ("--backend", "mpi"),
+    ("--backend", "mpi"), ("--cpu", "amd-core", "--width", "8"),
 ])
 def test_cli_explore_bad_input_exits_2(capsys: pytest.CaptureFixture[str], args: tuple[str, ...]) -> None:
     code, out, err = cli(capsys, "explore", "--no-save", "--depth", "1", *args)
     assert code == 2
     assert err.startswith("vpmu: error:") and err[-1] == "\n" and err.count("\n") == 1
+
+
+def test_cli_explore_width_defaults_per_vendor(capsys: pytest.CaptureFixture[str]) -> None:
+    """Intel counters are narrowed to 4 bits by default; AMD ones stay 48 bits (the only width
+    KVM gives an AMD guest), with the near-wrap write values keeping wraps reachable."""
+    for cpu, width in (("intel-v2", 4), ("amd-perfmon-v2", 48)):
+        code, out, _ = cli(capsys, "explore", "--no-save", "--json", "--cpu", cpu, "--depth", "1",
+                           "--mode", "exhaustive", "--kinds", "write-counter")
+        doc = json.loads(out)
+        assert doc["bounds"]["width"] == width and doc["cpu"]["gp_width"] == width
+        assert code == (1 if doc["counterexamples"] else 0)
 
 
 def test_progress_is_reported_during_both_searches() -> None:

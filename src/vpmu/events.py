@@ -59,17 +59,17 @@ FIXED_KINDS: dict[int, EventKind] = {0: "instructions", 1: "cycles", 2: "ref_cyc
 FIXED_EVENTS: dict[int, int] = {0: 0x00C0, 1: 0x003C, 2: 0x0300, 3: 0x0400}
 
 
+_KIND_OF: dict[str, dict[int, EventKind]] = {v: {enc: k for k, enc in encs.items()} for v, encs in ENCODINGS.items()}
+_FIXED_KIND_OF: dict[int, EventKind] = {enc: FIXED_KINDS[i] for i, enc in FIXED_EVENTS.items()}
+
+
 def event_kind(vendor: str, event: int, fixed: bool = False) -> EventKind | None:
     """Which modelled event an event select + umask is (exactly), or None; on a fixed counter
     also perf's pseudo-encodings (FIXED_EVENTS)."""
-    for kind, enc in ENCODINGS[vendor].items():
-        if event == enc:
-            return kind
-    if fixed and vendor == "intel":
-        for i, enc in FIXED_EVENTS.items():
-            if event == enc:
-                return FIXED_KINDS[i]
-    return None
+    kind = _KIND_OF[vendor].get(event)
+    if kind is None and fixed and vendor == "intel":
+        return _FIXED_KIND_OF.get(event)
+    return kind
 
 
 def conditioned(eventsel: int) -> bool:
