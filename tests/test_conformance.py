@@ -202,7 +202,8 @@ def test_conformance_command_json(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = cli(capsys, "conformance", "--json")
     assert code == 0 and err == ""
     doc = json.loads(out)
-    assert set(doc) == {"eras", "counts", "ok", "results"}
+    assert set(doc) == {"eras", "design", "counts", "ok", "results"}
+    assert doc["design"] is None
     assert doc["eras"] is None and doc["ok"] is True
     assert len(doc["results"]) == len(CASES) == sum(doc["counts"].values())
     assert doc["counts"]["FAIL"] == doc["counts"]["unexpected-pass"] == 0 and doc["counts"]["expected-fail"] > 0

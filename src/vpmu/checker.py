@@ -429,7 +429,7 @@ class _Checker:
                     continue
                 self.add("late-pmi", rs, counter_name(pmc) if pmc is not None else None, rn, kn,
                          f"PMI due before insn {rn + 1} arrives before insn {kn + 1} "
-                         f"({kn - rn} instructions late, step {ks})", relaxation=rel)
+                         f"({kn - rn} instruction{'s' if kn - rn != 1 else ''} late, step {ks})", relaxation=rel)
                 i += 1
                 j += 1
 

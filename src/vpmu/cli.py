@@ -41,8 +41,9 @@ def _version() -> str:
 
 def _console() -> Console:
     no_color = bool(os.environ.get("NO_COLOR")) or not sys.stdout.isatty()
-    return Console(no_color=no_color, highlight=False, soft_wrap=False,
-                   width=None if sys.stdout.isatty() else 200)
+    # a terminal's width (or $COLUMNS); piped output gets the wide layout
+    fixed = sys.stdout.isatty() or bool(os.environ.get("COLUMNS"))
+    return Console(no_color=no_color, highlight=False, soft_wrap=False, width=None if fixed else 200)
 
 
 def _out(text: str) -> None:
@@ -83,9 +84,11 @@ def run(
     scenario: Annotated[str, typer.Argument(help="A scenario file (.yaml) or a built-in scenario name.")],
     kvm: Annotated[str | None, typer.Option("--kvm", help="KVM era (see `vpmu eras`); default: the file's.")] = None,
     design: Annotated[str | None, typer.Option(
-        "--design", help="Counter design name, 'module:Class' or 'file.py:Class'; default: the era's.")] = None,
+        "--design", help="Counter design name, 'module:Class', 'file.py:Class' or 'kernel:PATH' (a kernel "
+        "tree's own C); default: the era's.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object (docs/json.md).")] = False,
-    trace: Annotated[bool, typer.Option("--trace", help="Show the step-by-step trace table (always shown).")] = False,
+    trace: Annotated[bool, typer.Option("--trace", help="Also show the step-by-step trace table: both machines' "
+                                        "observations and the design's per-PMC fields after each step.")] = False,
     plot: Annotated[str | None, typer.Option("--plot", help="Write a timeline PNG to this path.")] = None,
     option: Annotated[list[str] | None, typer.Option(
         "--option", "-o", help="Checker option NAME=VALUE (see `vpmu options`); repeatable.")] = None,
@@ -102,10 +105,11 @@ def run(
         from vpmu.plot import plot_run
 
         plot_run(res, plot)
+    era_from = "from --kvm" if kvm is not None else "the scenario's era; --kvm to change"
     if json_out:
-        _out(dumps(res.to_dict()))
+        _out(dumps({**res.to_dict(), "kvm_from": "command line" if kvm is not None else "scenario"}))
     else:
-        print_run(_console(), res, trace=True)  # the trace table is always shown for `run`
+        print_run(_console(), res, trace=trace, era_from=era_from)
         if plot:
             _out(f"timeline written to {plot}\n")
     raise typer.Exit(1 if res.failed else 0)
@@ -156,18 +160,24 @@ def conformance(
         help="Conformance scenario files or directories; default: the conformance/ directory.")] = None,
     kvm: Annotated[list[str] | None, typer.Option(
         "--kvm", help="KVM era (repeatable); default: each scenario's declared eras.")] = None,
+    design: Annotated[str | None, typer.Option(
+        "--design", help="Run the table on this counter design instead of each era's own (judged against the "
+                         "same per-era records).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object (docs/json.md).")] = False,
 ) -> None:
     """Run the upstream KVM PMU tests (conformance/*.yaml); exit 1 on a FAIL or unexpected-pass."""
     from vpmu.conformance import check_eras, collect, counts, run_all
+    from vpmu.designs import resolve_design
     from vpmu.report import conformance_table, dumps
 
     kvm = check_eras(kvm)  # bad input first: exit 2 before anything is loaded or run
-    results = run_all(collect(paths), kvm)
+    if design is not None:
+        resolve_design(design, "emulated-counter")
+    results = run_all(collect(paths), kvm, design=design)
     n = counts(results)
     bad = n["FAIL"] + n["unexpected-pass"]
     if json_out:
-        _out(dumps({"eras": list(kvm) if kvm else None, "counts": n, "ok": bad == 0,
+        _out(dumps({"eras": list(kvm) if kvm else None, "design": design, "counts": n, "ok": bad == 0,
                     "results": [r.to_dict() for r in results]}))
     else:
         console = _console()
@@ -197,6 +207,7 @@ def designs() -> None:
         doc = (cls.__doc__ or "").strip().splitlines()
         _out(f"{name:18} {doc[0] if doc else ''}\n")
     _out(f"{'module:Class':18} your own design (docs/designs.md), also 'path/to/file.py:Class'\n")
+    _out(f"{'kernel:PATH':18} a kernel tree's own pmu.c/pmu.h, compiled (docs/kernel-designs.md)\n")
 
 
 @app.command()
@@ -246,47 +257,83 @@ def _counters(text: str) -> tuple[int, int]:
     return parts[0], parts[1] if len(parts) == 2 else 0
 
 
+# --- the search bounds: one declaration shared by `explore` and `check` --------------------------
+
+KvmOpt = Annotated[str, typer.Option("--kvm", help="KVM era (see `vpmu eras`).")]
+CpuOpt = Annotated[str, typer.Option("--cpu", help="CPU preset (see `vpmu presets`); its counters are "
+                                     "narrowed to --width bits.")]
+WidthOpt = Annotated[int | None, typer.Option("--width", help="Counter width in bits; small so that wraps "
+                                              "are reachable in a few steps. Default: 4 on Intel, 48 on AMD "
+                                              "(AMD counters are always 48 bits).")]
+DepthOpt = Annotated[int, typer.Option("--depth", help="Explored actions after the set-up prefix.")]
+CountersOpt = Annotated[str, typer.Option("--counters", help="GP[,FIXED]: how many GP and fixed counters "
+                                          "count instructions with a PMI.")]
+BatchOpt = Annotated[int, typer.Option("--batch", help="Largest invalid-guest-state batch (emulated "
+                                       "instructions in one exit).")]
+NativeOpt = Annotated[str, typer.Option("--native", help="Native run lengths the guest may execute in one step.")]
+ValuesOpt = Annotated[str, typer.Option("--values", help="Counter write values; -N means 2^width - N.")]
+KindsOpt = Annotated[str | None, typer.Option("--kinds", help="Comma-separated action kinds to use, of: "
+                                              f"{', '.join(ACTION_KINDS)} (default: all but perf-fail; "
+                                              "docs/explorer.md).")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the random search.")]
+RestartsOpt = Annotated[int, typer.Option("--restarts", help="Random sequences the random search tries.")]
+BudgetOpt = Annotated[float | None, typer.Option("--time-budget", help="Stop cleanly after this many seconds "
+                                                 "with what was found.")]
+NoSaveOpt = Annotated[bool, typer.Option("--no-save", help="Do not write scenario files.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object (docs/json.md).")]
+OptionOpt = Annotated[list[str] | None, typer.Option(
+    "--option", "-o", help="Checker option NAME=VALUE (see `vpmu options`); repeatable.")]
+
+
+def _bounds(cfg: Any, width: int | None, depth: int, counters: str, batch: int, native: str, values: str,
+            kinds: str | None) -> Any:
+    """The explorer's `Bounds` from the shared bound flags (checked by `Bounds.fit`); without
+    --width, the CPU vendor's default (`vpmu.explore.default_width`)."""
+    from vpmu.explore import Bounds, default_width
+
+    gp, fixed = _counters(counters)
+    kind_list = tuple(k.strip() for k in kinds.split(",") if k.strip()) if kinds is not None else None
+    return Bounds(width=default_width(cfg) if width is None else width, gp=gp, fixed=fixed, depth=depth,
+                  batch=batch, native=_int_list(native, "native"), values=_int_list(values, "values"),
+                  **({"kinds": kind_list} if kind_list is not None else {}))
+
+
+def _status_console(json_out: bool) -> Any:
+    """A live status line on stderr when it is a terminal (and the output is not JSON)."""
+    err = Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")), highlight=False)
+    return err.status("...") if err.is_terminal and not json_out else None
+
+
 @app.command()
 def explore(
-    kvm: Annotated[str, typer.Option("--kvm", help="KVM era to explore (see `vpmu eras`).")] = "6.8",
+    kvm: KvmOpt = "6.8",
     design: Annotated[str | None, typer.Option(
-        "--design", help="Counter design name, 'module:Class' or 'file.py:Class'; default: the era's.")] = None,
-    cpu: Annotated[str, typer.Option("--cpu", help="CPU preset (see `vpmu presets`); its counters are "
-                                     "narrowed to --width bits.")] = "intel-v2",
+        "--design", help="Counter design name, 'module:Class', 'file.py:Class' or 'kernel:PATH'; "
+                         "default: the era's.")] = None,
+    cpu: CpuOpt = "intel-v2",
     mode: Annotated[str, typer.Option("--mode", help="random (seeded swarm search), exhaustive (BFS over "
                                       "distinct states up to --depth) or auto (random, then exhaustive).")] = "auto",
-    width: Annotated[int | None, typer.Option("--width", help="Counter width in bits; small so that wraps are "
-                                              "reachable in a few steps. Default: 4 on Intel, 48 on AMD (AMD "
-                                              "counters are always 48 bits).")] = None,
-    depth: Annotated[int, typer.Option("--depth", help="Explored actions after the set-up prefix.")] = 5,
-    counters: Annotated[str, typer.Option("--counters", help="GP[,FIXED]: how many GP and fixed counters "
-                                          "count instructions with a PMI.")] = "1,0",
-    batch: Annotated[int, typer.Option("--batch", help="Largest invalid-guest-state batch (emulated "
-                                       "instructions in one exit).")] = 3,
-    native: Annotated[str, typer.Option("--native", help="Native run lengths the guest may execute in "
-                                        "one step.")] = "1,2,3",
-    values: Annotated[str, typer.Option("--values", help="Counter write values; -N means 2^width - N.")]
-    = "-1,-2,-3,0",
-    kinds: Annotated[str | None, typer.Option("--kinds", help="Comma-separated action kinds to use, of: "
-                                              f"{', '.join(ACTION_KINDS)} (default: all but perf-fail; "
-                                              "docs/explorer.md).")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the random search.")] = 0,
-    restarts: Annotated[int, typer.Option("--restarts", help="Random sequences the random search tries.")]
-    = 2000,
+    width: WidthOpt = None,
+    depth: DepthOpt = 5,
+    counters: CountersOpt = "1,0",
+    batch: BatchOpt = 3,
+    native: NativeOpt = "1,2,3",
+    values: ValuesOpt = "-1,-2,-3,0",
+    kinds: KindsOpt = None,
+    seed: SeedOpt = 0,
+    restarts: RestartsOpt = 2000,
     jobs: Annotated[int | None, typer.Option("--jobs", help="Worker processes (default: all cores); "
                                              "results do not depend on it.")] = None,
-    time_budget: Annotated[float | None, typer.Option("--time-budget", help="Stop cleanly after this many "
-                                                      "seconds with what was found.")] = None,
+    time_budget: BudgetOpt = None,
     save: Annotated[str, typer.Option("--save", help="Directory for the shrunk counterexamples as "
                                       "scenario files (`vpmu run FILE` replays one).")] = "vpmu-counterexamples",
-    no_save: Annotated[bool, typer.Option("--no-save", help="Do not write scenario files.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object (docs/json.md).")] = False,
+    no_save: NoSaveOpt = False,
+    json_out: JsonOpt = False,
     backend: Annotated[str, typer.Option("--backend", help="local (this machine's processes) or ray "
                                          "(needs pip install 'vpmu[ray]').")] = "local",
     address: Annotated[str | None, typer.Option("--address", help="Ray cluster to join (default: start a "
                                                 "local Ray instance).")] = None,
-    option: Annotated[list[str] | None, typer.Option(
-        "--option", "-o", help="Checker option NAME=VALUE (see `vpmu options`); repeatable.")] = None,
+    option: OptionOpt = None,
 ) -> None:
     """Search guest-action interleavings for divergences; shrink and save what is found.
 
@@ -294,7 +341,7 @@ def explore(
     from vpmu.config import preset
     from vpmu.designs import resolve_design
     from vpmu.eras import get_era
-    from vpmu.explore import Backend, Bounds, LocalBackend, Target, default_width
+    from vpmu.explore import Backend, LocalBackend, Target
     from vpmu.explore import explore as run_explore
     from vpmu.explore.trail import save_counterexamples
     from vpmu.report import dumps, print_explore
@@ -302,12 +349,8 @@ def explore(
 
     era = get_era(kvm)
     resolve_design(design, era.default_design)  # fail early on a bad design
-    gp, fixed = _counters(counters)
-    kind_list = tuple(k.strip() for k in kinds.split(",") if k.strip()) if kinds is not None else None
     cfg = preset(cpu)
-    bounds = Bounds(width=default_width(cfg) if width is None else width, gp=gp, fixed=fixed, depth=depth,
-                    batch=batch, native=_int_list(native, "native"), values=_int_list(values, "values"),
-                    **({"kinds": kind_list} if kind_list is not None else {}))
+    bounds = _bounds(cfg, width, depth, counters, batch, native, values, kinds)
     target = Target(cfg, era.name, design, _checker_options(CheckerOptions(), option))
     if jobs is not None and jobs < 1:
         raise VpmuError(f"--jobs must be >= 1, not {jobs}")
@@ -321,9 +364,7 @@ def explore(
         chosen: Backend = RayBackend(address, num_cpus=jobs)  # Ray starts on first use: after explore's checks
     else:
         chosen = LocalBackend(jobs if jobs is not None else (os.cpu_count() or 1))
-    err = Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")), highlight=False)
-    live = err.is_terminal and not json_out
-    status = err.status("exploring...") if live else None
+    status = _status_console(json_out)
 
     def progress(stats: Any, found: int) -> None:
         if status is not None:
@@ -347,10 +388,105 @@ def explore(
     raise typer.Exit(1 if report.untolerated else 0)
 
 
+@app.command()
+def check(
+    design: Annotated[str, typer.Argument(help="The design under review: a built-in name, 'module:Class', "
+                                          "'file.py:Class' or 'kernel:PATH'.")],
+    kvm: KvmOpt = "6.8",
+    baseline: Annotated[str | None, typer.Option(
+        "--baseline", help="The design to compare with; default: the era's own (upstream).")] = None,
+    cpu: CpuOpt = "intel-v2",
+    width: WidthOpt = None,
+    depth: DepthOpt = 5,
+    counters: CountersOpt = "1,0",
+    batch: BatchOpt = 3,
+    native: NativeOpt = "1,2,3",
+    values: ValuesOpt = "-1,-2,-3,0",
+    kinds: KindsOpt = None,
+    seed: SeedOpt = 0,
+    restarts: RestartsOpt = 2000,
+    time_budget: BudgetOpt = None,
+    scenarios: Annotated[list[str] | None, typer.Option(
+        "--scenarios", help="Scenario files or directories to run on both designs (repeatable); default: "
+                            "the built-in scenarios and the conformance/ directory.")] = None,
+    save: Annotated[str, typer.Option("--save", help="Directory for the shrunk regressions and fixes as "
+                                      "scenario files.")] = "vpmu-check",
+    no_save: NoSaveOpt = False,
+    json_out: JsonOpt = False,
+    option: OptionOpt = None,
+) -> None:
+    """Does DESIGN break anything the baseline gets right? Runs the reference, the baseline and
+    DESIGN on the same action sequences (scenarios, conformance, explorer) and reports every
+    regression and fix, shrunk (docs/check.md).
+
+    Exit 0: no regression. Exit 1: regressions. Exit 2: bad input."""
+    from vpmu.check import check as run_check
+    from vpmu.check import report_to_dict, save_differences
+    from vpmu.config import preset
+    from vpmu.designs import resolve_design
+    from vpmu.eras import get_era
+    from vpmu.report import dumps, print_check
+    from vpmu.tolerances import CheckerOptions
+
+    era = get_era(kvm)
+    resolve_design(design, era.default_design)  # fail early on a bad design
+    if baseline is not None:
+        resolve_design(baseline, era.default_design)
+    cfg = preset(cpu)
+    bounds = _bounds(cfg, width, depth, counters, batch, native, values, kinds)
+    bounds.fit(cfg)
+    if time_budget is not None and time_budget <= 0:
+        raise VpmuError(f"--time-budget must be > 0, not {time_budget}")
+    files = _check_scenarios(scenarios)
+    status = _status_console(json_out)
+
+    def progress(what: str) -> None:
+        if status is not None:
+            status.update(f"checking: {what}")
+
+    try:
+        if status is not None:
+            status.start()
+        report = run_check(design, era.name, cfg, bounds, files, baseline=baseline,
+                           checker=_checker_options(CheckerOptions(), option), seed=seed, restarts=restarts,
+                           time_budget=time_budget, progress=progress)
+    finally:
+        if status is not None:
+            status.stop()
+    report = save_differences(report, None if no_save else save)
+    if json_out:
+        _out(dumps(report_to_dict(report)))
+    else:
+        print_check(_console(), report)
+    raise typer.Exit(1 if report.regressed else 0)
+
+
+def _check_scenarios(paths: list[str] | None) -> list[Any]:
+    """The scenarios `vpmu check` runs: the given files and the *.yaml of given directories, or
+    every built-in scenario and the conformance/ directory."""
+    from pathlib import Path
+
+    from vpmu.conformance import collect, default_dir
+    from vpmu.scenario import builtin_names, load_scenario
+
+    if paths:
+        files: list[str] = []
+        for p in paths:
+            files.extend(str(f) for f in sorted(Path(p).glob("*.yaml"))) if Path(p).is_dir() else files.append(p)
+        return [load_scenario(f) for f in files]
+    try:
+        conformance = collect([str(default_dir())])
+    except VpmuError:  # an installed package without the source checkout's conformance/
+        conformance = []
+    return [load_scenario(n) for n in builtin_names()] + conformance
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
+    if debug:  # accepted anywhere on the line, also after the subcommand
+        args = ["--debug"] + [a for a in args if a != "--debug"]
     try:
         rv = app(args=args, prog_name="vpmu", standalone_mode=False)
     except typer.Exit as e:

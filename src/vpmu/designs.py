@@ -9,7 +9,8 @@ model calls exactly these hooks:
                                  `pmc.counter`, return True iff *emulated* events wrapped.
 * `read_counter(kvm, pmc)`     — pmc_read_counter(): guest-visible value; no side effects.
 * `write_counter(kvm, pmc, v)` — pmc_write_counter() without the sample-period update (the
-                                 caller re-arms the perf event afterwards).
+                                 caller re-arms the perf event afterwards), unless the design
+                                 sets `writes_sample_period` (v6.8+ C does it itself).
 * `reset_counter(kvm, pmc)`    — the per-PMC part of kvm_pmu_reset().
 * `reprogram_complete(kvm, pmc)` — optional: the end of a completed reprogram_counter().
 
@@ -69,6 +70,7 @@ class CounterDesign(ABC):
 
     name: str = "custom"
     backing: ClassVar[CounterBacking] = CounterBacking()
+    writes_sample_period: bool = False
 
     @abstractmethod
     def incr_counter(self, kvm: DesignHost, pmc: KvmPmc) -> None: ...
@@ -229,16 +231,42 @@ def load_design(ref: str) -> type[CounterDesign]:
 
 
 def resolve_design(design: str | type | None, default: str) -> CounterDesign:
-    """None -> the era's default; a DESIGNS name; a load_design reference; or a class."""
+    """None -> the era's default; a DESIGNS name; a load_design reference; a class; or
+    `kernel:PATH`, a kernel tree's own C (vpmu.kernel_design, which does the compiling)."""
     if design is None:
         design = default
+    if isinstance(design, str) and design.startswith("kernel:"):
+        from vpmu.kernel_design import load_kernel_design
+
+        return load_kernel_design(design.removeprefix("kernel:"))
     if isinstance(design, str):
         if design not in DESIGNS and ":" not in design:
             raise VpmuError(f"unknown design {design!r} (known: {', '.join(DESIGNS)}; or 'module:Class', "
-                            "'path/to/file.py:Class')")
+                            "'path/to/file.py:Class', 'kernel:PATH')")
         cls = DESIGNS[design] if design in DESIGNS else load_design(design)
     elif isinstance(design, type) and issubclass(design, CounterDesign):
         cls = design
     else:
         raise VpmuError(f"not a counter design: {design!r}")
     return cls()
+
+
+def absolute_reference(ref: str) -> str:
+    """`ref` with a file or tree path made absolute, so that a scenario file storing it names
+    the same code from any working directory (built-in names and modules are unchanged)."""
+    if ref.startswith("kernel:"):
+        return "kernel:" + str(Path(ref.removeprefix("kernel:")).resolve())
+    where, sep, cls = ref.rpartition(":")
+    if sep and (where.endswith(".py") or "/" in where or "\\" in where):
+        return f"{Path(where).resolve()}:{cls}"
+    return ref
+
+
+def short_name(ref: str) -> str:
+    """A file-name-safe label of a design reference: the built-in name, the class name, or
+    `kernel-DIR` for a kernel tree."""
+    if ref.startswith("kernel:"):
+        label = "kernel-" + (Path(ref.removeprefix("kernel:")).resolve().name or "tree")
+    else:
+        label = ref.rpartition(":")[2] or ref
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in label)

@@ -426,9 +426,11 @@ class KvmVcpu:
             self.note("perf", f"perf_event_period pmc{pmc.idx} failed ({err})")
 
     def pmc_write_counter(self, pmc: KvmPmc, value: int) -> None:
-        """Mirrors pmc_write_counter() (pmu.c v6.8+; pmu.h + caller before), spec §2.7."""
+        """Mirrors pmc_write_counter() (pmu.c v6.8+; pmu.h + caller before), spec §2.7. A
+        design that re-arms perf itself (`writes_sample_period`) is not re-armed twice."""
         self.design.write_counter(self, pmc, value)
-        self.pmc_update_sample_period(pmc)
+        if not self.design.writes_sample_period:
+            self.pmc_update_sample_period(pmc)
 
     # --- perf event life cycle ----------------------------------------------------------
 

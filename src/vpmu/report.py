@@ -6,18 +6,22 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from vpmu import actions as A
 from vpmu import msrs
+from vpmu.config import PmuConfig
 from vpmu.conformance import ConformanceResult
+from vpmu.designs import short_name
 from vpmu.pmc_map import counter_name
 from vpmu.run import RunResult
 from vpmu.trace import Observation
 
 if TYPE_CHECKING:
+    from vpmu.check import CheckReport, Difference
     from vpmu.explore import ExploreReport
 
 
@@ -58,6 +62,11 @@ def describe_action(a: Any) -> str:
     if isinstance(a, A.PerfFail):
         return f"perf_fail {'on' if a.on else 'off'}"
     return str(a.KIND)
+
+
+def short_action(a: Any) -> str:
+    """`describe_action` without the MSR name prefixes, for narrow tables."""
+    return describe_action(a).replace("IA32_PERF_", "").replace("IA32_", "").replace("MSR_", "")
 
 
 def in_use(res: RunResult) -> list[int]:
@@ -104,26 +113,55 @@ def _pmis(p: tuple[int, ...]) -> str:
 _TRACE_NOTES = frozenset({"request", "service", "entry-cancelled", "pmi", "overflow"})
 
 
-def trace_table(res: RunResult, title: str | None = None) -> Table:
-    """Steps as rows; cells show `reference / KVM` where they differ (in red)."""
+#: Below this console width the trace table uses its narrow layout (one cell per machine).
+WIDE_TRACE = 150
+
+
+def _design_cell(k: Observation, cfg: PmuConfig) -> str:
+    """The design's per-PMC fields after a step, e.g. "gp0 c=-2 emu=2 prev=0" (counter and
+    prev_counter in the counter's signed notation)."""
+    rows = []
+    for s in k.design:
+        w = cfg.width_of(s.pmc)
+        text = (f"{counter_name(s.pmc)} c={_signed(s.counter, w)} emu={s.emulated_counter} "
+                f"prev={_signed(s.prev_counter, w)}")
+        rows.append(text + "".join(f" {name}={_val(v)}" for name, v in s.extra))
+    return "\n".join(rows)
+
+
+def trace_table(res: RunResult, title: str | None = None, width: int = WIDE_TRACE) -> Table:
+    """Steps as rows. Wide (>= WIDE_TRACE columns): one column per observed quantity, cells
+    show `reference / KVM` where they differ (in red). Narrow: the reference's and KVM's
+    observation in one compact cell each, and the design's fields, signals and divergences
+    in a notes column, so that the table stays readable at 80 columns."""
     idx = res.cfg.pmc_indices
     div_steps: dict[int, list[str]] = {}
     for d in res.divergences:
         div_steps.setdefault(d.step, []).append(d.kind + ("~" if d.tolerated else ""))
-    t = Table(title=title, show_lines=False, header_style="bold")
-    for col in ("step", "action", "insn", "counters (ref / kvm)", "STATUS", "PMIs", "results",
-                "KVM signals / log", "divergence"):
+    wide = width >= WIDE_TRACE
+    t = Table(title=title, show_lines=not wide, header_style="bold", box=None if not wide else box.HEAVY_HEAD)
+    cols = (("step", "action", "insn", "counters (ref / kvm)", "STATUS", "PMIs", "results", "design (kvm)",
+             "KVM signals / log", "divergence") if wide else ("step", "action", "reference", "KVM", "notes"))
+    for col in cols:
         t.add_column(col, overflow="fold")
     used = in_use(res)
     for r, k in zip(res.ref_obs, res.kvm_obs, strict=True):
-        counters, status, pmis, reads = _cells(idx, r, k, used)
         sigs = [f"{s.source}:{counter_name(s.pmc)}@{s.insn}" for s in k.signals]
-        log = [n.text for n in k.log if n.kind in _TRACE_NOTES]
-        insn = str(r.insn) if r.insn == k.insn else f"{r.insn} / {k.insn}"
         divs = div_steps.get(r.step, [])
         dtext = Text(" ".join(divs), style="bold red" if any(not x.endswith("~") for x in divs) else "yellow")
-        t.add_row(str(r.step), Text(describe_action(r.action)), insn, counters, status, pmis, reads,
-                  Text("\n".join(sigs + log)), dtext)
+        if wide:
+            counters, status, pmis, reads = _cells(idx, r, k, used)
+            log = [n.text for n in k.log if n.kind in _TRACE_NOTES]
+            insn = str(r.insn) if r.insn == k.insn else f"{r.insn} / {k.insn}"
+            t.add_row(str(r.step), Text(describe_action(r.action)), insn, counters, status, pmis, reads,
+                      Text(_design_cell(k, res.cfg)), Text("\n".join(sigs + log)), dtext)
+            continue
+        ref_cell, kvm_cell = _compact(res.cfg, r, used), _compact(res.cfg, k, used)
+        notes = Text("\n".join(x for x in (_design_cell(k, res.cfg), " ".join(sigs)) if x))
+        if divs:
+            notes.append(("\n" if notes else "") + " ".join(divs), style=dtext.style)
+        t.add_row(str(r.step), Text(f"{short_action(r.action)} (insn {r.insn})"), Text(ref_cell),
+                  Text(kvm_cell, style="" if kvm_cell == ref_cell else "bold red"), notes)
     return t
 
 
@@ -147,16 +185,27 @@ def _show(v: Any) -> str:
     return str(v)
 
 
-def print_run(console: Console, res: RunResult, trace: bool = True) -> None:
+def print_run(console: Console, res: RunResult, trace: bool = False, era_from: str = "") -> None:
+    """Header, the step table (with `trace`), the divergences, failed expects and the verdict.
+    `era_from` says where the era came from ("the scenario's" / "--kvm")."""
     head = Text(res.name, style="bold")
-    head.append(f" on KVM {res.kvm} (design {res.design}), CPU {res.cfg.name}: {res.cfg.describe()}")
+    era = f" ({era_from})" if era_from else ""
+    head.append(f" on KVM {res.kvm}{era}, design {res.design}, CPU {res.cfg.name}: {res.cfg.describe()}")
     console.print(head)
     if res.description:
         console.print(Text(res.description, style="dim"))
     if trace:
-        console.print(trace_table(res))
-    if res.divergences:
+        console.print(trace_table(res, width=console.width))
+    if res.divergences and console.width >= WIDE_TRACE:
         console.print(divergence_table(res))
+    elif res.divergences:
+        console.print(Text("divergences (~ = tolerated):", style="bold"))
+        for d in res.divergences:
+            line = Text(f"  step {d.step} ")
+            line.append(d.kind + ("~" if d.tolerated else ""), style="yellow" if d.tolerated else "bold red")
+            line.append(f" ({d.visibility}{', ' + d.counter if d.counter else ''}"
+                        f"{', tolerated: ' + (d.relaxation or '') if d.tolerated else ''}): {d.message}")
+            console.print(line)
     for e in res.expects:
         if not e.ok:
             line = Text("expect failed", style="bold red")
@@ -249,3 +298,69 @@ def conformance_table(results: Sequence[ConformanceResult]) -> Table:
         t.add_row(r.scenario.name if first else "", conf.source.short() if first else "", r.kvm,
                   Text(r.status, style=_STATUS_STYLE.get(r.status, "")), why, end_section=last)
     return t
+
+
+# --- vpmu check ---------------------------------------------------------------------------------
+
+
+def _signed(v: int, width: int) -> str:
+    """A counter value in the notation of `--values` and scenario files: -N near the wrap."""
+    return str(v - (1 << width)) if v >> (width - 1) & 1 else _val(v)
+
+
+def _compact(cfg: PmuConfig, o: Observation, used: Sequence[int]) -> str:
+    """One observation in a narrow cell: the counters in use (signed), STATUS and PMIs."""
+    idx = cfg.pmc_indices
+    parts = [f"{counter_name(idx[n])}={_signed(o.counters[n], cfg.width_of(idx[n]))}" for n in used]
+    if o.global_status:
+        parts.append(f"st={o.global_status:#x}")
+    if o.pmis:
+        parts.append("pmi" + _pmis(o.pmis))
+    if any(r.fault for r in o.results):
+        parts.append("#GP")
+    return " ".join(parts)
+
+
+def difference_table(d: Difference) -> Table:
+    """The difference's trace: the reference, the baseline and the patched design side by side."""
+    runs = d.context.runs(d.actions)
+    cfg = d.context.cfg
+    idx = cfg.pmc_indices
+    obs = runs.ref_obs + runs.base_obs + runs.patch_obs
+    used = [n for n in range(len(idx)) if any(o.counters[n] for o in obs)] or [0]
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for col in ("step", "action", "reference", f"baseline: {short_name(d.context.baseline)}",
+                f"patched: {short_name(d.context.patched)}"):
+        table.add_column(col, overflow="fold")
+    for i, (a, r, b, p) in enumerate(zip(d.actions, runs.ref_obs, runs.base_obs, runs.patch_obs, strict=True)):
+        style = "red" if i == d.step else ""
+        cr, cb, cp = (_compact(cfg, o, used) for o in (r, b, p))
+        table.add_row(str(i), Text(short_action(a), style=style), Text(cr), Text(cb, style=style),
+                      Text(cp, style="bold red" if cb != cp or i == d.step else ""))
+    return table
+
+
+def print_check(console: Console, report: CheckReport) -> None:
+    """The verdict line first, then each regression (and each fix) as a short trace."""
+    style = "bold red" if report.regressed else "bold green"
+    console.print(Text(f"vpmu check: {report.verdict}", style=style))
+    b = report.bounds
+    console.print(Text(f"{report.design} against {report.baseline} on KVM {report.era}, {report.cfg.name} at "
+                       f"{b.width} bits, {b.gp} GP + {b.fixed} fixed counters, depth {b.depth}, batch {b.batch}, "
+                       f"native {','.join(map(str, b.native))}, values {','.join(map(str, b.values))}, "
+                       f"kinds {','.join(b.kinds)}", style="dim"))
+    st = report.stats
+    exhaustive = [s for s in report.searches if s.mode == "exhaustive"]
+    how = ("exhausted" if exhaustive and exhaustive[-1].stats.exhausted else "not exhausted") if exhaustive else (
+        "no exhaustive search (time budget)")
+    console.print(Text(f"{len(report.scenarios)} scenarios, {st.states:,} states and {st.transitions:,} "
+                       f"transitions explored ({how}) in {st.elapsed:.1f}s", style="dim"))
+    for title, diffs in (("regression", report.regressions), ("fix", report.fixes)):
+        for d in diffs:
+            head = Text(f"\n{title}: {d.kind} ({d.visibility}) at step {d.step}, {d.origin}: ",
+                        style="bold red" if title == "regression" else "bold green")
+            head.append(Text(d.message, style=""))
+            console.print(head)
+            console.print(difference_table(d))
+            if d.scenario_file:
+                console.print(Text(f"  replay: vpmu run {d.scenario_file}", style="dim"))

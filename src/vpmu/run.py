@@ -101,17 +101,19 @@ class RunResult:
         if trace:
             out["trace"] = [
                 {"step": r.step, "action": A.action_to_dict(r.action),
-                 "reference": _obs_dict(r, idx), "kvm": _obs_dict(k, idx)}
+                 "reference": _obs_dict(r, idx), "kvm": _obs_dict(k, idx, kvm=True)}
                 for r, k in zip(self.ref_obs, self.kvm_obs, strict=True)
             ]
         return out
 
 
-def _obs_dict(o: Observation, idx: tuple[int, ...]) -> dict[str, Any]:
+def _obs_dict(o: Observation, idx: tuple[int, ...], kvm: bool = False) -> dict[str, Any]:
     d = o.to_dict(idx)
     d.pop("action")
     d.pop("step")
     d["counters"] = {counter_name(int(k)): v for k, v in d["counters"].items()}
+    if kvm:
+        d["design"] = {counter_name(s.pmc): s.to_dict() for s in o.design}
     return d
 
 

@@ -79,6 +79,22 @@ class Note:
 
 
 @dataclass(frozen=True, slots=True)
+class DesignState:
+    """The counter-tracking design's fields of one PMC (`struct kvm_pmc`): what a patch author
+    needs to see to understand a divergence. `extra` is a user design's own state."""
+
+    pmc: int
+    counter: int
+    emulated_counter: int
+    prev_counter: int
+    extra: tuple[tuple[str, int], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"counter": self.counter, "emulated_counter": self.emulated_counter,
+                "prev_counter": self.prev_counter, "extra": dict(self.extra)}
+
+
+@dataclass(frozen=True, slots=True)
 class Observation:
     """Everything observable after one action.
 
@@ -93,6 +109,7 @@ class Observation:
               instructions retired before it arrived.
     signals:  overflow signals (model-internal; see Signal).
     log:      model-internal events in order (see Note); JSON shows each one's text.
+    design:   KVM only: the design's fields of each PMC in use after the action (DesignState).
     """
 
     step: int
@@ -105,6 +122,7 @@ class Observation:
     pmis: tuple[int, ...] = ()
     signals: tuple[Signal, ...] = ()
     log: tuple[Note, ...] = ()
+    design: tuple[DesignState, ...] = ()
 
     def to_dict(self, pmc_indices: tuple[int, ...]) -> dict[str, Any]:
         return {

@@ -70,7 +70,7 @@ from vpmu.kvm_msr import (
     save_restore_msrs,
 )
 from vpmu.lapic import LINUX_GUEST_LVTPC, Lapic
-from vpmu.trace import Observation, Result
+from vpmu.trace import DesignState, Observation, Result
 
 _REQ_BIT = {"pmu": REQ_PMU, "pmi": REQ_PMI, "nmi": REQ_NMI}
 _MAX_ENTRY_PASSES = 8
@@ -188,9 +188,20 @@ class World:
         status = self.kvm.pmu.global_status if self.kvm.pmu.version > 1 else 0
         obs = Observation(self.steps, action, self.insn, tuple(self._results), self.counters(),
                           status, self.lapic.lvtpc, tuple(self._pmis),
-                          tuple(self.kvm.signals), tuple(self.kvm.log))
+                          tuple(self.kvm.signals), tuple(self.kvm.log), self.design_state())
         self.steps += 1
         return obs
+
+    def design_state(self) -> tuple[DesignState, ...]:
+        """The design's fields of every PMC in use: programmed (event select or fixed control
+        enabled, or in the PMU's in-use bitmap) or holding a non-zero field."""
+        out = []
+        for pmc in self.kvm.valid_pmcs():
+            fields = (pmc.counter, pmc.emulated_counter, pmc.prev_counter)
+            programmed = self.kvm.pmc_speculative_in_use(pmc) or self.kvm.pmu.pmc_in_use >> pmc.idx & 1
+            if programmed or any(fields) or pmc.extra:
+                out.append(DesignState(pmc.idx, *fields, tuple(sorted(pmc.extra.items()))))
+        return tuple(out)
 
     # --- x86.c: entering the guest -------------------------------------------------------
 

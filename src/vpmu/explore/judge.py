@@ -59,6 +59,11 @@ class Finding:
                    divergence.message)
 
     @property
+    def record_key(self) -> Hashable:
+        """A search keeps the first finding of each key: one per kind and visibility."""
+        return (self.kind, self.visibility)
+
+    @property
     def actions(self) -> tuple[Action, ...]:
         """The whole replayable sequence: set-up prefix, then the explored steps."""
         return setup_prefix(self.cfg, self.counters) + self.suffix

@@ -66,10 +66,9 @@ Progress = Callable[[Stats, int], None]
 PROGRESS_EVERY = 2048
 
 
-def _record(found: dict[tuple[str, str], Finding], f: Finding) -> None:
-    key = (f.kind, f.visibility)
-    if key not in found:
-        found[key] = f
+def _record(found: dict[Hashable, Finding], f: Finding) -> None:
+    if f.record_key not in found:
+        found[f.record_key] = f
 
 
 def past_deadline(deadline: float | None) -> bool:
@@ -97,7 +96,7 @@ def random_search(
     letters = alphabet(target.cfg, bounds)
     kinds = sorted({k for k, _ in letters})
     stats = Stats()
-    found: dict[tuple[str, str], Finding] = {}
+    found: dict[Hashable, Finding] = {}
     start = time.perf_counter()
     root, _ = judge.root(prefix)
     for r in restarts:
@@ -141,7 +140,7 @@ def merge_random(parts: Sequence[SearchResult]) -> SearchResult:
     parts ran side by side: the elapsed time is the longest part's."""
     stats = sum((p.stats for p in parts), Stats())
     stats.elapsed = max((p.stats.elapsed for p in parts), default=0.0)
-    found: dict[tuple[str, str], Finding] = {}
+    found: dict[Hashable, Finding] = {}
     for part in parts:
         for f in part.findings:
             _record(found, f)
@@ -233,7 +232,7 @@ def bfs(
     reached, and the search is then not exhausted.
     """
     stats = Stats(states=1)
-    found: dict[tuple[str, str], Finding] = {}
+    found: dict[Hashable, Finding] = {}
     start = time.perf_counter()
     reported = 0  # transitions at the last progress report
 

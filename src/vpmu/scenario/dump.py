@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ruamel.yaml import YAML
@@ -52,9 +52,11 @@ def action_to_step(action: A.Action | A.EmulatedItem) -> Any:
 
 
 def dump_scenario(name: str, description: str, cpu: PmuConfig, kvm: str, design: str | None,
-                  checker: CheckerOptions, actions: Sequence[A.Action]) -> str:
+                  checker: CheckerOptions, actions: Sequence[A.Action],
+                  world: Mapping[str, Any] | None = None) -> str:
     """A scenario file that `vpmu run` replays: the inverse of `parse_scenario` (without
-    expects). Only checker options that differ from the defaults are written."""
+    expects). Only checker options that differ from the defaults are written, then the world
+    options `world` (`vpmu.world.WorldOptions` fields) as the file gave them."""
     cpu_node: Any
     base = cpu.name if cpu.name in PRESETS else None
     init = {f.name: getattr(cpu, f.name) for f in dataclasses.fields(cpu) if f.init and f.name != "name"}
@@ -69,6 +71,7 @@ def dump_scenario(name: str, description: str, cpu: PmuConfig, kvm: str, design:
         doc["design"] = design
     defaults = CheckerOptions().to_dict()
     changed = {k: v for k, v in checker.to_dict().items() if v != defaults[k]}
+    changed.update(world or {})
     if changed:
         doc["options"] = changed
     doc["steps"] = [action_to_step(a) for a in actions]

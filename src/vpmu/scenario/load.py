@@ -201,12 +201,17 @@ class _Loader:
             return value
         if ":" not in value:
             raise self.err(line, "design", f"unknown design {value!r} (known: {', '.join(DESIGNS)}; "
-                           "or 'module:Class', 'file.py:Class')")
+                           "or 'module:Class', 'file.py:Class', 'kernel:PATH')")
+        if value.startswith("kernel:"):
+            return "kernel:" + self.beside_source(value.removeprefix("kernel:"))
         where, _, cls = value.rpartition(":")
-        if where.endswith(".py") and not Path(where).is_absolute() and self.source not in ("<memory>",) \
-                and not self.source.startswith("builtin:"):
-            where = str(Path(self.source).parent / where)
-        return f"{where}:{cls}"
+        return f"{self.beside_source(where) if where.endswith('.py') else where}:{cls}"
+
+    def beside_source(self, path: str) -> str:
+        """A relative path in a scenario file is relative to the file, not the working directory."""
+        if not path or Path(path).is_absolute() or self.source == "<memory>" or self.source.startswith("builtin:"):
+            return path
+        return str(Path(self.source).parent / path)
 
     def options(self, node: Any, line: int | None) -> tuple[CheckerOptions, dict[str, Any]]:
         node = self.mapping(node, line, "options")

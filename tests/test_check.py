@@ -1,0 +1,178 @@
+"""`vpmu check`: verdicts relative to a baseline (issue: vpmu check; docs/check.md)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cli_helper import cli
+from vpmu.actions import Native
+from vpmu.check import Context, Runs, check
+from vpmu.cli import main
+from vpmu.config import preset
+from vpmu.divergence import Divergence, Kind, Visibility
+from vpmu.explore import Bounds
+from vpmu.tolerances import CheckerOptions
+from vpmu.trace import Observation
+
+PATCHES = Path(__file__).parent / "designs" / "patches.py"
+CFG = preset("intel-v2")
+
+
+def div(kind: Kind, vis: Visibility = Visibility.GUEST, step: int = 0, observed: int = 0) -> Divergence:
+    return Divergence(kind, vis, False, step, "gp0", 1, observed, "m")
+
+
+def runs(base: list[Divergence], patch: list[Divergence]) -> Runs:
+    obs = tuple(Observation(i, Native(1), i + 1, counters=(0,) * len(CFG.pmc_indices)) for i in range(2))
+    ctx = Context(CFG, "6.8", "emulated-counter", "prev-counter", CheckerOptions())
+    return Runs(ctx, (Native(1), Native(1)), obs, obs, tuple(base), tuple(patch))
+
+
+# --- the regression definition -----------------------------------------------------------------
+
+
+def test_a_divergence_only_the_patch_shows_is_a_regression_and_the_converse_a_fix() -> None:
+    diffs = runs([div(Kind.LATE_PMI)], [div(Kind.LOST_OVERFLOW)]).differences("t")
+    assert {(d.direction, d.kind) for d in diffs} == {("regression", "lost-overflow"), ("fix", "late-pmi")}
+
+
+def test_the_same_divergence_on_both_designs_is_no_difference() -> None:
+    assert runs([div(Kind.LOST_OVERFLOW)], [div(Kind.LOST_OVERFLOW)]).differences("t") == []
+
+
+@pytest.mark.parametrize("change", [{"step": 1}, {"observed": 2}, {"kind": Kind.MISSING_PMI}])
+def test_diverging_differently_is_a_regression(change: dict[str, Any]) -> None:
+    base = div(Kind.LOST_OVERFLOW)
+    args: dict[str, Any] = {"kind": Kind.LOST_OVERFLOW, **change}
+    diffs = runs([base], [div(**args)]).differences("t")
+    assert ("regression", args["kind"].value) in {(d.direction, d.kind) for d in diffs}
+
+
+def test_tolerated_divergences_never_make_a_difference() -> None:
+    tolerated = Divergence(Kind.LATE_PMI, Visibility.GUEST, True, 0, "gp0", 1, 2, "m", "R1")
+    assert runs([], [tolerated]).differences("t") == []
+
+
+def test_an_internal_divergence_is_no_difference_where_the_other_design_shows_it_to_the_guest() -> None:
+    internal = div(Kind.SPURIOUS_OVERFLOW, Visibility.INTERNAL)
+    guest = div(Kind.SPURIOUS_OVERFLOW, Visibility.GUEST)
+    diffs = runs([guest], [internal]).differences("t")
+    assert [(d.direction, d.visibility) for d in diffs] == [("fix", "guest")]
+    # ... but it is one where the other design shows nothing of that kind
+    assert [d.direction for d in runs([], [internal]).differences("t")] == ["regression"]
+
+
+# --- whole checks --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def self_check() -> tuple[int, dict[str, Any]]:
+    """Upstream 6.8 checked against itself at the default bounds, scenarios included (one run
+    shared by the tests that read it)."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), pytest.raises(SystemExit) as info:
+        main(["check", "emulated-counter", "--kvm", "6.8", "--json", "--no-save"])
+    code = info.value.code
+    return (code if isinstance(code, int) else 0), json.loads(buf.getvalue())
+
+
+def test_upstream_is_not_a_regression_of_itself(self_check: tuple[int, dict[str, Any]]) -> None:
+    code, doc = self_check
+    assert code == 0
+    assert doc["regressions"] == [] and doc["fixes"] == []
+    assert doc["scenarios"]["run"] >= 28 and doc["scenarios"]["regressed"] == []
+    assert doc["explore"]["states"] > 1000 and doc["explore"]["exhausted"] is True
+    assert doc["verdict"].startswith("no regression in ")
+
+
+def test_json_has_the_documented_keys(self_check: tuple[int, dict[str, Any]]) -> None:
+    _, doc = self_check
+    assert {"design", "baseline", "kvm", "cpu", "bounds", "regressions", "fixes", "scenarios",
+            "explore"} <= set(doc)
+    assert doc["design"] == "emulated-counter" and doc["baseline"] == "emulated-counter"
+    assert {"states", "transitions", "exhausted", "depth_limited", "elapsed_seconds"} <= set(doc["explore"])
+
+
+def test_reverting_the_seed_patch_regresses(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out, _ = cli(capsys, "check", "prev-counter", "--kvm", "6.8", "--depth", "3", "--json",
+                       "--save", str(tmp_path / "cx"))
+    doc = json.loads(out)
+    assert code == 1
+    kinds = {(r["kind"], r["visibility"]) for r in doc["regressions"]}
+    assert ("lost-overflow", "guest") in kinds
+    assert "seed-lost-overflow" in doc["scenarios"]["regressed"]
+    for r in doc["regressions"]:
+        assert set(r) >= {"kind", "visibility", "steps", "scenario_file", "baseline", "patched"}
+        assert Path(r["scenario_file"]).is_file()
+    # a regression's file replays, with exit 1, from any working directory
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    replay = doc["regressions"][0]["scenario_file"]
+    code, out, err = cli(capsys, "run", replay)
+    assert code == 1, err
+
+
+@pytest.mark.parametrize("design, regressed", [
+    ("RefactoredEmulated", False),
+    ("ForgetClearEmulated", True),
+    ("HardcodedWidth", True),
+    ("NoReprogramRequest", True),
+])
+def test_patches_are_judged_against_upstream(design: str, regressed: bool) -> None:
+    """Small bounds here; benchmarks/bench_check.py times them at the default bounds."""
+    report = check(f"{PATCHES}:{design}", "6.8", CFG, Bounds(depth=4), restarts=300)
+    assert report.regressed is regressed, [(d.kind, d.origin) for d in report.regressions]
+    for d in report.regressions:
+        assert d.actions and d.step < len(d.actions)
+
+
+def test_a_width_bug_invisible_to_48_bit_scenarios_is_found_by_the_explorer() -> None:
+    from vpmu.scenario import load_scenario
+
+    report = check(f"{PATCHES}:HardcodedWidth", "6.8", CFG, Bounds(depth=4),
+                   [load_scenario("seed-lost-overflow")], restarts=300)
+    assert report.regressions and all(d.origin == "explore" for d in report.regressions)
+
+
+# --- traces show the design's state ----------------------------------------------------------
+
+
+def test_run_json_shows_the_designs_fields(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = cli(capsys, "run", "seed-lost-overflow", "--kvm", "6.8", "--json")
+    doc = json.loads(out)
+    steps = doc["trace"]
+    assert doc["kvm_from"] == "command line"
+    assert "design" not in steps[0]["reference"]
+    gp0 = steps[2]["kvm"]["design"]["gp0"]
+    assert gp0 == {"counter": (1 << 48) - 2, "emulated_counter": 0, "prev_counter": 0, "extra": {}}
+
+
+def test_trace_table_fits_80_columns_and_shows_the_design(capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = cli(capsys, "run", "seed-lost-overflow", "--trace")
+    assert code == 1
+    assert "emu=0" in out and "the scenario's era" in out
+    assert max(len(line) for line in out.splitlines()) <= 80
+    code, plain, _ = cli(capsys, "run", "seed-lost-overflow")
+    assert "emu=0" not in plain and "verdict: FAIL" in plain
+
+
+def test_debug_is_accepted_after_the_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = cli(capsys, "eras", "--debug")
+    assert code == 0 and "6.8" in out
+
+
+def test_conformance_runs_on_a_given_design(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = cli(capsys, "conformance", "--kvm", "6.8", "--design", f"{PATCHES}:ForgetClearEmulated",
+                       "--json")
+    doc = json.loads(out)
+    assert code == 1 and doc["design"].endswith("ForgetClearEmulated") and doc["counts"]["FAIL"] > 0
