@@ -35,8 +35,9 @@ class Era:
     mask_counter_writes: pmc_write_counter masks to the width (v6.6+, b29a2acd36dd); before,
         sign-extended legacy writes left bits above W set (§3.4).
     rdpmc_decoding: ECX decoding of RDPMC (§2.6).
-    hw_event_available: v6.6 consults CPUID.0AH.EBX availability (`hw_event_available`). The
-        configs modelled never mark an event unavailable, so the check always passes.
+    hw_event_available: until v6.9 a PMC whose eventsel is an architectural event guest
+        CPUID.0AH.EBX marks unavailable never counts (`intel_hw_event_available`; removed by
+        the v6.9 "Allow programming events that match unsupported arch events" series).
     global_ctrl_reset_enables_gp: refresh sets GLOBAL_CTRL = GP bits (de120e1d692d, v6.9).
     trigger_candidates: which PMCs kvm_pmu_trigger_event looks at (§2.12).
     cpl_shortcut: v6.9+ skip the CPL read when OS == USR (no observable effect; recorded).
@@ -101,7 +102,8 @@ NEW_ORDER: tuple[RequestName, ...] = ("pmu", "pmi", "nmi")
 # only what changed since the era before it.
 _V6_1 = Era(
     name="6.1",
-    description="v6.1-v6.5: prev_counter, irq_work PMIs, no LVTPC auto-mask, unmasked legacy writes",
+    description="v6.1 (much of it to v6.5): prev_counter, irq_work PMIs, no LVTPC auto-mask, unmasked "
+                "legacy writes, no AMD PerfMonV2",
     default_design="prev-counter",
     request_order=OLD_ORDER,
     snapshot_reprogram_bitmap=False,

@@ -15,9 +15,9 @@ Timeline rules (what the checker engineer needs to know):
   `hold_pmi` it lands right after the overflowing instruction as an NMI VM-exit (handler
   `kvm_perf_overflow`, then `vcpu_enter_guest`), and the rest of the run continues. With
   `hold_pmi` it stays in flight until a `HostPmi` action or the next VM-exit, where the
-  exiting action's `host_pmi` says whether it lands before or after KVM's exit handler. Only
-  instructions and branches retired are counted on hardware (any other event counts nothing);
-  a perf event counts when its event select + umask match.
+  exiting action's `host_pmi` says whether it lands before or after KVM's exit handler. A perf
+  event counts the modelled event its event select + umask names (vpmu.events): instructions
+  and branches per retired instruction, the others per step (see below).
 * Intercepted WRMSR/RDMSR/RDPMC/CPUID/HLT: KVM's handler takes effect, then
   `kvm_skip_emulated_instruction` retires the instruction (emulated "instructions" event).
   WRMSR/RDMSR at CPL > 0 and RDPMC's privilege #GP (CR4.PCE = 0 at CPL > 0; on AMD every
