@@ -137,13 +137,13 @@ def explorer_exhaustive_first(target: Target, kind: str, vis: str) -> dict[str, 
 
 
 def explore_default(target: Target) -> dict[str, Any]:
-    """What `vpmu explore --mode random` does: 2000 restarts, then every kind shrunk."""
+    """What `vpmu explore --mode random` does: 2000 restarts, then one cause per signature shrunk."""
     runs = []
     for seed in range(5):
         t0 = time.perf_counter()
         report = explore(target, BOUNDS, mode="random", seed=seed)
         runs.append({"seed": seed, "seconds": round(time.perf_counter() - t0, 4),
-                     "kinds": len(report.counterexamples),
+                     "causes": len(report.counterexamples),
                      "seed_bugs_found": sum(_of_kind(report.counterexamples, k, v) is not None for k, v in SEED_BUGS)})
     return {"restarts": 2000, "runs": runs, "seconds": _summary([r["seconds"] for r in runs])}
 

@@ -87,7 +87,8 @@ def test_upstream_is_not_a_regression_of_itself(self_check: tuple[int, dict[str,
     assert code == 0
     assert doc["regressions"] == [] and doc["fixes"] == []
     assert doc["scenarios"]["run"] >= 28 and doc["scenarios"]["regressed"] == []
-    assert doc["explore"]["states"] > 1000 and doc["explore"]["exhausted"] is True
+    assert doc["explore"]["states"] > 1000 and doc["explore"]["depth_limited"] is True
+    assert doc["explore"]["exhausted"] is False and doc["explore"]["frontier_left"] > 0
     assert doc["verdict"].startswith("no regression in ")
 
 
@@ -96,7 +97,8 @@ def test_json_has_the_documented_keys(self_check: tuple[int, dict[str, Any]]) ->
     assert {"design", "baseline", "kvm", "cpu", "bounds", "regressions", "fixes", "scenarios",
             "explore"} <= set(doc)
     assert doc["design"] == "emulated-counter" and doc["baseline"] == "emulated-counter"
-    assert {"states", "transitions", "exhausted", "depth_limited", "elapsed_seconds"} <= set(doc["explore"])
+    assert {"states", "transitions", "exhausted", "depth_limited", "frontier_left", "elapsed_seconds"} <= set(
+        doc["explore"])
 
 
 def test_reverting_the_seed_patch_regresses(capsys: pytest.CaptureFixture[str], tmp_path: Path,

@@ -95,6 +95,18 @@ def test_native_step_events_count_on_gp_and_fixed_counters(era: str) -> None:
     assert untimed.counters == (15, 3, 1, 10, 14, 20, 7)
 
 
+@pytest.mark.parametrize("era", ["6.6", "6.8", "6.9"])
+def test_held_pmi_lands_before_a_per_step_counter_wraps_again(era: str) -> None:
+    """Bounded skid holds for per-step events too: 20 cycles wrap a 4-bit counter at 15 twice,
+    so the first (held) PMI lands before the second wrap, which is held in its turn."""
+    w = World(INTEL.with_width(4), era)
+    for act in (Wrmsr(M.IA32_PERFEVTSEL0, make_eventsel(INTEL_EVENTS["cycles"], intr=True)),
+                Wrmsr(M.IA32_PERF_GLOBAL_CTRL, 1), Wrmsr(M.IA32_PMC0, 15)):
+        w.step(act)
+    obs = w.step(Native(1, cycles=20, hold_pmi=True))
+    assert obs.counters[0] == 3 and obs.pmis == (4,) and w.pmi_in_flight
+
+
 def test_amd_cycles_and_branch_misses() -> None:
     acts: list[Action] = [HostWrmsr(M.MSR_F15H_PERF_CTL0, make_eventsel(ENCODINGS["amd"]["cycles"])),
                           HostWrmsr(M.MSR_F15H_PERF_CTL0 + 2, make_eventsel(ENCODINGS["amd"]["branch_misses"])),

@@ -72,7 +72,7 @@ def test_exhaustive_counterexamples_are_shortest() -> None:
     result = bfs(InMemoryExpander(Target(CFG, "6.6"), Bounds(depth=3)), 3)
     lost = by_kind(result.findings, "lost-overflow", "guest")
     assert len(lost.suffix) == 2  # BFS: nothing shorter diverges this way
-    assert result.stats.exhausted and result.stats.depth_reached == 3
+    assert result.stats.depth_limited and result.stats.depth_reached == 3 and not result.stats.exhausted
 
 
 @pytest.mark.parametrize("era", ["6.8", "6.9", "mediated"])
@@ -84,7 +84,8 @@ def test_fixed_eras_show_neither_seed_kind(era: str) -> None:
     report = explore(target, Bounds(kinds=NO_SAVE_RESTORE), mode="auto", seed=0, restarts=500)
     found = kinds_of(report.counterexamples)
     assert not {k for k in found if k[0] in ("lost-overflow", "spurious-overflow")}
-    assert report.searches[-1].stats.exhausted
+    stats = report.searches[-1].stats
+    assert stats.depth_reached == 5 and stats.depth_limited and not stats.stopped_by_budget
 
 
 def test_delayed_detection_in_a_batch_is_tolerated_on_6_8() -> None:
@@ -186,7 +187,8 @@ def test_report_totals_add_the_searches_up() -> None:
     total = report.stats
     assert (total.states, total.transitions, total.sequences) == (
         random_part.states + exhaustive.states, random_part.transitions + exhaustive.transitions, 60)
-    assert total.exhausted and total.depth_reached == 2 and not total.stopped_by_budget
+    assert total.depth_limited and total.depth_reached == 2 and not total.stopped_by_budget
+    assert total.frontier_left == exhaustive.frontier_left > 0
 
 
 def test_explore_runs_on_the_cpu_narrowed_to_the_width() -> None:
@@ -229,7 +231,7 @@ def test_cli_explore_json_saves_replayable_files(capsys: pytest.CaptureFixture[s
     data = json.loads(out)
     for key in ("mode", "bounds", "states", "transitions", "states_per_second", "exhausted", "counterexamples"):
         assert key in data
-    assert data["bounds"]["width"] == 4 and data["exhausted"] is True
+    assert data["bounds"]["width"] == 4 and data["exhausted"] is False and data["depth_limited"] is True
     lost = next(c for c in data["counterexamples"] if (c["kind"], c["visibility"]) == ("lost-overflow", "guest"))
     assert lost["steps"][-1]["kind"] == "batch"
     code, out, _ = cli(capsys, "run", lost["scenario_file"], "--json")

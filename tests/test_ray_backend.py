@@ -52,7 +52,8 @@ def backend() -> Iterator[RayBackend]:
 def searches(report: ExploreReport) -> list[tuple[Any, ...]]:
     """What must not depend on the backend: every count and every raw finding."""
     return [(s.mode, s.stats.states, s.stats.transitions, s.stats.sequences, s.stats.depth_reached,
-             s.stats.exhausted, [(f.kind, f.visibility, f.suffix, f.step) for f in s.findings])
+             s.stats.exhausted, s.stats.depth_limited, s.stats.frontier_left,
+             [(f.kind, f.visibility, f.suffix, f.step) for f in s.findings])
             for s in report.searches]
 
 
@@ -83,7 +84,7 @@ def test_ray_equals_local(backend: RayBackend, local_reports: dict[tuple[str, in
     assert shrunk(on_ray) == shrunk(one) == shrunk(two)
     assert on_ray.counterexamples, "nothing found: the comparison is too weak"
     if mode == "exhaustive":
-        assert on_ray.searches[0].stats.exhausted
+        assert on_ray.searches[0].stats.depth_limited
         # the seed bug is among them, shrunk to set-up, WRMSR PMC0=-2, batch of two
         lost = next(f for f in on_ray.counterexamples if (f.kind, f.visibility) == ("lost-overflow", "guest"))
         assert len(lost.suffix) == 2
@@ -140,7 +141,7 @@ def test_a_joined_instance_is_left_running(backend: RayBackend) -> None:
     assert joined.partitions == 2
     joined.close()
     assert ray.is_initialized()
-    assert explore(TARGET, Bounds(depth=1), mode="exhaustive", backend=backend).searches[0].stats.exhausted
+    assert explore(TARGET, Bounds(depth=1), mode="exhaustive", backend=backend).searches[0].stats.depth_limited
 
 
 @linux_only

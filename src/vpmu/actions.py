@@ -278,6 +278,18 @@ ACTION_TYPES: dict[str, type] = {
 GUEST_ACTIONS = (Native, Wrmsr, Rdmsr, Rdpmc, Cpuid, Hlt, Emulate, Batch)
 
 
+def keeps_host_pmi_in_flight(action: Any) -> bool:
+    """Can a host PMI already in flight stay in flight across `action`? Only where nothing
+    lands it: a held native run, a host switch without a VM-exit (`PerfFail`), or a guest
+    MSR access at CPL > 0 (it #GPs before any VM-exit). Every other action lands it (a
+    VM-exit, a `HostPmi`, a plain native run); the world's skid bound may land it earlier."""
+    if isinstance(action, Native):
+        return action.hold_pmi
+    if isinstance(action, Wrmsr | Rdmsr):
+        return action.cpl != 0
+    return isinstance(action, PerfFail)
+
+
 def action_to_dict(action: Any) -> dict[str, Any]:
     """A JSON-ready dict: `{"kind": ..., field: value}`; nested items become dicts too. An
     optional field (default None or "") appears only when it is set."""

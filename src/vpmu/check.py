@@ -32,6 +32,7 @@ from vpmu.eras import get_era
 from vpmu.errors import VpmuError
 from vpmu.explore import (
     Bounds,
+    EventMap,
     Judge,
     Node,
     SearchResult,
@@ -228,12 +229,13 @@ class Pair:
 class PairJudge:
     """Runs explored paths on both designs and compares their open-ended verdicts."""
 
-    def __init__(self, context: Context, counters: tuple[int, ...]) -> None:
+    def __init__(self, context: Context, counters: tuple[int, ...], events: EventMap = ()) -> None:
         c = context
         self.context = c
-        self.base = Judge(Target(c.cfg, c.era, c.baseline, c.checker))
-        self.patch = Judge(Target(c.cfg, c.era, c.patched, c.checker))
-        self.prefix = setup_prefix(c.cfg, counters)
+        world = WorldOptions(**dict(c.world))
+        self.base = Judge(Target(c.cfg, c.era, c.baseline, c.checker, world))
+        self.patch = Judge(Target(c.cfg, c.era, c.patched, c.checker, world))
+        self.prefix = setup_prefix(c.cfg, counters, events)
 
     def root(self) -> Pair:
         return Pair(self.base.root(self.prefix)[0], self.patch.root(self.prefix)[0])
@@ -367,9 +369,10 @@ def check(
         _keep_shortest(scenario_diffs, [d for d in verdict.differences if d.kind == "expect"])
 
     narrowed = bounds.fit(cfg)
-    context = Context(narrowed, era_name, base_ref, design, opts, open_end=True)
+    skid = (("skid", bounds.skid),) if bounds.skid != WorldOptions().skid else ()
+    context = Context(narrowed, era_name, base_ref, design, opts, world=skid, open_end=True)
     counters = counters_in_use(narrowed, bounds)
-    judge = PairJudge(context, counters)
+    judge = PairJudge(context, counters, bounds.event_map(narrowed))
     keep = len(judge.prefix)
     searches: list[SearchResult] = []
     explored: dict[tuple[str, str, str], Difference] = {}
@@ -465,6 +468,7 @@ def report_to_dict(report: CheckReport) -> dict[str, Any]:
                                        if any(d.direction == "fix" for d in v.differences)})},
         "explore": {"states": total.states, "transitions": total.transitions,
                     "exhausted": bool(exhaustive) and exhaustive[-1].stats.exhausted,
-                    "depth_limited": bool(exhaustive) and not exhaustive[-1].stats.exhausted,
+                    "depth_limited": bool(exhaustive) and exhaustive[-1].stats.depth_limited,
+                    "frontier_left": exhaustive[-1].stats.frontier_left if exhaustive else 0,
                     "elapsed_seconds": round(total.elapsed, 3)},
     }

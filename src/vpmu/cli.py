@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from vpmu.assumptions import ASSUMPTIONS
 from vpmu.errors import VpmuError
 from vpmu.explore.space import ACTION_KINDS
 
@@ -275,6 +276,13 @@ ValuesOpt = Annotated[str, typer.Option("--values", help="Counter write values; 
 KindsOpt = Annotated[str | None, typer.Option("--kinds", help="Comma-separated action kinds to use, of: "
                                               f"{', '.join(ACTION_KINDS)} (default: all but perf-fail; "
                                               "docs/explorer.md).")]
+EventsOpt = Annotated[str, typer.Option("--events", help="What the counters count: instructions or branches, "
+                                        "optionally :usr or :os (e.g. branches:usr); one for all counters or one "
+                                        "per counter in use, GP first.")]
+SkidOpt = Annotated[int, typer.Option("--skid", help="Bounded PMI skid: a held host PMI lands before the guest "
+                                      "step after this many further guest steps.")]
+AssumeOpt = Annotated[str, typer.Option("--assume", help="Host-timing assumptions actions may rest on: "
+                                        f"{', '.join(ASSUMPTIONS)}, all or none (docs/kvm-model.md).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the random search.")]
 RestartsOpt = Annotated[int, typer.Option("--restarts", help="Random sequences the random search tries.")]
 BudgetOpt = Annotated[float | None, typer.Option("--time-budget", help="Stop cleanly after this many seconds "
@@ -286,16 +294,18 @@ OptionOpt = Annotated[list[str] | None, typer.Option(
 
 
 def _bounds(cfg: Any, width: int | None, depth: int, counters: str, batch: int, native: str, values: str,
-            kinds: str | None) -> Any:
+            kinds: str | None, events: str, skid: int, assume: str) -> Any:
     """The explorer's `Bounds` from the shared bound flags (checked by `Bounds.fit`); without
     --width, the CPU vendor's default (`vpmu.explore.default_width`)."""
+    from vpmu.assumptions import parse_assumptions
     from vpmu.explore import Bounds, default_width
 
     gp, fixed = _counters(counters)
     kind_list = tuple(k.strip() for k in kinds.split(",") if k.strip()) if kinds is not None else None
     return Bounds(width=default_width(cfg) if width is None else width, gp=gp, fixed=fixed, depth=depth,
                   batch=batch, native=_int_list(native, "native"), values=_int_list(values, "values"),
-                  **({"kinds": kind_list} if kind_list is not None else {}))
+                  events=tuple(e.strip() for e in events.split(",")), skid=skid,
+                  assume=parse_assumptions(assume), **({"kinds": kind_list} if kind_list is not None else {}))
 
 
 def _status_console(json_out: bool) -> Any:
@@ -320,6 +330,11 @@ def explore(
     native: NativeOpt = "1,2,3",
     values: ValuesOpt = "-1,-2,-3,0",
     kinds: KindsOpt = None,
+    events: EventsOpt = "instructions",
+    skid: SkidOpt = 1,
+    assume: AssumeOpt = "all",
+    max_counterexamples: Annotated[int, typer.Option("--max-counterexamples", help="Most counterexamples "
+                                                     "to shrink and report, one per cause.")] = 10,
     seed: SeedOpt = 0,
     restarts: RestartsOpt = 2000,
     jobs: Annotated[int | None, typer.Option("--jobs", help="Worker processes (default: all cores); "
@@ -350,7 +365,7 @@ def explore(
     era = get_era(kvm)
     resolve_design(design, era.default_design)  # fail early on a bad design
     cfg = preset(cpu)
-    bounds = _bounds(cfg, width, depth, counters, batch, native, values, kinds)
+    bounds = _bounds(cfg, width, depth, counters, batch, native, values, kinds, events, skid, assume)
     target = Target(cfg, era.name, design, _checker_options(CheckerOptions(), option))
     if jobs is not None and jobs < 1:
         raise VpmuError(f"--jobs must be >= 1, not {jobs}")
@@ -375,7 +390,8 @@ def explore(
         if status is not None:
             status.start()
         report = run_explore(target, bounds, mode=mode, seed=seed, restarts=restarts,
-                             time_budget=time_budget, progress=progress, backend=chosen)
+                             time_budget=time_budget, progress=progress, backend=chosen,
+                             max_counterexamples=max_counterexamples)
     finally:
         if status is not None:
             status.stop()
@@ -403,6 +419,9 @@ def check(
     native: NativeOpt = "1,2,3",
     values: ValuesOpt = "-1,-2,-3,0",
     kinds: KindsOpt = None,
+    events: EventsOpt = "instructions",
+    skid: SkidOpt = 1,
+    assume: AssumeOpt = "all",
     seed: SeedOpt = 0,
     restarts: RestartsOpt = 2000,
     time_budget: BudgetOpt = None,
@@ -433,7 +452,7 @@ def check(
     if baseline is not None:
         resolve_design(baseline, era.default_design)
     cfg = preset(cpu)
-    bounds = _bounds(cfg, width, depth, counters, batch, native, values, kinds)
+    bounds = _bounds(cfg, width, depth, counters, batch, native, values, kinds, events, skid, assume)
     bounds.fit(cfg)
     if time_budget is not None and time_budget <= 0:
         raise VpmuError(f"--time-budget must be > 0, not {time_budget}")

@@ -194,6 +194,8 @@ def print_run(console: Console, res: RunResult, trace: bool = False, era_from: s
     console.print(head)
     if res.description:
         console.print(Text(res.description, style="dim"))
+    if res.assumptions:
+        console.print(Text(f"assumes: {', '.join(res.assumptions)} (docs/kvm-model.md)", style="yellow"))
     if trace:
         console.print(trace_table(res, width=console.width))
     if res.divergences and console.width >= WIDE_TRACE:
@@ -236,10 +238,21 @@ def verdict_table(rows: Sequence[str], eras: Sequence[str], cells: dict[tuple[st
 # --- vpmu explore ---------------------------------------------------------------------------
 
 
+def _ending(stats: Any) -> str:
+    """How an exhaustive search ended (docs/explorer.md "Exhaustion")."""
+    if stats.stopped_by_budget:
+        return (f"stopped by the time budget at depth {stats.depth_reached}, "
+                f"{stats.frontier_left:,} frontier states unexplored")
+    if stats.exhausted:
+        return f"exhausted: no new state at depth {stats.depth_reached}"
+    return f"depth-limited at {stats.depth_reached}, {stats.frontier_left:,} frontier states unexplored"
+
+
 def print_explore(console: Console, report: ExploreReport, files: Sequence[str | None]) -> None:
-    """Bounds, search statistics, then each shrunk counterexample with its explored steps
-    (the JSON form is `ExploreReport.to_dict`)."""
-    from vpmu.explore import setup_prefix
+    """Bounds, search statistics, then each shrunk counterexample with its assumptions and
+    explored steps (the JSON form is `ExploreReport.to_dict`)."""
+    from vpmu.explore import setup_prefix, signature
+    from vpmu.tolerances import CheckerOptions
 
     t = report.target
     b = report.bounds
@@ -247,19 +260,27 @@ def print_explore(console: Console, report: ExploreReport, files: Sequence[str |
     console.print(f"[bold]vpmu explore[/bold]: KVM {t.era} ({design}) on {t.cfg.name}, "
                   f"counters {b.width} bits wide, {b.gp} GP + {b.fixed} fixed in use, depth {b.depth}, "
                   f"batch {b.batch}, seed {report.seed}")
+    defaults = CheckerOptions().to_dict()
+    options = [f"{k}={v}" for k, v in t.checker_options.to_dict().items() if v != defaults[k]]
+    console.print(Text(
+        f"  bounds: native {','.join(map(str, b.native))}; values {','.join(map(str, b.values))}; "
+        f"events {','.join(b.events)}; skid {b.skid}; assume {','.join(b.assume) or 'none'}; "
+        f"checker options {' '.join(options) or 'default'}"))
+    console.print(Text(f"  kinds: {','.join(b.kinds)}"))
     for s in report.searches:
         st = s.stats
-        what = (f"{st.sequences} sequences" if s.mode == "random" else
-                f"depth {st.depth_reached}, {'exhausted' if st.exhausted else 'NOT exhausted'}")
-        budget = " (stopped by the time budget)" if st.stopped_by_budget else ""
+        what = f"{st.sequences} sequences" if s.mode == "random" else _ending(st)
+        budget = " (stopped by the time budget)" if st.stopped_by_budget and s.mode == "random" else ""
         console.print(f"  {s.mode:10} {st.states} states, {st.transitions} transitions in {st.elapsed:.2f}s "
                       f"({st.states_per_second:,.0f} states/s), {what}{budget}")
     if not report.counterexamples:
         console.print("[green]no untolerated divergence within these bounds[/green]")
         return
-    console.print(f"[red]{len(report.counterexamples)} untolerated divergence kind(s), each shrunk:[/red]")
+    shown = len(report.counterexamples)
+    cut = f" (showing {shown} of {report.causes_found}: --max-counterexamples)" if report.causes_found > shown else ""
+    console.print(f"[red]{report.causes_found} untolerated divergence cause(s), each shrunk{cut}:[/red]")
     for f, path in zip(report.counterexamples, files, strict=True):
-        prefix = len(setup_prefix(t.cfg, f.counters))
+        prefix = len(setup_prefix(t.cfg, f.counters, f.events))
         table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
         table.add_column("step", justify="right")
         table.add_column("action")
@@ -268,6 +289,8 @@ def print_explore(console: Console, report: ExploreReport, files: Sequence[str |
             style = "red" if i == f.step else ("dim" if i < prefix else "")
             table.add_row(str(i), Text(label, style=style))
         console.print(Text(f"\n{f.kind} ({f.visibility}) at step {f.step}: {f.detail}", style="bold red"))
+        console.print(Text(f"  assumes: {', '.join(f.assumptions) or 'none'}", style="yellow"))
+        console.print(Text(f"  cause: {signature(f)}", style="dim"))
         console.print(table)
         if path:
             console.print(f"  replay: vpmu run {path}")
@@ -348,11 +371,11 @@ def print_check(console: Console, report: CheckReport) -> None:
     console.print(Text(f"{report.design} against {report.baseline} on KVM {report.era}, {report.cfg.name} at "
                        f"{b.width} bits, {b.gp} GP + {b.fixed} fixed counters, depth {b.depth}, batch {b.batch}, "
                        f"native {','.join(map(str, b.native))}, values {','.join(map(str, b.values))}, "
-                       f"kinds {','.join(b.kinds)}", style="dim"))
+                       f"kinds {','.join(b.kinds)}, events {','.join(b.events)}, skid {b.skid}, "
+                       f"assume {','.join(b.assume) or 'none'}", style="dim"))
     st = report.stats
     exhaustive = [s for s in report.searches if s.mode == "exhaustive"]
-    how = ("exhausted" if exhaustive and exhaustive[-1].stats.exhausted else "not exhausted") if exhaustive else (
-        "no exhaustive search (time budget)")
+    how = _ending(exhaustive[-1].stats) if exhaustive else "no exhaustive search (time budget)"
     console.print(Text(f"{len(report.scenarios)} scenarios, {st.states:,} states and {st.transitions:,} "
                        f"transitions explored ({how}) in {st.elapsed:.1f}s", style="dim"))
     for title, diffs in (("regression", report.regressions), ("fix", report.fixes)):

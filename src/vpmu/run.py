@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from vpmu import actions as A
+from vpmu.assumptions import assumptions_of
 from vpmu.checker import compare
 from vpmu.config import PmuConfig
 from vpmu.divergence import Divergence, failed, summary
@@ -76,6 +77,11 @@ class RunResult:
         return failed(self.divergences) or any(not e.ok for e in self.expects)
 
     @property
+    def assumptions(self) -> tuple[str, ...]:
+        """The host-timing assumptions the run's actions rest on (`vpmu.assumptions`)."""
+        return assumptions_of(o.action for o in self.ref_obs)
+
+    @property
     def verdict(self) -> str:
         s = summary(self.divergences)
         bad = sum(not e.ok for e in self.expects)
@@ -93,6 +99,7 @@ class RunResult:
             "design": self.design,
             "cpu": self.cfg.to_dict(),
             "options": self.options.to_dict(),
+            "assumptions": list(self.assumptions),
             "failed": self.failed,
             "verdict": self.verdict,
             "divergences": [d.to_dict() for d in self.divergences],

@@ -15,9 +15,12 @@ Timeline rules (what the checker engineer needs to know):
   `hold_pmi` it lands right after the overflowing instruction as an NMI VM-exit (handler
   `kvm_perf_overflow`, then `vcpu_enter_guest`), and the rest of the run continues. With
   `hold_pmi` it stays in flight until a `HostPmi` action or the next VM-exit, where the
-  exiting action's `host_pmi` says whether it lands before or after KVM's exit handler. A perf
-  event counts the modelled event its event select + umask names (vpmu.events): instructions
-  and branches per retired instruction, the others per step (see below).
+  exiting action's `host_pmi` says whether it lands before or after KVM's exit handler.
+  Skid is bounded (`WorldOptions.skid`, docs/kvm-model.md "Host PMI timing"): a held PMI
+  lands, as an NMI VM-exit, before the (skid+1)-th later guest step executes, and inside a
+  held run before its counter would wrap a second time. A perf event counts the modelled
+  event its event select + umask names (vpmu.events): instructions and branches per retired
+  instruction, the others per step (see below).
 * Intercepted WRMSR/RDMSR/RDPMC/CPUID/HLT: KVM's handler takes effect, then
   `kvm_skip_emulated_instruction` retires the instruction (emulated "instructions" event).
   WRMSR/RDMSR at CPL > 0 and RDPMC's privilege #GP (CR4.PCE = 0 at CPL > 0; on AMD every
@@ -53,11 +56,11 @@ from functools import partial
 
 from vpmu import actions as A
 from vpmu.actions import Action
-from vpmu.config import PmuConfig
+from vpmu.config import FIXED_BASE, PmuConfig
 from vpmu.designs import resolve_design
 from vpmu.eras import get_era
 from vpmu.errors import VpmuError
-from vpmu.events import EventKind, per_step, step_count
+from vpmu.events import EventKind, event_kind, per_step, step_count
 from vpmu.host import HOST_COUNTER_WIDTH, PerfHost
 from vpmu.insns import retires_as_branch
 from vpmu.kvm import REQ_EVENT, REQ_NMI, REQ_PMI, REQ_PMU, KvmPmc, KvmVcpu
@@ -87,6 +90,9 @@ class WorldOptions:
         (masked).
     perf_fail: perf event creation fails from the start (toggled later by `PerfFail`).
     host_counter_width: width of the host's hardware counters (sets perf's max_period).
+    skid: bounded PMI skid, in guest steps: a held host PMI raised in step s stays in flight
+        while at most `skid` further guest steps start; the next one lands it first (an NMI
+        VM-exit). Not the checker's `pmi_skid` (instructions of allowed PMI lateness).
     force_emulation_prefix: the kvm module parameter that makes KVM emulate an instruction
         behind the forced-emulation prefix (`Emulate`); off, the prefix's UD2 is a #UD.
     enable_vmware_backdoor: the kvm module parameter: KVM intercepts #GP to emulate RDPMC of
@@ -99,6 +105,7 @@ class WorldOptions:
     lvtpc: int = LINUX_GUEST_LVTPC
     perf_fail: bool = False
     host_counter_width: int = HOST_COUNTER_WIDTH
+    skid: int = 1
     force_emulation_prefix: bool = True
     enable_vmware_backdoor: bool = False
     pmu_cap_disable: bool = False
@@ -123,6 +130,7 @@ class World:
         self.insn = 0
         self.halted = False
         self.steps = 0
+        self.pmi_age = 0  # guest steps started while the oldest held host PMI was in flight
         self._results: list[Result] = []
         self._pmis: list[int] = []
 
@@ -134,13 +142,19 @@ class World:
         c.lapic = self.lapic.clone()
         c.host = PerfHost(self.host.fail, self.host.host_width)
         c.kvm = self.kvm.clone(c.lapic, c.host)
-        c.insn, c.halted, c.steps = self.insn, self.halted, self.steps
+        c.insn, c.halted, c.steps, c.pmi_age = self.insn, self.halted, self.steps, self.pmi_age
         c._results, c._pmis = [], []
         return c
 
     def state_key(self) -> tuple[object, ...]:
-        """Everything that affects the future (not the instruction count or step number)."""
-        return (self.kvm.key(), self.lapic.key(), self.host.fail, self.halted)
+        """Everything that affects the future (not the instruction count or step number); the
+        held PMI's age bounds its skid, so the late-PMI space of a counter is finite."""
+        return (self.kvm.key(), self.lapic.key(), self.host.fail, self.halted, self.pmi_age)
+
+    @property
+    def pmi_in_flight(self) -> bool:
+        """A host PMI has been raised and not landed yet."""
+        return bool(self._pmcs_with_pending())
 
     # --- observation ------------------------------------------------------------------
 
@@ -158,6 +172,7 @@ class World:
         self.kvm.log, self.kvm.signals = [], []
         if isinstance(action, A.GUEST_ACTIONS):
             self.kvm.has_run = True
+            self._bound_skid()
         match action:
             case A.Native():
                 self._native(action)
@@ -185,6 +200,8 @@ class World:
                 self._save_restore()
             case _:
                 raise VpmuError(f"not an action: {action!r}")
+        if not self.pmi_in_flight:
+            self.pmi_age = 0
         status = self.kvm.pmu.global_status if self.kvm.pmu.version > 1 else 0
         obs = Observation(self.steps, action, self.insn, tuple(self._results), self.counters(),
                           status, self.lapic.lvtpc, tuple(self._pmis),
@@ -274,6 +291,42 @@ class World:
             if ev is not None and ev.land_pmi():
                 k.kvm_perf_overflow(pmc)
         k.handling_nmi_from_guest = False
+        self.pmi_age = 0
+
+    def _nmi_exit(self) -> None:
+        """The in-flight host PMI interrupts the guest: an NMI VM-exit (vmx_vcpu_enter_exit /
+        svm_vcpu_run handle it before any exit handler), then vcpu_enter_guest()."""
+        self.land_host_pmi(nmi_exit=True)
+        self.vcpu_enter_guest()
+
+    def _bound_skid(self) -> None:
+        """Bounded skid (`WorldOptions.skid`): a guest step starts while a host PMI is in
+        flight; once `skid` guest steps have started since it was raised, it lands before
+        this one executes any instruction."""
+        if not self.pmi_in_flight:
+            return
+        if self.pmi_age >= self.options.skid:
+            self.kvm.note("pmi", f"held host PMI reaches the skid bound ({self.options.skid} steps)")
+            self._nmi_exit()
+        else:
+            self.pmi_age += 1
+
+    def _wrap_bound(self, pos: int, branches: int) -> int | None:
+        """Instructions a held run may still retire before an in-flight host PMI must land: a
+        held PMI never spans a second wrap of its counter (real skid is far below one
+        counter period, >= 2^31 events). 0: land now; None: no bound."""
+        bound: int | None = None
+        for pmc in self._pmcs_with_pending():
+            ev = pmc.perf_event
+            kind = event_kind(self.cfg.vendor, ev.event, fixed=pmc.idx >= FIXED_BASE) if ev is not None else None
+            if ev is None or kind is None or per_step(kind, ev.config) or not ev.counts_at(self.kvm.cpl):
+                continue
+            mask = self.kvm.pmc_bitmask(pmc)
+            left = mask + 1 - (self.kvm.pmc_read_counter(pmc) & mask)  # events to the next wrap
+            off = 0 if left <= 1 else _offset(kind, left - 1, pos, branches)
+            if off is not None and (bound is None or off < bound):
+                bound = off
+        return bound
 
     # --- retirement ------------------------------------------------------------------
 
@@ -409,18 +462,22 @@ class World:
         """Native guest execution, advanced arithmetically from one overflow point to the next;
         the design's backing says what counts and whether an overflow exits at once."""
         self._wake_for_guest()
-        if not action.hold_pmi and self._pmcs_with_pending():
+        if not action.hold_pmi and self.pmi_in_flight:
             # a host PMI held by an earlier run's skid interrupts this run before its first insn
-            self.land_host_pmi(nmi_exit=True)
-            self.vcpu_enter_guest()
+            self._nmi_exit()
         k, backing = self.kvm, self.design.backing
         totals = action.totals()
         count, branches = totals["instructions"], totals["branches"]
         k.cpl = action.cpl
         pos = 0
         while pos < count:
+            bound = self._wrap_bound(pos, branches)
+            if bound == 0:
+                self.kvm.note("pmi", "held host PMI lands before its counter wraps again")
+                self._nmi_exit()
+                continue
             sources = [s for s in backing.native_sources(k) if not per_step(s[0], s[3])]
-            step = count - pos
+            step = count - pos if bound is None else min(count - pos, bound)
             for kind, need, _, _ in sources:
                 off = _offset(kind, need, pos, branches)
                 if off is not None and off < step:
@@ -434,14 +491,14 @@ class World:
             self.insn += step
             k.insn = self.insn
             if hit and backing.native_pmi_exits(k, action.hold_pmi):
-                self.land_host_pmi(nmi_exit=True)
-                self.vcpu_enter_guest()
+                self._nmi_exit()
         self._native_step_events(action, totals)
 
     def _native_step_events(self, action: A.Native, totals: dict[EventKind, int]) -> None:
         """The run's per-step events, all at its last instruction boundary: what each counting
         PMC with such an event (or a CMASK/EDGE condition) counts, in pieces no larger than
-        what is left until it interrupts."""
+        what is left until it interrupts; a held PMI of the counter lands before it would
+        wrap a second time (as in `_wrap_bound`)."""
         k, backing = self.kvm, self.design.backing
         todo = [(pmc.idx, step_count(totals[kind], config, action.cycles))
                 for kind, _, pmc, config in backing.native_sources(k) if per_step(kind, config)]
@@ -450,11 +507,26 @@ class World:
                 src = next((s for s in backing.native_sources(k) if s[2].idx == idx), None)
                 if src is None:
                     break
-                n = min(left, src[1]) if src[1] > 0 else left
+                _, need, pmc, _ = src
+                if need > 0:
+                    n = min(left, need)
+                else:
+                    ev = pmc.perf_event
+                    mask = k.pmc_bitmask(pmc)
+                    cap = mask - (k.pmc_read_counter(pmc) & mask)  # events before the next wrap
+                    if ev is not None and ev.overflow_pending and cap < left:
+                        if cap == 0:
+                            k.note("pmi", "held host PMI lands before its counter wraps again")
+                            self._nmi_exit()
+                            if not (pmc.perf_event is not None and pmc.perf_event.overflow_pending):
+                                continue
+                            cap = left
+                        n = cap
+                    else:
+                        n = left
                 left -= n
-                if backing.count_native(k, src[2], n) and backing.native_pmi_exits(k, action.hold_pmi):
-                    self.land_host_pmi(nmi_exit=True)
-                    self.vcpu_enter_guest()
+                if backing.count_native(k, pmc, n) and backing.native_pmi_exits(k, action.hold_pmi):
+                    self._nmi_exit()
 
     # --- host and userspace actions ------------------------------------------------------
 

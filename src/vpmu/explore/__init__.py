@@ -10,9 +10,10 @@ Laid out like a model checker (TLC's model / search / trail split):
 * `units`    — index paths, state digests, owner partitions and picklable work units;
 * `backends` — where work runs (`LocalBackend`; `ray_backend.RayBackend` for a cluster);
 * `shrink`   — minimising each counterexample;
+* `causes`   — candidates, cause signatures and one shrunk counterexample per cause;
 * `trail`    — saving counterexamples as scenario files that `vpmu run` replays.
 
-`explore()` runs the chosen searches and shrinks one counterexample per divergence kind.
+`explore()` runs the chosen searches and shrinks one counterexample per cause.
 docs/explorer.md and docs/scaling.md describe the whole.
 """
 
@@ -28,6 +29,7 @@ from vpmu.errors import VpmuError
 from vpmu.pmc_map import counter_name
 
 from .backends import Backend, LocalBackend
+from .causes import MAX_COUNTEREXAMPLES, Candidates, select_causes, signature
 from .judge import Finding, Judge, Node, Target
 from .search import (
     Expander,
@@ -43,7 +45,18 @@ from .search import (
     split_restarts,
 )
 from .shrink import first_of_kind, shrink, shrink_finding
-from .space import ACTION_KINDS, Bounds, alphabet, counters_in_use, default_width, setup_prefix, touches
+from .space import (
+    ACTION_KINDS,
+    Bounds,
+    CountedEvent,
+    EventMap,
+    alphabet,
+    counters_in_use,
+    default_width,
+    kind_of,
+    setup_prefix,
+    touches,
+)
 from .units import (
     IndexPath,
     RandomJob,
@@ -58,12 +71,13 @@ from .units import (
 )
 
 __all__ = [
-    "ACTION_KINDS", "MODES", "Backend", "Bounds", "Expander", "ExploreReport", "Finding", "InMemoryExpander",
-    "IndexPath", "Judge", "LocalBackend", "Node", "Progress", "RandomJob", "ReplayExpander", "SearchResult",
-    "Stats", "Successor", "Target", "Unit", "UnitRunner", "alphabet", "bfs", "counters_in_use", "default_width",
-    "expand_unit",
-    "explore", "first_of_kind", "merge_random", "owner_of", "past_deadline", "random_search", "random_unit",
-    "run_unit", "setup_prefix", "shrink", "shrink_finding", "split_restarts", "state_digest", "touches",
+    "ACTION_KINDS", "MAX_COUNTEREXAMPLES", "MODES", "Backend", "Bounds", "Candidates", "CountedEvent",
+    "EventMap", "Expander", "ExploreReport", "Finding", "InMemoryExpander", "IndexPath", "Judge", "LocalBackend",
+    "Node", "Progress", "RandomJob", "ReplayExpander", "SearchResult", "Stats", "Successor", "Target", "Unit",
+    "UnitRunner", "alphabet", "bfs", "counters_in_use", "default_width", "expand_unit", "explore",
+    "first_of_kind", "kind_of", "merge_random", "owner_of", "past_deadline", "random_search", "random_unit",
+    "run_unit", "select_causes", "setup_prefix", "shrink", "shrink_finding", "signature", "split_restarts",
+    "state_digest", "touches",
 ]
 
 MODES = ("random", "exhaustive", "auto")
@@ -72,7 +86,7 @@ MODES = ("random", "exhaustive", "auto")
 @dataclass
 class ExploreReport:
     """What `vpmu explore` prints: the bounds, the searches' statistics, and the shrunk
-    counterexamples (one per divergence kind and visibility, in a stable order)."""
+    counterexamples (one per cause, at most the cap; `causes_found` counts every cause)."""
 
     target: Target
     bounds: Bounds
@@ -80,6 +94,7 @@ class ExploreReport:
     seed: int
     searches: list[SearchResult]
     counterexamples: list[Finding]
+    causes_found: int = 0
 
     @property
     def untolerated(self) -> bool:
@@ -109,18 +124,23 @@ class ExploreReport:
             "elapsed_seconds": round(total.elapsed, 3),
             "depth_reached": total.depth_reached,
             "exhausted": total.exhausted,
+            "depth_limited": total.depth_limited,
+            "frontier_left": total.frontier_left,
             "stopped_by_budget": total.stopped_by_budget,
             "searches": [
                 {"mode": s.mode, "states": s.stats.states, "transitions": s.stats.transitions,
                  "sequences": s.stats.sequences, "depth_reached": s.stats.depth_reached,
-                 "exhausted": s.stats.exhausted, "elapsed_seconds": round(s.stats.elapsed, 3),
+                 "exhausted": s.stats.exhausted, "depth_limited": s.stats.depth_limited,
+                 "frontier_left": s.stats.frontier_left, "elapsed_seconds": round(s.stats.elapsed, 3),
                  "kinds_found": sorted({f"{f.kind}/{f.visibility}" for f in s.findings})}
                 for s in self.searches
             ],
+            "causes_found": self.causes_found,
             "counterexamples": [
                 {"kind": f.kind, "visibility": f.visibility, "step": f.step, "message": f.detail,
+                 "counter": f.counter, "signature": signature(f), "assumptions": list(f.assumptions),
                  "counters": [counter_name(c) for c in f.counters],
-                 "setup_steps": len(setup_prefix(t.cfg, f.counters)),
+                 "setup_steps": len(setup_prefix(t.cfg, f.counters, f.events)),
                  "steps": [action_to_dict(a) for a in f.actions],
                  "scenario_file": path}
                 for f, path in zip(self.counterexamples, files, strict=True)
@@ -138,9 +158,10 @@ def explore(
     time_budget: float | None = None,
     progress: Progress | None = None,
     backend: Backend | None = None,
+    max_counterexamples: int = MAX_COUNTEREXAMPLES,
 ) -> ExploreReport:
     """Check the request, run the chosen searches, then shrink one counterexample per
-    divergence kind.
+    cause (at most `max_counterexamples`, `vpmu.explore.causes`).
 
     mode "random", "exhaustive", or "auto" (random first, then exhaustive). The bounds are
     checked against `target.cfg`, whose counters are narrowed to `bounds.width`. `backend`
@@ -155,7 +176,9 @@ def explore(
         raise VpmuError(f"unknown mode {mode!r} (known: {', '.join(MODES)})")
     if restarts < 1:
         raise VpmuError(f"--restarts must be >= 1, not {restarts}")
-    target = replace(target, cfg=bounds.fit(target.cfg))
+    if max_counterexamples < 1:
+        raise VpmuError(f"--max-counterexamples must be >= 1, not {max_counterexamples}")
+    target = replace(target, cfg=bounds.fit(target.cfg), world=replace(target.world, skid=bounds.skid))
     owned = backend is None
     run_on = LocalBackend(jobs) if backend is None else backend
     searches: list[SearchResult] = []
@@ -173,11 +196,6 @@ def explore(
     finally:
         if owned:
             run_on.close()
-    best: dict[tuple[str, str], Finding] = {}
-    for search in searches:
-        for f in search.findings:
-            key = (f.kind, f.visibility)
-            if key not in best or len(f.suffix) < len(best[key].suffix):
-                best[key] = f
-    shrunk = [shrink_finding(target, best[k]) for k in sorted(best)]
-    return ExploreReport(target, bounds, mode, seed, searches, shrunk)
+    candidates: Candidates[Finding] = Candidates(f for search in searches for f in search.findings)
+    chosen, causes = select_causes(target, candidates.findings(), max_counterexamples)
+    return ExploreReport(target, bounds, mode, seed, searches, chosen, causes)

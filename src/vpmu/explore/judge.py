@@ -12,6 +12,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
 from vpmu.actions import Action
+from vpmu.assumptions import assumptions_of
 from vpmu.checker import compare
 from vpmu.config import PmuConfig
 from vpmu.divergence import Divergence
@@ -19,9 +20,9 @@ from vpmu.reference import ReferenceMachine
 from vpmu.run import start_machines
 from vpmu.tolerances import CheckerOptions
 from vpmu.trace import Machine, Observation
-from vpmu.world import World
+from vpmu.world import World, WorldOptions
 
-from .space import setup_prefix
+from .space import EventMap, setup_prefix
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,15 +35,17 @@ class Target:
     era: str
     design: str | None = None
     checker_options: CheckerOptions = field(default_factory=CheckerOptions)
+    world: WorldOptions = field(default_factory=WorldOptions)
 
     def machines(self) -> tuple[ReferenceMachine, World]:
         """Fresh machines that start from the same LVTPC (the World's default)."""
-        return start_machines(self.cfg, self.era, self.design)
+        return start_machines(self.cfg, self.era, self.design, self.world)
 
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """An untolerated divergence found by `counters`' set-up followed by `suffix`."""
+    """An untolerated divergence found by `counters`' set-up (counting `events`) followed by
+    `suffix`; `counter` is the divergence's counter (`gp0`, or None)."""
 
     cfg: PmuConfig
     kind: str
@@ -51,22 +54,30 @@ class Finding:
     suffix: tuple[Action, ...]
     step: int
     detail: str = ""
+    counter: str | None = None
+    events: EventMap = ()
 
     @classmethod
     def of(cls, cfg: PmuConfig, counters: tuple[int, ...], suffix: tuple[Action, ...],
-           divergence: Divergence) -> Finding:
+           divergence: Divergence, events: EventMap = ()) -> Finding:
         return cls(cfg, divergence.kind, divergence.visibility, counters, suffix, divergence.step,
-                   divergence.message)
+                   divergence.message, divergence.counter, events)
 
     @property
     def record_key(self) -> Hashable:
-        """A search keeps the first finding of each key: one per kind and visibility."""
+        """What a search counts as one kind of finding: its kind and visibility (a search keeps
+        a few candidates per coarse cause within it, `vpmu.explore.causes.Candidates`)."""
         return (self.kind, self.visibility)
 
     @property
     def actions(self) -> tuple[Action, ...]:
         """The whole replayable sequence: set-up prefix, then the explored steps."""
-        return setup_prefix(self.cfg, self.counters) + self.suffix
+        return setup_prefix(self.cfg, self.counters, self.events) + self.suffix
+
+    @property
+    def assumptions(self) -> tuple[str, ...]:
+        """The host-timing assumptions its explored steps rest on (`vpmu.assumptions`)."""
+        return assumptions_of(self.suffix)
 
 
 def _quiet(r: Observation, k: Observation) -> bool:

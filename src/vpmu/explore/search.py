@@ -17,6 +17,7 @@ from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, NamedTuple, Protocol, TypeVar
 
+from .causes import Candidates
 from .judge import Finding, Judge, Node, Target
 from .space import Bounds, alphabet, counters_in_use, setup_prefix
 
@@ -24,7 +25,13 @@ from .space import Bounds, alphabet, counters_in_use, setup_prefix
 @dataclass
 class Stats:
     """Counters every search reports. For random search `states` counts the states it
-    visited (with repeats); for exhaustive search, distinct states."""
+    visited (with repeats); for exhaustive search, distinct states.
+
+    How an exhaustive search ended: `exhausted` — a level produced no new state (a fixpoint:
+    nothing more is reachable within the other bounds); `depth_limited` — the depth bound
+    cut it; `stopped_by_budget` — the time budget did. `frontier_left`: states found but not
+    expanded when it stopped.
+    """
 
     states: int = 0
     transitions: int = 0
@@ -33,6 +40,8 @@ class Stats:
     exhausted: bool = False
     elapsed: float = 0.0
     stopped_by_budget: bool = False
+    depth_limited: bool = False
+    frontier_left: int = 0
 
     @property
     def states_per_second(self) -> float:
@@ -40,7 +49,8 @@ class Stats:
 
     def __add__(self, other: Stats) -> Stats:
         """Two searches' statistics together: counts and time add up, the deeper depth and
-        any stop by the budget win, and an exhausted (exhaustive) search stays exhausted."""
+        any stop by the budget or the depth bound win, and an exhausted (exhaustive) search
+        stays exhausted."""
         return Stats(
             states=self.states + other.states,
             transitions=self.transitions + other.transitions,
@@ -49,6 +59,8 @@ class Stats:
             exhausted=self.exhausted or other.exhausted,
             elapsed=self.elapsed + other.elapsed,
             stopped_by_budget=self.stopped_by_budget or other.stopped_by_budget,
+            depth_limited=self.depth_limited or other.depth_limited,
+            frontier_left=self.frontier_left + other.frontier_left,
         )
 
 
@@ -64,11 +76,6 @@ Progress = Callable[[Stats, int], None]
 
 #: Within a level, the BFS driver reports progress about every this many transitions.
 PROGRESS_EVERY = 2048
-
-
-def _record(found: dict[Hashable, Finding], f: Finding) -> None:
-    if f.record_key not in found:
-        found[f.record_key] = f
 
 
 def past_deadline(deadline: float | None) -> bool:
@@ -92,11 +99,12 @@ def random_search(
     it. Splitting the range over workers therefore does not change what is found."""
     judge = Judge(target)
     counters = counters_in_use(target.cfg, bounds)
-    prefix = setup_prefix(target.cfg, counters)
+    events = bounds.event_map(target.cfg)
+    prefix = setup_prefix(target.cfg, counters, events)
     letters = alphabet(target.cfg, bounds)
     kinds = sorted({k for k, _ in letters})
     stats = Stats()
-    found: dict[Hashable, Finding] = {}
+    found: Candidates[Finding] = Candidates()
     start = time.perf_counter()
     root, _ = judge.root(prefix)
     for r in restarts:
@@ -114,14 +122,14 @@ def random_search(
             stats.depth_reached = max(stats.depth_reached, depth)
             if divs:
                 for d in divs:
-                    _record(found, Finding.of(target.cfg, counters, node.path[len(prefix):], d))
+                    found.add(Finding.of(target.cfg, counters, node.path[len(prefix):], d, events))
                 break
         stats.sequences += 1
         if progress is not None and stats.sequences % 50 == 0:
             stats.elapsed = time.perf_counter() - start
-            progress(stats, len(found))
+            progress(stats, found.kinds)
     stats.elapsed = time.perf_counter() - start
-    return SearchResult("random", stats, list(found.values()))
+    return SearchResult("random", stats, found.findings())
 
 
 def split_restarts(restarts: int, workers: int) -> list[range]:
@@ -140,11 +148,8 @@ def merge_random(parts: Sequence[SearchResult]) -> SearchResult:
     parts ran side by side: the elapsed time is the longest part's."""
     stats = sum((p.stats for p in parts), Stats())
     stats.elapsed = max((p.stats.elapsed for p in parts), default=0.0)
-    found: dict[Hashable, Finding] = {}
-    for part in parts:
-        for f in part.findings:
-            _record(found, f)
-    return SearchResult("random", stats, list(found.values()))
+    found = Candidates(f for part in parts for f in part.findings)
+    return SearchResult("random", stats, found.findings())
 
 
 # --- breadth-first search ----------------------------------------------------------------------
@@ -194,7 +199,8 @@ class InMemoryExpander:
         self.judge = Judge(target)
         self.cfg = target.cfg
         self.counters = counters_in_use(target.cfg, bounds)
-        self.prefix = setup_prefix(target.cfg, self.counters)
+        self.events = bounds.event_map(target.cfg)
+        self.prefix = setup_prefix(target.cfg, self.counters, self.events)
         self.letters = [a for _, a in alphabet(target.cfg, bounds)]
 
     def root(self) -> tuple[Node, Hashable]:
@@ -212,7 +218,8 @@ class InMemoryExpander:
                 child, divs = self.judge.advance(node, action)
                 if divs:
                     suffix = child.path[len(self.prefix):]
-                    yield Successor(child, None, [Finding.of(self.cfg, self.counters, suffix, d) for d in divs])
+                    yield Successor(child, None, [Finding.of(self.cfg, self.counters, suffix, d, self.events)
+                                                  for d in divs])
                 else:
                     yield Successor(child, child.key(), [])
 
@@ -228,11 +235,13 @@ def bfs(
     A state is expanded once (its key enters the visited set when first met); every
     transition is judged, so a divergence reached by a second path to a known state is
     still found. A path that diverged is not expanded further: BFS already made it a
-    shortest witness of its kind. A level cut short by the deadline does not count as
-    reached, and the search is then not exhausted.
+    shortest witness of its kind. The search is exhausted only when a level produces no new
+    state (a fixpoint); when the depth bound ends it first it is depth-limited, with the
+    last level's new states left unexpanded. A level cut short by the deadline does not
+    count as reached.
     """
     stats = Stats(states=1)
-    found: dict[Hashable, Finding] = {}
+    found: Candidates[Finding] = Candidates()
     start = time.perf_counter()
     reported = 0  # transitions at the last progress report
 
@@ -241,7 +250,7 @@ def bfs(
         reported = stats.transitions
         if progress is not None:
             stats.elapsed = time.perf_counter() - start
-            progress(stats, len(found))
+            progress(stats, found.kinds)
 
     root = expander.root()
     visited = {root[1]}
@@ -250,6 +259,7 @@ def bfs(
         per_call = expander.states_per_call or len(frontier)
         calls = [frontier[i:i + per_call] for i in range(0, len(frontier), per_call)]
         next_frontier: list[tuple[S, K]] = []
+        expanded = 0
         for n, states in enumerate(calls):
             if past_deadline(deadline):
                 stats.stopped_by_budget = True
@@ -257,21 +267,26 @@ def bfs(
             for child, key, findings in expander.expand(states):
                 stats.transitions += 1
                 for f in findings:
-                    _record(found, f)
+                    found.add(f)
                 if key is None or key in visited:
                     continue
                 visited.add(key)
                 stats.states += 1
                 next_frontier.append((child, key))
+            expanded += len(states)
             if n + 1 < len(calls) and stats.transitions - reported >= PROGRESS_EVERY:
                 report()
         if stats.stopped_by_budget:
+            stats.frontier_left = len(frontier) - expanded + len(next_frontier)
             break
         stats.depth_reached = level
         report()
         frontier = next_frontier
         if not frontier:
+            stats.exhausted = True
             break
-    stats.exhausted = not stats.stopped_by_budget
+    else:
+        stats.depth_limited = True
+        stats.frontier_left = len(frontier)
     stats.elapsed = time.perf_counter() - start
-    return SearchResult("exhaustive", stats, list(found.values()))
+    return SearchResult("exhaustive", stats, found.findings())

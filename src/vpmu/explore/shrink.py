@@ -1,9 +1,10 @@
 """Shrinking: make a counterexample as small as it gets while it keeps its divergence.
 
 The order is "fewer steps, then smaller magnitude": a candidate is tried only if it has
-fewer steps than the current sequence, or as many steps with one action simpler (a shorter
-run, a smaller batch, a write value nearer 0, hold_pmi off, the host PMI before the
-handler). Every accepted candidate is therefore strictly smaller in that well-founded
+fewer steps than the current sequence, or as many steps with one action simpler (a plain
+CPUID for any other intercepted or emulated step: the simplest VM-exit that retires an
+instruction; a shorter run, a smaller batch, a write value nearer 0, hold_pmi off, the host
+PMI before the handler). Every accepted candidate is therefore strictly smaller in that well-founded
 order, so shrinking ends even without its `max_tries` cap (which bounds the replays). When
 it ends without reaching the cap, no single step can be dropped and no single action
 simplified any more.
@@ -14,14 +15,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
-from vpmu.actions import Action, Batch, Cpuid, Emulate, Native, Wrmsr
+from vpmu.actions import Action, Batch, Cpuid, Emulate, Hlt, Native, Rdmsr, Rdpmc, Wrmsr
 
 from .judge import Finding, Judge, Target
-from .space import setup_prefix, touches
+from .space import EventMap, setup_prefix, touches
 
 
 def _simpler_actions(action: Action, mask: int) -> Iterable[Action]:
     """Candidate replacements for one action, simplest first; each strictly simpler."""
+    if isinstance(action, Wrmsr | Rdmsr | Rdpmc | Hlt | Emulate | Batch):
+        yield Cpuid()
     if isinstance(action, Native):
         if action.count > 1:
             yield replace(action, count=1, branches=min(action.branches, 1))
@@ -32,6 +35,8 @@ def _simpler_actions(action: Action, mask: int) -> Iterable[Action]:
                           branches=min(action.branches, action.count - 1))
         if action.branches:
             yield replace(action, branches=0)
+        if action.cpl:
+            yield replace(action, cpl=0)
         if action.hold_pmi:
             yield replace(action, hold_pmi=False)
     elif isinstance(action, Batch | Emulate):
@@ -91,28 +96,30 @@ def shrink(
 
 
 def first_of_kind(target: Target, counters: tuple[int, ...], suffix: Sequence[Action], kind: str,
-                  visibility: str, judge: Judge | None = None) -> Finding | None:
-    """Replay set-up + `suffix`; the first untolerated divergence of `kind`, if any."""
+                  visibility: str, judge: Judge | None = None, events: EventMap = ()) -> Finding | None:
+    """Replay set-up (`counters` counting `events`) + `suffix`; the first untolerated
+    divergence of `kind`, if any."""
     judge = judge or Judge(target)
-    _, divs = judge.root(setup_prefix(target.cfg, counters) + tuple(suffix))
+    _, divs = judge.root(setup_prefix(target.cfg, counters, events) + tuple(suffix))
     for d in divs:
         if d.kind == kind and d.visibility == visibility:
-            return Finding.of(target.cfg, counters, tuple(suffix), d)
+            return Finding.of(target.cfg, counters, tuple(suffix), d, events)
     return None
 
 
 def shrink_finding(target: Target, finding: Finding) -> Finding:
     """Minimise while the same divergence kind and visibility stay reported: fewer and
     simpler explored steps (the set-up prefix is kept, so the cause cannot drift into the
-    set-up), then fewer counters in use."""
+    set-up), then fewer counters in use; finally cut the trace after the first step at
+    which the divergence is reported, so nothing follows it."""
     judge = Judge(target)
-    kind, vis = finding.kind, finding.visibility
+    kind, vis, events = finding.kind, finding.visibility, finding.events
+
+    def found(counters: tuple[int, ...], suffix: Sequence[Action]) -> Finding | None:
+        return first_of_kind(target, counters, suffix, kind, vis, judge, events)
 
     def shrink_suffix(counters: tuple[int, ...], suffix: Sequence[Action]) -> tuple[Action, ...]:
-        def still_fails(candidate: Sequence[Action]) -> bool:
-            return first_of_kind(target, counters, candidate, kind, vis, judge) is not None
-
-        return shrink(suffix, still_fails, target.cfg.gp_mask)
+        return shrink(suffix, lambda candidate: found(counters, candidate) is not None, target.cfg.gp_mask)
 
     counters, suffix = finding.counters, shrink_suffix(finding.counters, finding.suffix)
     for pmc in sorted(counters, reverse=True):
@@ -120,8 +127,10 @@ def shrink_finding(target: Target, finding: Finding) -> Finding:
             break
         fewer = tuple(c for c in counters if c != pmc)
         kept = tuple(a for a in suffix if not touches(target.cfg, a, pmc))
-        if kept and first_of_kind(target, fewer, kept, kind, vis, judge) is not None:
+        if kept and found(fewer, kept) is not None:
             counters, suffix = fewer, shrink_suffix(fewer, kept)
-    result = first_of_kind(target, counters, suffix, kind, vis, judge)
-    assert result is not None, "shrinking lost the divergence"
-    return result
+    for n in range(len(suffix) + 1):
+        result = found(counters, suffix[:n])
+        if result is not None:
+            return result
+    raise AssertionError("shrinking lost the divergence")

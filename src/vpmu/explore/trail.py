@@ -3,20 +3,26 @@ SPIN's trail, in the scenario format of docs/scenario-format.md)."""
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vpmu.errors import VpmuError
 from vpmu.scenario.dump import dump_scenario
+from vpmu.world import WorldOptions
+
+from .causes import digest
 
 if TYPE_CHECKING:
     from vpmu.explore import ExploreReport
 
 
 def save_counterexamples(report: ExploreReport, directory: str | None) -> list[str | None]:
-    """Write each counterexample to `directory` as `explore-ERA-KIND-VISIBILITY.yaml`, with the
-    CPU at the explored width, the era, the design and the checker options; the paths, in
-    counterexample order (None when not saved: no directory, or nothing found)."""
+    """Write each counterexample to `directory` as `explore-ERA-KIND-VISIBILITY.yaml` (the
+    first of its kind and visibility; further causes add their signature digest:
+    `...-VISIBILITY-1a2b3c4d.yaml`), with the CPU at the explored width, the era, the design,
+    the checker options and the skid; the paths, in counterexample order (None when not
+    saved: no directory, or nothing found)."""
     if directory is None or not report.counterexamples:
         return [None] * len(report.counterexamples)
     t = report.target
@@ -25,14 +31,22 @@ def save_counterexamples(report: ExploreReport, directory: str | None) -> list[s
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise VpmuError(f"cannot create --save directory {directory}: {e.strerror or e}") from None
+    plain = WorldOptions()
+    world = {f.name: getattr(t.world, f.name) for f in fields(t.world)
+             if getattr(t.world, f.name) != getattr(plain, f.name)}
     paths: list[str | None] = []
+    named: set[tuple[str, str]] = set()
     for f in report.counterexamples:
         name = f"explore-{t.era}-{f.kind}-{f.visibility}"
+        if (f.kind, f.visibility) in named:
+            name += f"-{digest(f)}"
+        named.add((f.kind, f.visibility))
+        assumed = ", ".join(f.assumptions) or "none"
         text = dump_scenario(
             name,
             f"Found by vpmu explore (mode {report.mode}, seed {report.seed}, counters {t.cfg.gp_width} bits) "
-            f"and shrunk: {f.kind} ({f.visibility}) at step {f.step}: {f.detail}",
-            t.cfg, t.era, t.design, t.checker_options, f.actions)
+            f"and shrunk: {f.kind} ({f.visibility}) at step {f.step}: {f.detail}; assumes: {assumed}",
+            t.cfg, t.era, t.design, t.checker_options, f.actions, world)
         path = root / f"{name}.yaml"
         path.write_text(text, encoding="utf-8")
         paths.append(str(path))

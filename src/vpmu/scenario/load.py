@@ -232,8 +232,8 @@ class _Loader:
                     world[key] = self.boolean(value, kl, fld)
                 elif key == "lvtpc":
                     world[key] = self.integer(value, kl, fld, hi=0xFFFF_FFFF)
-                else:
-                    world[key] = self.integer(value, kl, fld, lo=1, hi=64)
+                else:  # host_counter_width: 1..64 bits; skid: 0..64 guest steps
+                    world[key] = self.integer(value, kl, fld, lo=0 if key == "skid" else 1, hi=64)
             else:
                 known = sorted(checker_names | set(_WORLD_FIELDS))
                 raise self.err(kl, fld, f"unknown option (known: {', '.join(known)})")
