@@ -32,7 +32,8 @@ from vpmu.explore import (
     run_unit,
     setup_prefix,
 )
-from vpmu.scenario import dump_scenario, execute, parse_scenario
+from vpmu.run import execute
+from vpmu.scenario import dump_scenario, parse_scenario
 from vpmu.tolerances import CheckerOptions
 
 CFG = preset("intel-v2").with_width(4)

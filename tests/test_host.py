@@ -124,3 +124,42 @@ def test_clone_is_independent() -> None:
     assert twin.key() == ev.key()
     twin.advance(5)
     assert twin.overflow_pending and not ev.overflow_pending and twin.key() != ev.key()
+
+
+def test_created_event_carries_what_kvm_asked_for() -> None:
+    ev = PerfHost().create(3, 0x5300C0, INSTRUCTIONS, True, False, 7)
+    assert isinstance(ev, PerfEvent)
+    assert (ev.pmc_idx, ev.config, ev.event, ev.exclude_user, ev.exclude_kernel, ev.sample_period) == \
+        (3, 0x5300C0, INSTRUCTIONS, True, False, 7)
+
+
+def test_state_after_pause_land_and_period_change_is_exact() -> None:
+    """The state key (what the explorer hashes) after each perf call, field by field:
+    (config, exclude_user, exclude_kernel, period, count, enabled, period_left, armed, pending)."""
+    ev = event(5)
+    assert ev.advance(5)
+    assert ev.key() == (INSTRUCTIONS, 0, 0, 5, 5, 1, 0, 0, 1)      # interrupted: disarmed, pending
+    assert ev.land_pmi()
+    assert ev.key() == (INSTRUCTIONS, 0, 0, 5, 5, 1, 5, 5, 0)      # re-armed for a full period
+    assert not ev.advance(0) and ev.key()[4] == 5                  # zero events count nothing
+    assert ev.advance(5) and ev.set_period(3) == (0, True)
+    assert ev.key() == (INSTRUCTIONS, 0, 0, 3, 10, 1, 3, 3, 0)
+    assert ev.advance(3) and ev.pause() == (13, True)
+    assert ev.key() == (INSTRUCTIONS, 0, 0, 3, 0, 0, 0, 0, 0)
+
+
+def test_a_pending_overflow_stops_further_interrupts_until_it_lands() -> None:
+    ev = event(2)
+    assert ev.advance(2)
+    assert not ev.advance(1) and ev.overflow_pending and ev.read() == 3 and ev.period_left == -1
+
+
+def test_a_period_left_of_minus_one_period_or_less_restarts_a_full_period() -> None:
+    """x86_perf_event_set_period(): left <= -period restarts at period; -period < left <= 0
+    adds one period."""
+    for left, armed in ((-5, 5), (-6, 5), (-4, 2), (0, 5)):
+        ev = event(5)
+        ev.period_left = left
+        ev.land_pmi()
+        ev.overflow_pending = True
+        assert ev.land_pmi() and ev.armed == armed, left

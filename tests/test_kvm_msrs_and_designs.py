@@ -3,6 +3,8 @@ handlers per vendor, eras, and the design seam (registry, loader, user example).
 
 from __future__ import annotations
 
+import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,10 +24,18 @@ from vpmu.actions import (
 )
 from vpmu.backing import GuestCounters
 from vpmu.config import preset
-from vpmu.designs import DESIGNS, CounterDesign, EmulatedCounterDesign, MediatedDesign, load_design
+from vpmu.designs import (
+    DESIGNS,
+    CounterDesign,
+    EmulatedCounterDesign,
+    MediatedDesign,
+    load_design,
+    resolve_design,
+)
 from vpmu.eras import ERAS
 from vpmu.errors import VpmuError
 from vpmu.kvm import KvmPmc, KvmVcpu
+from vpmu.trace import Observation
 from vpmu.world import World, WorldOptions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,12 +152,60 @@ def test_design_registry_and_loader() -> None:
     assert set(DESIGNS) == {"prev-counter", "emulated-counter", "mediated"}
     assert all(ERAS[e].default_design in DESIGNS for e in ERAS)
     assert load_design("vpmu.designs:MediatedDesign") is DESIGNS["mediated"]
-    for bad in ("nope", "no.such.module:X", "vpmu.designs:Nope", "vpmu.errors:VpmuError",
-                "missing/file.py:X", "vpmu.designs:CounterDesign"):
-        with pytest.raises(VpmuError):
-            load_design(bad)
     with pytest.raises(VpmuError):
         World(INTEL, "6.5")
+
+
+@pytest.mark.parametrize(("ref", "message"), [
+    ("nope", "design reference 'nope' must look like 'module:Class' or 'file.py:Class'"),
+    ("no.such.module:X", "cannot import design 'no.such.module:X': ModuleNotFoundError: No module named 'no'"),
+    ("vpmu.designs:Nope", "design 'vpmu.designs:Nope': 'vpmu.designs' has no attribute 'Nope'"),
+    ("vpmu.errors:VpmuError", "design 'vpmu.errors:VpmuError' is not a subclass of vpmu.designs.CounterDesign"),
+    ("vpmu.designs:DESIGNS", "design 'vpmu.designs:DESIGNS' is not a subclass of vpmu.designs.CounterDesign"),
+    ("vpmu.designs:CounterDesign",
+     "design 'vpmu.designs:CounterDesign' does not implement: "
+     "incr_counter, pause_counter, read_counter, write_counter"),
+    ("missing/file.py:X", "design file 'missing/file.py' does not exist"),
+    ("missing.py:X", "design file 'missing.py' does not exist"),
+    ("missing\\dir:X", "design file 'missing\\\\dir' does not exist"),
+])
+def test_a_bad_design_reference_is_one_line_naming_what_is_wrong(ref: str, message: str) -> None:
+    with pytest.raises(VpmuError, match=f"^{re.escape(message)}$"):
+        load_design(ref)
+
+
+def test_a_design_file_that_fails_or_is_no_python_is_one_line(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.py"
+    broken.write_text("raise RuntimeError('boom')\n")
+    ref = f"{broken}:X"
+    with pytest.raises(VpmuError, match=f"^{re.escape(f'cannot import design {ref!r}: RuntimeError: boom')}$"):
+        load_design(ref)
+    text = tmp_path / "design.txt"
+    text.write_text("")
+    with pytest.raises(VpmuError, match=f"^cannot load design file {re.escape(repr(str(text)))}$"):
+        load_design(f"{text}:X")
+
+
+def test_a_design_file_loads_as_one_registered_module_per_path() -> None:
+    """The module is registered in sys.modules under a name fixed by the file's path, so that
+    its classes can be found again by name (pickling to workers) and reloading is harmless."""
+    ref = f"{ROOT / 'examples' / 'my_design.py'}:SnapshotBeforePerf"
+    first, again = load_design(ref), load_design(ref)
+    assert first.__module__ == again.__module__
+    assert first.__module__.startswith("vpmu_user_design_") and len(first.__module__) == len("vpmu_user_design_") + 12
+    assert sys.modules[first.__module__].SnapshotBeforePerf is again
+
+
+def test_resolve_design_takes_a_name_a_reference_or_a_class() -> None:
+    assert type(resolve_design(None, "mediated")) is MediatedDesign
+    assert type(resolve_design("emulated-counter", "mediated")) is EmulatedCounterDesign
+    assert type(resolve_design("vpmu.designs:MediatedDesign", "prev-counter")) is MediatedDesign
+    assert type(resolve_design(EmulatedCounterDesign, "mediated")) is EmulatedCounterDesign
+    with pytest.raises(VpmuError, match="^unknown design 'nope' \\(known: prev-counter, emulated-counter, mediated; "
+                                        "or 'module:Class', 'path/to/file.py:Class', 'kernel:PATH'\\)$"):
+        resolve_design("nope", "mediated")
+    with pytest.raises(VpmuError, match="^not a counter design: <class 'int'>$"):
+        resolve_design(int, "mediated")
 
 
 def test_user_example_design_loads_and_reproduces_v1_duplicate() -> None:
@@ -210,3 +268,66 @@ def test_failed_perf_creation_retried_only_on_next_request(era: str) -> None:
     w.step(Cpuid(cpl=3))                                # emulated event -> KVM_REQ_PMU -> retry
     obs = w.step(Native(10, cpl=3))
     assert obs.counters[0] == 11
+
+
+class DirectIncrementOnPerf(EmulatedCounterDesign):
+    """A perf-backed design that counts emulated events at once, the mediated way, and raises
+    a wrap through `signal_overflow` (the DesignHost call)."""
+
+    def incr_counter(self, kvm: KvmVcpu, pmc: KvmPmc) -> None:
+        pmc.counter = (pmc.counter + 1) & kvm.pmc_bitmask(pmc)
+        if pmc.counter == 0:
+            kvm.signal_overflow(pmc, in_pmi=False)
+
+
+def test_a_perf_backed_design_signals_overflow_through_kvm_perf_overflow() -> None:
+    """signal_overflow goes through the design's backing: for perf events that is
+    __kvm_perf_overflow(): STATUS bit, an `emulated` signal and, with INT set, a PMI."""
+    w = World(INTEL, "6.8", DirectIncrementOnPerf)
+    for a in [HostWrmsr(M.IA32_PERFEVTSEL0, 0x5300C0), HostWrmsr(M.IA32_PERF_GLOBAL_CTRL, 1),
+              HostWrmsr(M.IA32_A_PMC0, (1 << 48) - 1)]:
+        w.step(a)
+    obs = w.step(Cpuid())
+    assert obs.global_status == 1 and [(s.pmc, s.source) for s in obs.signals] == [(0, "emulated")]
+    assert obs.pmis == (1,) and obs.counters[0] == 0
+
+
+def test_kvm_pmu_reset_clears_every_counter_through_the_design() -> None:
+    """kvm_pmu_reset() stops each PMC and hands it to the design's reset_counter, which clears
+    every tracking field (counter, prev_counter, emulated_counter and a design's own state)."""
+    w = World(INTEL, "6.8")
+    for a in [HostWrmsr(M.IA32_PERFEVTSEL0, 0x5300C0), HostWrmsr(M.IA32_FIXED_CTR_CTRL, 0x3),
+              HostWrmsr(M.IA32_PERF_GLOBAL_CTRL, 0x1_0000_0001), Native(10), Cpuid()]:
+        w.step(a)
+    gp0, fixed0 = w.kvm.pmu.gp_counters[0], w.kvm.pmu.fixed_counters[0]
+    gp0.prev_counter, gp0.emulated_counter, gp0.extra["mine"] = 3, 4, 5
+    w.kvm.kvm_pmu_reset()
+    for pmc in (gp0, fixed0):
+        assert (pmc.counter, pmc.prev_counter, pmc.emulated_counter, pmc.extra) == (0, 0, 0, {})
+        assert pmc.perf_event is None
+    assert gp0.eventsel == gp0.eventsel_hw == 0 and fixed0.eventsel != 0   # fixed keep their event
+    assert (w.kvm.pmu.fixed_ctr_ctrl, w.kvm.pmu.global_ctrl, w.kvm.pmu.global_status) == (0, 0, 0)
+
+
+def _mediated_wraps(fixed_ctrl: int) -> tuple[World, Observation]:
+    """Mediated vPMU: fixed0 wraps natively after 3 instructions (PMI bit per `fixed_ctrl`);
+    gp1 (no INT bit) is 5 events from wrapping and counts instructions."""
+    w = World(INTEL, "mediated")
+    for a in [HostWrmsr(M.IA32_PERFEVTSEL0 + 1, 0x4300C0), HostWrmsr(M.IA32_FIXED_CTR_CTRL, fixed_ctrl),
+              HostWrmsr(M.IA32_PERF_GLOBAL_CTRL, 0x1_0000_0002), HostWrmsr(M.IA32_A_PMC0 + 1, (1 << 48) - 5),
+              HostWrmsr(M.IA32_FIXED_CTR0, (1 << 48) - 3)]:
+        w.step(a)
+    return w, w.step(Native(4))
+
+
+def test_guest_owned_counters_raise_pmis_only_with_the_counters_pmi_bit() -> None:
+    """pmc_pmi_enabled() (mediated series): a fixed counter's PMI field bit, a GP counter's INT
+    bit. Every wrap sets its STATUS bit (kept alongside the others) and signals its source."""
+    w, native = _mediated_wraps(0x3)                                   # fixed0 without PMI bit
+    assert native.global_status == 1 << 32 and native.pmis == ()
+    assert [(s.pmc, s.source) for s in native.signals] == [(32, "hw")]
+    emulated = w.step(Cpuid())                                         # gp1 wraps by emulation
+    assert emulated.global_status == 1 << 32 | 1 << 1 and emulated.pmis == ()
+    assert [(s.pmc, s.source) for s in emulated.signals] == [(1, "emulated")]
+    _, with_pmi = _mediated_wraps(0xB)
+    assert with_pmi.global_status == 1 << 32 and with_pmi.pmis == (3,)

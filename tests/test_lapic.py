@@ -86,3 +86,15 @@ def test_clone_is_independent() -> None:
     twin = lapic.clone()
     twin.local_deliver_lvtpc(auto_mask=True)
     assert twin.key() != lapic.key() and not lapic.has_events()
+
+
+def test_clone_copies_every_field() -> None:
+    lapic = Lapic(in_kernel=False, lvtpc=FIXED_VECTOR, nmi_queued=1, nmi_pending=2, irr={0x30})
+    twin = lapic.clone()
+    assert twin == lapic and twin.key() == lapic.key() and twin.irr is not lapic.irr
+
+
+def test_any_queued_pending_or_vectored_pmi_is_an_event() -> None:
+    assert Lapic(nmi_queued=1).has_events()
+    assert Lapic(nmi_pending=1).has_events()
+    assert not Lapic().has_events()
