@@ -14,7 +14,7 @@ from typing import Any
 from vpmu.actions import action_to_dict
 from vpmu.config import preset
 from vpmu.eras import ERAS
-from vpmu.explore import Bounds, ExploreReport, Target, explore, signature
+from vpmu.explore import Bounds, ExploreReport, Target, default_width, explore, signature
 
 RECORDED = Path(__file__).parent / "recorded" / "explore.json"
 CASES = [(era, "intel-v2") for era in ERAS] + [("6.8", "amd-perfmon-v2"), ("6.6", "intel-v1")]
@@ -37,9 +37,11 @@ def _record(report: ExploreReport) -> dict[str, Any]:
 def snapshot() -> dict[str, Any]:
     out: dict[str, Any] = {}
     for era, cpu in CASES:
-        target = Target(preset(cpu).with_width(4), era)
+        cfg = preset(cpu)
+        target, width = Target(cfg, era), default_width(cfg)   # AMD: 48 bits, Intel: 4
         for mode in ("random", "exhaustive"):
-            out[f"{era}/{cpu}/{mode}"] = _record(explore(target, Bounds(depth=3), mode=mode, seed=0, restarts=200))
+            out[f"{era}/{cpu}/{mode}"] = _record(explore(target, Bounds(width=width, depth=3), mode=mode, seed=0,
+                                                         restarts=200))
     # one run at the default bounds (depth 5)
     out["6.8/intel-v2/exhaustive/default"] = _record(
         explore(Target(preset("intel-v2").with_width(4), "6.8"), Bounds(), mode="exhaustive"))

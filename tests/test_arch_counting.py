@@ -187,18 +187,21 @@ def test_a8_intel_masks_lvtpc_on_delivery_amd_does_not() -> None:
     p.retire(40)
     assert [(x.insn, x.delivered) for x in p.pmis] == [(16, True), (32, False)]
     assert p.lvtpc == UNMASKED | M.LVTPC_MASKED
-    a = ArchPmu(preset("amd-perfmon-v2").with_width(4), lvtpc=UNMASKED)
+    a = ArchPmu(preset("amd-perfmon-v2"), lvtpc=UNMASKED)  # AMD counters are 48 bits wide
     a.wrmsr("MSR_F15H_PERF_CTL0", make_eventsel(INST, intr=True))
-    a.retire(40)
+    for _ in range(2):
+        a.wrmsr("MSR_F15H_PERF_CTR0", (1 << 48) - 16)
+        a.retire(16)
     assert [(x.insn, x.delivered) for x in a.pmis] == [(16, True), (32, True)]
     assert a.lvtpc == UNMASKED
 
 
 def test_a8_simultaneous_wraps_coalesce_into_one_pmi() -> None:
     """Wraps at the same instruction raise one PMI (one interrupt per instruction boundary)."""
-    a = ArchPmu(PmuConfig("amd", 2, 3, 4, perfctr_core=True), lvtpc=UNMASKED)
+    a = ArchPmu(PmuConfig("amd", 2, 3, perfctr_core=True), lvtpc=UNMASKED)
     for i in range(3):
         a.wrmsr(f"MSR_F15H_PERF_CTL{i}", make_eventsel(INST, intr=i != 1))
+        a.wrmsr(f"MSR_F15H_PERF_CTR{i}", (1 << 48) - 16)
     a.retire(16)
     assert a.pmis == [Pmi(16, True, (0, 2))]
     assert len(a.wraps) == 3 and a.global_status == 0b111

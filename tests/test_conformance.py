@@ -41,7 +41,7 @@ def test_upstream_check(name: str, era: str) -> None:
 
 
 def test_every_scenario_records_every_era() -> None:
-    assert len(SCENARIOS) >= 24
+    assert len(SCENARIOS) >= 32
     for name, scn in SCENARIOS.items():
         assert scn.conformance is not None
         assert [r.era for r in scn.conformance.eras] == list(ERAS), name
@@ -54,13 +54,19 @@ def test_the_known_era_behaviours_are_recorded() -> None:
     """The diagnoses of docs/conformance.md, pinned: which runs are expected failures."""
     fails = {(n, r.era) for n, scn in SCENARIOS.items() if scn.conformance
              for r in scn.conformance.eras if r.expected == "fail"}
-    pre69 = ("6.1", "6.6", "6.8")
+    pre69 = ("6.1", "6.6", "6.6.y", "6.8")
     want = (
-        {("kut-emulated-instr-amd", e) for e in ERAS}                       # (a) + (d)
-        | {("kut-running-counter-wrmsr", e) for e in ("6.1", "6.6")}        # (b)
+        {("kut-emulated-instr-amd", e) for e in ERAS}                       # (a) + (d), (g)
+        | {("kut-emulated-instr-amd-2025", "6.1")}                          # (g)
+        | {("kut-running-counter-wrmsr", e) for e in ("6.1", "6.6", "6.6.y")}   # (b)
         | {(n, e) for n in ("kut-rdpmc-legacy", "kut-rdpmc-fullwidth", "st-fixed-counters-1of3",
                             "st-gp-counters-fw", "st-gp-counters-legacy-1gp") for e in pre69}  # (c), (d)
         | {("kut-counter-overflow-intel", "6.1"), ("kut-emulated-instr-intel", "6.1")}  # bug C
+        | {("st-arch-event-unavailable", e) for e in pre69}                 # (h)
+        | {(n, e) for n in ("st-pmu-config-disable-intel", "st-pmu-config-disable-amd", "kut-gp-counter-cmask")
+           for e in ERAS}                                                  # (i), (j)
+        | {("st-pmu-caps-guest-wrmsr", "6.1")}                              # (k)
+        | {("st-pmu-caps-unsupported", e) for e in ERAS if e != "mediated"}  # (k)
     )
     assert fails == want
 

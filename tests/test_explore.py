@@ -263,12 +263,23 @@ def test_cli_explore_is_deterministic(capsys: pytest.CaptureFixture[str]) -> Non
 @pytest.mark.parametrize("args", [
     ("--width", "1"), ("--counters", "9"), ("--counters", "1,1,1"), ("--kinds", "bogus"), ("--mode", "bogus"),
     ("--kvm", "5.0"), ("--cpu", "nope"), ("--address", "x:1"), ("--native", "a"), ("--jobs", "0"),
-    ("--backend", "mpi"),
+    ("--backend", "mpi"), ("--cpu", "amd-core", "--width", "8"),
 ])
 def test_cli_explore_bad_input_exits_2(capsys: pytest.CaptureFixture[str], args: tuple[str, ...]) -> None:
     code, out, err = cli(capsys, "explore", "--no-save", "--depth", "1", *args)
     assert code == 2
     assert err.startswith("vpmu: error:") and err[-1] == "\n" and err.count("\n") == 1
+
+
+def test_cli_explore_width_defaults_per_vendor(capsys: pytest.CaptureFixture[str]) -> None:
+    """Intel counters are narrowed to 4 bits by default; AMD ones stay 48 bits (the only width
+    KVM gives an AMD guest), with the near-wrap write values keeping wraps reachable."""
+    for cpu, width in (("intel-v2", 4), ("amd-perfmon-v2", 48)):
+        code, out, _ = cli(capsys, "explore", "--no-save", "--json", "--cpu", cpu, "--depth", "1",
+                           "--mode", "exhaustive", "--kinds", "write-counter")
+        doc = json.loads(out)
+        assert doc["bounds"]["width"] == width and doc["cpu"]["gp_width"] == width
+        assert code == (1 if doc["counterexamples"] else 0)
 
 
 def test_progress_is_reported_during_both_searches() -> None:
@@ -281,13 +292,15 @@ def test_progress_is_reported_during_both_searches() -> None:
 
 def test_rediscovers_the_amd_lvtpc_mask_bug_and_its_fix() -> None:
     """KVM 6.6-6.8 set LVTPC.M on every PMI, AMD's APIC does not (fixed upstream in Apr 2024,
-    our 6.9 era): the explorer finds it on 6.8 and not on 6.9 (docs/findings.md F6)."""
-    amd = preset("amd-perfmon-v2").with_width(4)
-    bounds = Bounds(depth=2, kinds=("write-counter",))
+    our 6.9 era, and backported: 6.6.y): the explorer finds it on 6.8 and not on 6.9 or 6.6.y
+    (docs/findings.md F6). AMD counters are 48 bits wide; the written values stay near the wrap."""
+    amd = preset("amd-perfmon-v2")
+    bounds = Bounds(width=48, depth=2, kinds=("write-counter",))
     found = explore(Target(amd, "6.8"), bounds, mode="exhaustive").counterexamples
     lvtpc = by_kind(found, "wrong-value", "guest")
     assert "LVTPC" in lvtpc.detail and len(lvtpc.suffix) == 1
-    assert not explore(Target(amd, "6.9"), bounds, mode="exhaustive").counterexamples
+    for era in ("6.9", "6.6.y"):
+        assert not explore(Target(amd, era), bounds, mode="exhaustive").counterexamples, era
 
 
 def test_r3_minimum_period_loss_is_signalled_and_tolerated_only_under_r3() -> None:

@@ -35,6 +35,7 @@ steps:
   - perf_fail
   - set_filter: {action: deny, events: [0x00C0], fixed_counter_bitmap: 0x1}
   - clear_filter
+  - set_cpuid: {version: 2}
   - host_rdmsr: {msr: IA32_PERF_GLOBAL_CTRL}
   - save_restore
   - expect: {counters: {gp0: -2, fixed0: 0, 1: 5}, global_status: 0, pmis: 0, fault: false, result: 0,
@@ -54,7 +55,7 @@ def test_every_step_kind_parses() -> None:
     assert s.actions[6] == A.Native(5)
     assert s.actions[11] == A.Emulate((A.Insn(), A.Insn(branch=True), A.Rdpmc(0)))
     (e,) = s.expects
-    assert e.after == len(s.actions) - 1 and e.line == 27
+    assert e.after == len(s.actions) - 1 and e.line == 28
     assert ("counter:gp0", (1 << 40) - 2) in e.checks and ("counter:gp1", 5) in e.checks
 
 

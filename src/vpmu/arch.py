@@ -22,27 +22,29 @@ Conventions (docs/reference.md explains each one and where it comes from):
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from vpmu import msrs as M
 from vpmu.config import FIXED_BASE, INTEL_MAX_FIXED, PmuConfig
 from vpmu.errors import ValueRangeError
 from vpmu.events import (
-    ENCODINGS,
-    EVENTSEL_CMASK,
-    EVENTSEL_EDGE,
     EVENTSEL_ENABLE,
     EVENTSEL_INT,
-    EVENTSEL_INV,
     EVENTSEL_OS,
     EVENTSEL_USR,
     FIXED_EVENTS,
+    FIXED_KINDS,
     FIXED_OS,
     FIXED_PMI,
     FIXED_USR,
+    EventKind,
     cpl_matches,
+    event_kind,
     event_mask,
     fixed_field,
+    per_step,
+    step_count,
 )
 from vpmu.filter import EventFilter, pmc_allowed
 from vpmu.pmc_map import U64, counter_name
@@ -66,8 +68,6 @@ LVTPC_WRITABLE = 0xFF | 0x700 | M.LVTPC_MASKED
 #: RDPMC type for fixed counters (ECX[31:16] = 0x4000; the reference decodes RDPMC on its own,
 #: see vpmu.pmc_map). A.10.
 RDPMC_TYPE_FIXED = 0x4000
-
-_PLAIN_BITS = EVENTSEL_EDGE | EVENTSEL_INV | EVENTSEL_CMASK
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +121,9 @@ class ArchPmu:
     """The architectural PMU of one logical CPU configured by `cfg` (spec A.1-A.11).
 
     State: counter values (masked), eventsels, FIXED_CTR_CTRL, GLOBAL_CTRL, GLOBAL_STATUS,
-    LVTPC, the filter gate and the retired-instruction count. `wraps`, `pmis` and `log`
-    accumulate what happened; `take()` hands them over and clears them.
+    LVTPC, the filter gate, the retired-instruction count and `ran` (the CPU has executed since
+    RESET: its enumeration, PERF_CAPABILITIES included, is fixed from then on). `wraps`,
+    `pmis` and `log` accumulate what happened; `take()` hands them over and clears them.
     """
 
     cfg: PmuConfig
@@ -137,6 +138,7 @@ class ArchPmu:
     wraps: list[Wrap] = field(default_factory=list)
     pmis: list[Pmi] = field(default_factory=list)
     log: list[Note] = field(default_factory=list)
+    ran: bool = False
 
     def __post_init__(self) -> None:
         _check_u64(self.lvtpc, "LVTPC")
@@ -154,12 +156,12 @@ class ArchPmu:
     def clone(self) -> ArchPmu:
         """An independent copy of the register state (event lists start empty)."""
         return ArchPmu(self.cfg, self.lvtpc, dict(self.counters), list(self.eventsel), self.fixed_ctrl,
-                       self.global_ctrl, self.global_status, self.filter, self.insn)
+                       self.global_ctrl, self.global_status, self.filter, self.insn, ran=self.ran)
 
     def key(self) -> tuple[object, ...]:
         """Everything that affects the future (not the instruction count)."""
         return (tuple(self.counters[i] for i in self.cfg.pmc_indices), tuple(self.eventsel), self.fixed_ctrl,
-                self.global_ctrl, self.global_status, self.lvtpc, self.filter)
+                self.global_ctrl, self.global_status, self.lvtpc, self.filter, self.cfg, self.ran)
 
     def take(self) -> tuple[list[Wrap], list[Pmi], list[Note]]:
         """The wraps, PMIs and log notes since the last `take()`; clears them."""
@@ -198,8 +200,10 @@ class ArchPmu:
         """Guest-visible value of PMC `pmc` (no side effects)."""
         return self.counters[pmc]
 
-    def counter_values(self) -> tuple[int, ...]:
-        return tuple(self.counters[i] for i in self.cfg.pmc_indices)
+    def counter_values(self, layout: Sequence[int] | None = None) -> tuple[int, ...]:
+        """Counter values in `layout` order (default: this CPU's counters); a counter the CPU
+        does not have reads 0."""
+        return tuple(self.counters.get(i, 0) for i in (self.cfg.pmc_indices if layout is None else layout))
 
     @property
     def global_inuse(self) -> int:
@@ -320,8 +324,16 @@ class ArchPmu:
             return None
         return self.decode(msr)
 
+    def _absent_perfcap(self, msr: int | str, host: bool) -> bool:
+        """A host access to IA32_PERF_CAPABILITIES on a CPU that does not enumerate it (no PDCM,
+        or AMD). Decision: it reads 0 and takes a 0, as KVM answers a VMM that saves and
+        restores an advertised feature MSR the vCPU lacks (d75cac366f44); a guest access #GPs."""
+        return host and M.resolve_msr(msr) == M.IA32_PERF_CAPABILITIES and not (self.is_intel and self.cfg.pdcm)
+
     def rdmsr(self, msr: int | str, *, cpl: int = 0, host: bool = False) -> Result:
         """RDMSR (guest: #GP at CPL > 0) or a host-initiated read (KVM_GET_MSRS)."""
+        if self._absent_perfcap(msr, host):
+            return Result(0, False)
         dec = self._msr_access(msr, cpl, host)
         if dec is None:
             return _FAULT
@@ -357,6 +369,8 @@ class ArchPmu:
         GLOBAL_INUSE) accept their current value only.
         """
         _check_u64(value, f"WRMSR {M.msr_name(M.resolve_msr(msr))} value")
+        if self._absent_perfcap(msr, host):
+            return _OK if value == 0 else _FAULT
         dec = self._msr_access(msr, cpl, host)
         if dec is None:
             return _FAULT
@@ -419,8 +433,21 @@ class ArchPmu:
         if kind == "inuse":
             return host and value == self.global_inuse
         if kind == "perfcap":
-            return host and value == self.perf_capabilities
+            return self._write_perf_capabilities(value, host)
         return self._write_lvtpc(value)
+
+    def _write_perf_capabilities(self, value: int, host: bool) -> bool:
+        """IA32_PERF_CAPABILITIES is enumeration: the guest cannot write it; a host write sets
+        the bits the model enumerates (FW_WRITES) before the CPU first ran, and afterwards
+        may only repeat the current value (the CPU model is fixed once it runs)."""
+        if not host or value & ~M.PERF_CAP_FW_WRITES:
+            return False
+        if value == self.perf_capabilities:
+            return True
+        if self.ran:
+            return False
+        self.cfg = replace(self.cfg, full_width_writes=bool(value))
+        return True
 
     def _write_amd(self, kind: str, i: int, value: int, host: bool) -> bool:
         cfg = self.cfg
@@ -502,6 +529,18 @@ class ArchPmu:
             return FIXED_EVENTS.get(pmc - FIXED_BASE, -1)
         return self.eventsel[pmc] & event_mask(self.cfg.vendor)
 
+    def kind_of(self, pmc: int) -> EventKind | None:
+        """Which modelled event a PMC counts (vpmu.events), or None: a GP eventsel whose
+        select + umask is no modelled event counts nothing here."""
+        if pmc >= FIXED_BASE:
+            return FIXED_KINDS[pmc - FIXED_BASE]
+        return event_kind(self.cfg.vendor, self.event_of(pmc))
+
+    def condition_bits(self, pmc: int) -> int:
+        """The eventsel bits that turn counting into a per-cycle condition (CMASK, INV, EDGE);
+        fixed counters have none."""
+        return self.eventsel[pmc] if pmc < FIXED_BASE else 0
+
     def pmi_enabled(self, pmc: int) -> bool:
         if pmc >= FIXED_BASE:
             return bool(fixed_field(self.fixed_ctrl, pmc - FIXED_BASE) & FIXED_PMI)
@@ -510,26 +549,17 @@ class ArchPmu:
     def retirement_counters(self, cpl: int) -> tuple[list[int], list[int]]:
         """(PMCs counting every retired instruction, PMCs counting retired branches) at `cpl`.
 
-        A GP counter is driven by retirement only for a plain event (EDGE, INV, CMASK all 0):
-        with any of them set it counts a cycle-based condition retirement does not decide.
+        A counter is driven by retirement only for a plain event (no CMASK, no EDGE; INV alone
+        is ignored): with CMASK or EDGE it counts a per-cycle condition, per step
+        (`count_step`).
         """
-        enc = ENCODINGS[self.cfg.vendor]
         insns: list[int] = []
         branches: list[int] = []
         for pmc in self.cfg.pmc_indices:
-            if not self.counts(pmc, cpl):
+            kind = self.kind_of(pmc)
+            if kind is None or per_step(kind, self.condition_bits(pmc)) or not self.counts(pmc, cpl):
                 continue
-            if pmc >= FIXED_BASE:
-                if pmc == FIXED_BASE:
-                    insns.append(pmc)
-                continue
-            if self.eventsel[pmc] & _PLAIN_BITS:
-                continue
-            ev = self.event_of(pmc)
-            if ev == enc["instructions"]:
-                insns.append(pmc)
-            elif ev == enc["branches"]:
-                branches.append(pmc)
+            (insns if kind == "instructions" else branches).append(pmc)
         return insns, branches
 
     # --- counting -------------------------------------------------------------------------
@@ -580,19 +610,38 @@ class ArchPmu:
     def feed(self, event: int, n: int, cpl: int = 0) -> None:
         """`n` occurrences of `event` (select + umask; AMD + bits 35:32) at `cpl`, now.
 
-        For events retirement does not drive (fixed 1 is fed by 0x003C, fixed 2 by 0x0300).
-        Every counting PMC whose event equals `event` advances by n; all its wraps happen at
-        this boundary (after `insn` instructions) and their PMI requests coalesce into one.
+        Every counting PMC whose event equals `event` advances by n, whatever its CMASK/EDGE
+        (fixed 1 is fed by 0x003C, fixed 2 by 0x0300, fixed 3 by 0x0400); all its wraps happen
+        at this boundary (after `insn` instructions) and their PMI requests coalesce into one.
         """
         _check_u64(event, "event")
         _check_count(n, "event count")
         _check_cpl(cpl)
-        if n == 0:
-            return
-        wrapped: list[tuple[int, int]] = []
+        if n:
+            self._advance_at_boundary([(pmc, n) for pmc in self.cfg.pmc_indices
+                                       if self.counts(pmc, cpl) and self.event_of(pmc) == event])
+
+    def count_step(self, totals: Mapping[EventKind, int], cycles: int | None, cpl: int = 0) -> None:
+        """The per-step events of a native run at `cpl`, now (docs/reference.md "Counting"):
+        every counting PMC whose event is not a retirement event, or whose eventsel counts a
+        CMASK/EDGE condition, advances by `vpmu.events.step_count` of its event's total."""
+        _check_cpl(cpl)
+        incs: list[tuple[int, int]] = []
         for pmc in self.cfg.pmc_indices:
-            if not self.counts(pmc, cpl) or self.event_of(pmc) != event:
+            kind = self.kind_of(pmc)
+            bits = self.condition_bits(pmc)
+            if kind is None or not per_step(kind, bits) or not self.counts(pmc, cpl):
                 continue
+            n = step_count(_check_count(totals.get(kind, 0), f"{kind} count"), bits, cycles)
+            if n:
+                incs.append((pmc, n))
+        self._advance_at_boundary(incs)
+
+    def _advance_at_boundary(self, incs: list[tuple[int, int]]) -> None:
+        """Advance each (pmc, n) at the current boundary: every wrap is recorded at `insn`, and
+        their PMI requests coalesce into one PMI."""
+        wrapped: list[tuple[int, int]] = []
+        for pmc, n in incs:
             period = self.cfg.mask_of(pmc) + 1
             total = self.counters[pmc] + n
             self.counters[pmc] = total % period

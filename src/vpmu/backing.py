@@ -15,7 +15,8 @@ The KVM model calls exactly these hooks; a backing is part of the model rather t
 seam, so it gets the whole `KvmVcpu`:
 
 * `native_sources(kvm)` — the PMCs that count a native run at the guest's CPL (`kvm.cpl`),
-  each with its event kind and the events left until it interrupts;
+  each with its event kind, the events left until it interrupts, and the eventsel bits that
+  decide how it counts (CMASK/INV/EDGE, vpmu.events.step_count);
 * `count_native(kvm, pmc, n)` — count n > 0 events; True on an interrupting overflow;
 * `native_pmi_exits(kvm, hold_pmi)` — after an interrupting overflow, whether the vCPU exits
   at once (a host PMI held by the scenario's `hold_pmi` stays in flight);
@@ -30,14 +31,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from vpmu.config import FIXED_BASE
-from vpmu.events import ENCODINGS, EVENTSEL_INT, FIXED_PMI, EventKind, event_kind, fixed_field
+from vpmu.events import EVENTSEL_INT, FIXED_PMI, EventKind, event_kind, event_mask, fixed_field
 from vpmu.trace import SignalSource
 
 if TYPE_CHECKING:
     from vpmu.kvm import KvmPmc, KvmVcpu
 
-#: One counting PMC of a native run: (event kind, events left until it interrupts, PMC).
-NativeSource = tuple[EventKind, int, "KvmPmc"]
+#: One counting PMC of a native run: (event kind, events left until it interrupts (0: it
+#: cannot interrupt), PMC, the eventsel or perf config it counts with).
+NativeSource = tuple[EventKind, int, "KvmPmc", int]
 
 
 class CounterBacking:
@@ -51,9 +53,9 @@ class CounterBacking:
             ev = pmc.perf_event
             if ev is None or not ev.enabled or not ev.counts_at(kvm.cpl):
                 continue
-            kind = event_kind(kvm.cfg.vendor, ev.event)
+            kind = event_kind(kvm.cfg.vendor, ev.event, fixed=pmc.idx >= FIXED_BASE)
             if kind is not None:
-                out.append((kind, ev.armed if not ev.overflow_pending else 0, pmc))
+                out.append((kind, ev.armed if not ev.overflow_pending else 0, pmc, ev.config))
         return out
 
     def count_native(self, kvm: KvmVcpu, pmc: KvmPmc, n: int) -> bool:
@@ -86,10 +88,8 @@ class GuestCounters(CounterBacking):
         if not (kvm.pmc_is_globally_enabled(pmc) and kvm.pmc_speculative_in_use(pmc)
                 and kvm.check_pmu_event_filter(pmc) and kvm.cpl_is_matched(pmc)):
             return None
-        for kind, enc in ENCODINGS[kvm.cfg.vendor].items():
-            if kvm.eventsel_matches(pmc, enc):
-                return kind
-        return None
+        vendor = kvm.cfg.vendor
+        return event_kind(vendor, pmc.eventsel & event_mask(vendor), fixed=pmc.idx >= FIXED_BASE)
 
     def native_sources(self, kvm: KvmVcpu) -> list[NativeSource]:
         """PMCs the guest's hardware counts, with events left until they wrap."""
@@ -98,7 +98,8 @@ class GuestCounters(CounterBacking):
             kind = self.counts(kvm, pmc)
             if kind is not None:
                 mask = kvm.pmc_bitmask(pmc)
-                out.append((kind, mask + 1 - (pmc.counter & mask), pmc))
+                config = pmc.eventsel if pmc.idx < FIXED_BASE else 0
+                out.append((kind, mask + 1 - (pmc.counter & mask), pmc, config))
         return out
 
     def count_native(self, kvm: KvmVcpu, pmc: KvmPmc, n: int) -> bool:

@@ -263,8 +263,9 @@ def _counters(text: str) -> tuple[int, int]:
 KvmOpt = Annotated[str, typer.Option("--kvm", help="KVM era (see `vpmu eras`).")]
 CpuOpt = Annotated[str, typer.Option("--cpu", help="CPU preset (see `vpmu presets`); its counters are "
                                      "narrowed to --width bits.")]
-WidthOpt = Annotated[int, typer.Option("--width", help="Counter width in bits; small so that wraps are "
-                                       "reachable in a few steps.")]
+WidthOpt = Annotated[int | None, typer.Option("--width", help="Counter width in bits; small so that wraps "
+                                              "are reachable in a few steps. Default: 4 on Intel, 48 on AMD "
+                                              "(AMD counters are always 48 bits).")]
 DepthOpt = Annotated[int, typer.Option("--depth", help="Explored actions after the set-up prefix.")]
 CountersOpt = Annotated[str, typer.Option("--counters", help="GP[,FIXED]: how many GP and fixed counters "
                                           "count instructions with a PMI.")]
@@ -292,16 +293,17 @@ OptionOpt = Annotated[list[str] | None, typer.Option(
     "--option", "-o", help="Checker option NAME=VALUE (see `vpmu options`); repeatable.")]
 
 
-def _bounds(width: int, depth: int, counters: str, batch: int, native: str, values: str,
+def _bounds(cfg: Any, width: int | None, depth: int, counters: str, batch: int, native: str, values: str,
             kinds: str | None, events: str, skid: int, assume: str) -> Any:
-    """The explorer's `Bounds` from the shared bound flags (checked by `Bounds.fit`)."""
+    """The explorer's `Bounds` from the shared bound flags (checked by `Bounds.fit`); without
+    --width, the CPU vendor's default (`vpmu.explore.default_width`)."""
     from vpmu.assumptions import parse_assumptions
-    from vpmu.explore import Bounds
+    from vpmu.explore import Bounds, default_width
 
     gp, fixed = _counters(counters)
     kind_list = tuple(k.strip() for k in kinds.split(",") if k.strip()) if kinds is not None else None
-    return Bounds(width=width, gp=gp, fixed=fixed, depth=depth, batch=batch,
-                  native=_int_list(native, "native"), values=_int_list(values, "values"),
+    return Bounds(width=default_width(cfg) if width is None else width, gp=gp, fixed=fixed, depth=depth,
+                  batch=batch, native=_int_list(native, "native"), values=_int_list(values, "values"),
                   events=tuple(e.strip() for e in events.split(",")), skid=skid,
                   assume=parse_assumptions(assume), **({"kinds": kind_list} if kind_list is not None else {}))
 
@@ -321,7 +323,7 @@ def explore(
     cpu: CpuOpt = "intel-v2",
     mode: Annotated[str, typer.Option("--mode", help="random (seeded swarm search), exhaustive (BFS over "
                                       "distinct states up to --depth) or auto (random, then exhaustive).")] = "auto",
-    width: WidthOpt = 4,
+    width: WidthOpt = None,
     depth: DepthOpt = 5,
     counters: CountersOpt = "1,0",
     batch: BatchOpt = 3,
@@ -362,8 +364,9 @@ def explore(
 
     era = get_era(kvm)
     resolve_design(design, era.default_design)  # fail early on a bad design
-    bounds = _bounds(width, depth, counters, batch, native, values, kinds, events, skid, assume)
-    target = Target(preset(cpu), era.name, design, _checker_options(CheckerOptions(), option))
+    cfg = preset(cpu)
+    bounds = _bounds(cfg, width, depth, counters, batch, native, values, kinds, events, skid, assume)
+    target = Target(cfg, era.name, design, _checker_options(CheckerOptions(), option))
     if jobs is not None and jobs < 1:
         raise VpmuError(f"--jobs must be >= 1, not {jobs}")
     if backend not in ("local", "ray"):
@@ -409,7 +412,7 @@ def check(
     baseline: Annotated[str | None, typer.Option(
         "--baseline", help="The design to compare with; default: the era's own (upstream).")] = None,
     cpu: CpuOpt = "intel-v2",
-    width: WidthOpt = 4,
+    width: WidthOpt = None,
     depth: DepthOpt = 5,
     counters: CountersOpt = "1,0",
     batch: BatchOpt = 3,
@@ -448,8 +451,8 @@ def check(
     resolve_design(design, era.default_design)  # fail early on a bad design
     if baseline is not None:
         resolve_design(baseline, era.default_design)
-    bounds = _bounds(width, depth, counters, batch, native, values, kinds, events, skid, assume)
     cfg = preset(cpu)
+    bounds = _bounds(cfg, width, depth, counters, batch, native, values, kinds, events, skid, assume)
     bounds.fit(cfg)
     if time_budget is not None and time_budget <= 0:
         raise VpmuError(f"--time-budget must be > 0, not {time_budget}")

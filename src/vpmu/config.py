@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from vpmu.errors import ConfigError
+from vpmu.events import EventKind
 
 Vendor = Literal["intel", "amd"]
 
@@ -21,6 +22,12 @@ INTEL_MAX_GP = 8
 INTEL_MAX_FIXED = 4
 AMD_LEGACY_GP = 4
 AMD_CORE_MAX_GP = 6
+#: AMD counters are 48 bits wide whatever guest CPUID says: AMD CPUID has no width field, and
+#: KVM's amd_pmu_refresh() (svm/pmu.c) sets the GP bitmask to 2^48 - 1 (kvm-vpmu.md §1.2).
+AMD_COUNTER_WIDTH = 48
+#: Architectural events CPUID.0AH.EBX enumerates, by bit (SDM, CPUID leaf 0AH; x86-pmu.md A.1).
+ARCH_EVENT_BITS: tuple[EventKind, ...] = ("cycles", "instructions", "ref_cycles", "llc_refs", "llc_misses", "branches",
+                   "branch_misses", "slots")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +45,15 @@ class PmuConfig:
     full_width_writes: IA32_PERF_CAPABILITIES bit 13 (IA32_A_PMCx aliases exist).
     pdcm:        CPUID.01H:ECX[15] (IA32_PERF_CAPABILITIES exists).
     perfctr_core: AMD CPUID 8000_0001h:ECX[23] (F15h PERF_CTL/CTR MSRs exist).
+    unavailable_events: CPUID.0AH:EBX, Intel: bit i set = architectural event i (ARCH_EVENT_BITS)
+                 is not available.
+    event_vector_length: CPUID.0AH:EAX[31:24], Intel: how many EBX bits are valid; an event at
+                 or above the length is not available either.
     name:        preset name, or "custom".
+
+    Availability is enumeration only: the reference counts an unavailable event like any other
+    (the hardware under a guest still counts it); KVM before 6.9 refuses to count it
+    (`hw_event_available`, kvm-vpmu.md R12).
     """
 
     vendor: Vendor
@@ -51,6 +66,8 @@ class PmuConfig:
     full_width_writes: bool = False
     pdcm: bool = False
     perfctr_core: bool = False
+    unavailable_events: int = 0
+    event_vector_length: int = 7
     name: str = "custom"
     # derived once (the models ask for these on every step)
     _fixed_indices: tuple[int, ...] = field(init=False, repr=False, compare=False, default=())
@@ -117,7 +134,8 @@ class PmuConfig:
         return (1 << self.num_gp) - 1 if self.has_global_msrs else 0
 
     def with_width(self, width: int) -> PmuConfig:
-        """The same PMU with every counter `width` bits wide (the explorer's small widths)."""
+        """The same PMU with every counter `width` bits wide (the explorer's small widths;
+        Intel only, AMD counters are always AMD_COUNTER_WIDTH bits)."""
         return replace(self, gp_width=width, fixed_width=width)
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,12 +160,19 @@ def _check(ok: bool, field: str, reason: str) -> None:
 
 def _validate(c: PmuConfig) -> None:
     _check(c.vendor in ("intel", "amd"), "vendor", f"must be 'intel' or 'amd', not {c.vendor!r}")
-    for name in ("version", "num_gp", "gp_width", "num_fixed", "fixed_width", "fixed_bitmap"):
+    for name in ("version", "num_gp", "gp_width", "num_fixed", "fixed_width", "fixed_bitmap",
+                 "unavailable_events", "event_vector_length"):
         value = getattr(c, name)
         _check(isinstance(value, int) and not isinstance(value, bool), name,
                f"must be an integer, not {value!r}")
     _check(2 <= c.gp_width <= 64, "gp_width", f"must be 2..64 bits, not {c.gp_width}")
     _check(2 <= c.fixed_width <= 64, "fixed_width", f"must be 2..64 bits, not {c.fixed_width}")
+    for name in ("full_width_writes", "pdcm", "perfctr_core"):
+        _check(isinstance(getattr(c, name), bool), name, f"must be true or false, not {getattr(c, name)!r}")
+    _check(0 <= c.unavailable_events <= 0xFFFF_FFFF, "unavailable_events",
+           f"is CPUID.0AH:EBX, a 32-bit vector, not {c.unavailable_events:#x}")
+    _check(0 <= c.event_vector_length <= 0xFF, "event_vector_length",
+           f"is CPUID.0AH:EAX[31:24], 0..255, not {c.event_vector_length}")
     if c.vendor == "intel":
         _check(0 <= c.version <= 5, "version", f"Intel architectural PMU versions are 0..5, not {c.version}")
         _check(not c.perfctr_core, "perfctr_core", "is an AMD feature")
@@ -165,21 +190,28 @@ def _validate(c: PmuConfig) -> None:
         if c.full_width_writes:
             _check(c.pdcm, "full_width_writes",
                    "needs pdcm (IA32_PERF_CAPABILITIES exists only with CPUID.01H:ECX.PDCM)")
-            _check(c.version >= 1, "full_width_writes", "needs an architectural PMU (version >= 1)")
     else:
         _check(0 <= c.version <= 2, "version", f"AMD PMU versions are 0 (none), 1, 2 (PerfMonV2), not {c.version}")
         _check(c.num_fixed == 0 and c.fixed_bitmap == 0, "num_fixed", "AMD has no fixed counters")
         _check(not c.full_width_writes, "full_width_writes", "is an Intel feature")
         _check(not c.pdcm, "pdcm", "is an Intel feature")
+        _check(c.unavailable_events == 0, "unavailable_events", "is Intel's CPUID.0AH:EBX; AMD has no such leaf")
+        _check(c.gp_width == AMD_COUNTER_WIDTH and c.fixed_width == AMD_COUNTER_WIDTH, "gp_width",
+               f"AMD counters are always {AMD_COUNTER_WIDTH} bits wide (KVM's amd_pmu_refresh ignores guest "
+               f"CPUID for the width), not {c.gp_width}")
         if c.version == 0:
             _check(c.num_gp == 0, "num_gp", "version 0 has no PMU, so no counters")
         elif c.version == 2:
             _check(c.perfctr_core, "perfctr_core", "PerfMonV2 implies the core extension")
         if c.version >= 1 and not c.perfctr_core:
             _check(c.num_gp == AMD_LEGACY_GP, "num_gp", "legacy K7 PMUs have exactly 4 counters")
-        if c.perfctr_core:
+        if c.perfctr_core and c.version == 1:
+            _check(c.num_gp == AMD_CORE_MAX_GP, "num_gp",
+                   f"the core extension without PerfMonV2 has exactly {AMD_CORE_MAX_GP} counters "
+                   f"(KVM's amd_pmu_refresh), not {c.num_gp}")
+        if c.version == 2:
             _check(1 <= c.num_gp <= AMD_CORE_MAX_GP, "num_gp",
-                   f"the core extension has 1..{AMD_CORE_MAX_GP} counters, not {c.num_gp}")
+                   f"PerfMonV2 enumerates 1..{AMD_CORE_MAX_GP} core counters (NumCorePmc), not {c.num_gp}")
 
 
 PRESETS: dict[str, PmuConfig] = {

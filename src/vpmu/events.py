@@ -1,6 +1,8 @@
-"""Event-select layout and the architectural event encodings KVM emulates in software.
+"""Event-select layout, the architectural event encodings, and how a counter with CMASK, INV or
+EDGE counts a step (docs/reference.md "Counting").
 
-Sources: spec architecture-and-peers.md A.3/A.4, kvm-vpmu.md §1.2 (`kvm_pmu_eventsel`).
+Sources: docs/facts/x86-pmu.md A.1/A.3/A.4, docs/facts/kvm-vpmu.md §1.2 (`kvm_pmu_eventsel`);
+the upstream tests' event tables (conformance/NOTES.md §1, §9).
 """
 
 from __future__ import annotations
@@ -32,24 +34,85 @@ FIXED_USR = 0x2
 FIXED_ANY = 0x4
 FIXED_PMI = 0x8
 
-EventKind = Literal["instructions", "branches"]
+EventKind = Literal["instructions", "branches", "cycles", "ref_cycles", "llc_refs", "llc_misses",
+                    "branch_misses", "slots"]
 
-#: The two events retirement drives exactly: event select + umask per vendor.
+#: Events tied to single retired instructions: the models place each one exactly (the first
+#: `branches` instructions of a native run are its branches).
+RETIREMENT_KINDS: tuple[EventKind, ...] = ("instructions", "branches")
+#: Events a native run only states as totals (`Native.cycles` ...): counted per step, every
+#: occurrence at the run's last instruction boundary.
+STEP_KINDS: tuple[EventKind, ...] = ("cycles", "ref_cycles", "llc_refs", "llc_misses", "branch_misses", "slots")
+
+#: Event select + umask of each modelled event per vendor (Intel architectural events; AMD
+#: core events of the same meaning). AMD has no reference-cycles, LLC or topdown event here.
 ENCODINGS: dict[str, dict[EventKind, int]] = {
-    "intel": {"instructions": 0x00C0, "branches": 0x00C4},
-    "amd": {"instructions": 0x00C0, "branches": 0x00C2},
+    "intel": {"instructions": 0x00C0, "branches": 0x00C4, "cycles": 0x003C, "ref_cycles": 0x013C,
+              "llc_refs": 0x4F2E, "llc_misses": 0x412E, "branch_misses": 0x00C5, "slots": 0x01A4},
+    "amd": {"instructions": 0x00C0, "branches": 0x00C2, "cycles": 0x0076, "branch_misses": 0x00C3},
 }
 
-#: Intel fixed counter i counts this architectural event (synthetic eventsel in KVM).
-FIXED_EVENTS: dict[int, int] = {0: 0x00C0, 1: 0x003C, 2: 0x0300}
+#: Intel fixed counter i counts this event.
+FIXED_KINDS: dict[int, EventKind] = {0: "instructions", 1: "cycles", 2: "ref_cycles", 3: "slots"}
+#: The eventsel KVM gives fixed counter i (perf's encoding for it; 0x0300 and 0x0400 are perf's
+#: pseudo-encodings that only a fixed counter can count).
+FIXED_EVENTS: dict[int, int] = {0: 0x00C0, 1: 0x003C, 2: 0x0300, 3: 0x0400}
 
 
-def event_kind(vendor: str, event: int) -> EventKind | None:
-    """Which retirement event an event select + umask is (exactly), or None."""
-    for kind, enc in ENCODINGS[vendor].items():
-        if event == enc:
-            return kind
-    return None
+_KIND_OF: dict[str, dict[int, EventKind]] = {v: {enc: k for k, enc in encs.items()} for v, encs in ENCODINGS.items()}
+_FIXED_KIND_OF: dict[int, EventKind] = {enc: FIXED_KINDS[i] for i, enc in FIXED_EVENTS.items()}
+
+
+def event_kind(vendor: str, event: int, fixed: bool = False) -> EventKind | None:
+    """Which modelled event an event select + umask is (exactly), or None; on a fixed counter
+    also perf's pseudo-encodings (FIXED_EVENTS)."""
+    kind = _KIND_OF[vendor].get(event)
+    if kind is None and fixed and vendor == "intel":
+        return _FIXED_KIND_OF.get(event)
+    return kind
+
+
+def conditioned(eventsel: int) -> bool:
+    """The eventsel counts a per-cycle condition, not events: CMASK non-zero or EDGE set (INV
+    alone is ignored: the SDM applies it to the CMASK comparison only)."""
+    return bool(eventsel & (EVENTSEL_CMASK | EVENTSEL_EDGE))
+
+
+def per_step(kind: EventKind, eventsel: int) -> bool:
+    """A counter the models advance per native step rather than per retired instruction: its
+    event is not a retirement event, or it counts a CMASK/EDGE condition."""
+    return kind not in RETIREMENT_KINDS or conditioned(eventsel)
+
+
+def step_count(total: int, eventsel: int, cycles: int | None) -> int:
+    """What a counter programmed with `eventsel` counts for `total` events in a step of `cycles`
+    cycles (SDM, IA32_PERFEVTSELx: CMASK, INV, EDGE; x86-pmu.md A.3).
+
+    Without CMASK/EDGE it counts the events. Otherwise it counts cycles, and the model only
+    has per-step totals, so it fixes a layout: the events are spread as evenly as possible
+    over the step's cycles, the cycles with one more event first. CMASK c (1 when only EDGE
+    is set) counts the cycles with at least c events, INV the cycles with fewer; EDGE counts
+    the condition's rises, at most one per step with this layout (every step starts with the
+    condition deasserted). A step without cycles (`cycles` not given, or 0) has no cycles to
+    count: 0.
+    """
+    if not conditioned(eventsel):
+        return total
+    if not cycles:
+        return 0
+    threshold = (eventsel & EVENTSEL_CMASK) >> 24 or 1
+    per_cycle, heavier = divmod(total, cycles)
+    if per_cycle >= threshold:
+        met = cycles
+    elif per_cycle + 1 >= threshold:
+        met = heavier
+    else:
+        met = 0
+    if eventsel & EVENTSEL_INV and eventsel & EVENTSEL_CMASK:
+        met = cycles - met
+    if eventsel & EVENTSEL_EDGE:
+        return 1 if met else 0
+    return met
 
 
 def event_mask(vendor: str) -> int:

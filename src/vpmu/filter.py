@@ -15,6 +15,10 @@ from vpmu.errors import ValueRangeError
 FilterAction = Literal["allow", "deny"]
 
 MAX_FILTER_EVENTS = 300  # KVM_PMU_EVENT_FILTER_MAX_EVENTS
+#: The ioctl's numeric actions (KVM_PMU_EVENT_ALLOW, KVM_PMU_EVENT_DENY).
+ACTION_CODES: dict[int, FilterAction] = {0: "allow", 1: "deny"}
+#: KVM_PMU_EVENT_FLAG_MASKED_EVENTS, the only valid flag (KVM_PMU_EVENT_FLAGS_VALID_MASK).
+FLAG_MASKED_EVENTS = 1
 MASKED_EXCLUDE = 1 << 55
 MASKED_SELECT = 0xFF | (0xF << 32)
 MASKED_MATCH = 0xFF << 8
@@ -53,19 +57,30 @@ class EventFilter:
 
     @staticmethod
     def from_ioctl(
-        action: FilterAction,
+        action: FilterAction | int,
         events: tuple[int, ...],
         fixed_counter_bitmap: int = 0,
         masked: bool = False,
         vendor: str = "intel",
+        flags: int = 0,
     ) -> EventFilter:
-        """Validate and convert like `kvm_vm_ioctl_set_pmu_event_filter` (§2.14).
+        """Validate and convert like `kvm_vm_ioctl_set_pmu_event_filter` (§2.14), in its order:
+        the action (allow/deny or 0/1, else -EINVAL), the flags (only the masked-events bit,
+        else -EINVAL; `masked` sets it), the number of events (-E2BIG), then the entries.
 
         Non-masked entries with bits other than event select + umask are silently dropped
         (KVM keeps that for ABI); masked entries with unknown bits are rejected (-EINVAL).
         """
+        if isinstance(action, int) and not isinstance(action, bool):
+            if action not in ACTION_CODES:
+                raise ValueRangeError(f"filter action {action} is neither allow (0) nor deny (1) (-EINVAL)")
+            action = ACTION_CODES[action]
         if action not in ("allow", "deny"):
             raise ValueRangeError(f"filter action must be 'allow' or 'deny', not {action!r}")
+        flags |= FLAG_MASKED_EVENTS if masked else 0
+        if flags & ~FLAG_MASKED_EVENTS:
+            raise ValueRangeError(f"filter flags {flags:#x} have bits other than masked events (-EINVAL)")
+        masked = bool(flags & FLAG_MASKED_EVENTS)
         if len(events) > MAX_FILTER_EVENTS:
             raise ValueRangeError(f"filter has {len(events)} events; KVM accepts at most 300 (-E2BIG)")
         if not 0 <= fixed_counter_bitmap <= 0xFFFF_FFFF:

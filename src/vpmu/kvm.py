@@ -16,15 +16,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from vpmu.config import FIXED_BASE, PmuConfig
+from vpmu.config import AMD_COUNTER_WIDTH, ARCH_EVENT_BITS, FIXED_BASE, PmuConfig
 from vpmu.eras import Era
 from vpmu.events import (
     AMD_EVENT_MASK,
     ENCODINGS,
     EVENTSEL_ENABLE,
+    EVENTSEL_EVENT,
     EVENTSEL_INT,
     EVENTSEL_OS,
     EVENTSEL_PIN_CONTROL,
+    EVENTSEL_UMASK,
     EVENTSEL_USR,
     FIXED_EVENTS,
     FIXED_OS,
@@ -36,7 +38,7 @@ from vpmu.events import (
 from vpmu.filter import EventFilter, pmc_allowed
 from vpmu.host import PerfEvent, PerfHost
 from vpmu.lapic import Lapic, Route
-from vpmu.msrs import GLOBAL_STATUS_COND_CHGD, GLOBAL_STATUS_OVF_BUF
+from vpmu.msrs import GLOBAL_STATUS_COND_CHGD, GLOBAL_STATUS_OVF_BUF, PERF_CAP_FW_WRITES
 from vpmu.pmc_map import U64
 from vpmu.trace import Note, NoteKind, Signal, SignalSource
 
@@ -59,6 +61,12 @@ AMD64_RAW_EVENT_MASK = X86_RAW_EVENT_MASK | (0xF << 32)
 INTEL_RESERVED_BITS = 0xFFFF_FFFF_0020_0000
 AMD_RESERVED_BITS = 0xFFFF_FFF0_0028_0000
 KVM_MAX_FIXED = 3
+#: GP counters of an AMD vPMU without PerfMonV2: the K7 MSRs only, or the core extension.
+AMD64_NUM_COUNTERS = 4
+AMD64_NUM_COUNTERS_CORE = 6
+#: The architectural events `intel_hw_event_available` (v6.6) knows, by CPUID.0AH.EBX bit:
+#: NR_REAL_INTEL_ARCH_EVENTS = 7 (topdown slots is not among them).
+NR_REAL_INTEL_ARCH_EVENTS = 7
 
 
 @dataclass(slots=True)
@@ -106,6 +114,7 @@ class KvmPmu:
     global_status_rsvd: int = U64
     reserved_bits: int = INTEL_RESERVED_BITS
     raw_event_mask: int = X86_RAW_EVENT_MASK
+    available_event_types: int = 0
     gp_counters: list[KvmPmc] = field(default_factory=list)
     fixed_counters: list[KvmPmc] = field(default_factory=list)
     reprogram_pmi: int = 0
@@ -119,7 +128,8 @@ class KvmPmu:
                       self.counter_bitmask, self.fixed_ctr_ctrl, self.fixed_ctr_ctrl_rsvd,
                       self.global_ctrl, self.global_status, self.global_ctrl_rsvd,
                       self.global_status_rsvd, self.reserved_bits, self.raw_event_mask,
-                      [p.clone() for p in self.gp_counters], [p.clone() for p in self.fixed_counters],
+                      self.available_event_types, [p.clone() for p in self.gp_counters],
+                      [p.clone() for p in self.fixed_counters],
                       self.reprogram_pmi, self.all_valid_pmc_idx, self.pmc_in_use, self.need_cleanup,
                       self.event_count)
 
@@ -132,12 +142,19 @@ class KvmPmu:
 class KvmVcpu:
     """One vCPU's vPMU plus the request bits and LAPIC it drives (single-vCPU VM)."""
 
-    def __init__(self, cfg: PmuConfig, era: Era, design: CounterDesign, lapic: Lapic, host: PerfHost) -> None:
+    def __init__(self, cfg: PmuConfig, era: Era, design: CounterDesign, lapic: Lapic, host: PerfHost,
+                 enable_pmu: bool = True) -> None:
         self.cfg = cfg
         self.era = era
         self.design = design
         self.lapic = lapic
         self.host = host
+        # kvm->arch.enable_pmu: off with KVM_PMU_CAP_DISABLE; an AMD guest "without a PMU" is
+        # one too, since AMD CPUID cannot say so (amd_pmu_refresh has no version 0).
+        self.enable_pmu = enable_pmu and (cfg.is_intel or cfg.version > 0)
+        # vcpu->arch.perf_capabilities as the VMM set it (the configuration's).
+        self.perf_capabilities = PERF_CAP_FW_WRITES if cfg.full_width_writes else 0
+        self.has_run = False                # kvm_vcpu_has_run(): set by the world at KVM_RUN
         self.pmu = KvmPmu()
         self.filter: EventFilter | None = None
         self.requests = 0
@@ -152,6 +169,7 @@ class KvmVcpu:
     def clone(self, lapic: Lapic, host: PerfHost) -> KvmVcpu:
         c = KvmVcpu.__new__(KvmVcpu)
         c.cfg, c.era, c.design, c.lapic, c.host = self.cfg, self.era, self.design, lapic, host
+        c.enable_pmu, c.perf_capabilities, c.has_run = self.enable_pmu, self.perf_capabilities, self.has_run
         c.pmu = self.pmu.clone()
         c.filter = self.filter
         c.requests, c.cpl, c.insn = self.requests, self.cpl, self.insn
@@ -160,7 +178,7 @@ class KvmVcpu:
         return c
 
     def key(self) -> tuple[object, ...]:
-        return (self.pmu.key(), self.filter, self.requests)
+        return (self.pmu.key(), self.filter, self.requests, self.cfg, self.perf_capabilities, self.has_run)
 
     # --- small helpers (the DesignHost of vpmu.designs, and the record of a step) ----------
 
@@ -264,19 +282,24 @@ class KvmVcpu:
         p.raw_event_mask = X86_RAW_EVENT_MASK
         p.fixed_ctr_ctrl_rsvd = p.global_ctrl_rsvd = p.global_status_rsvd = U64
         p.all_valid_pmc_idx = 0
+        p.available_event_types = 0
         if self.cfg.is_intel:
-            self.intel_pmu_refresh()
-        else:
+            if self.enable_pmu:
+                self.intel_pmu_refresh()
+        elif self.enable_pmu or self.era.amd_refresh_without_pmu:
             self.amd_pmu_refresh()
-        if self.era.global_ctrl_reset_enables_gp and p.version > 1 and p.nr_arch_gp_counters:
+        if (self.era.global_ctrl_reset_enables_gp and self.enable_pmu and p.version > 1
+                and p.nr_arch_gp_counters):
             p.global_ctrl = (1 << p.nr_arch_gp_counters) - 1
 
     def intel_pmu_refresh(self) -> None:
-        """Mirrors intel_pmu_refresh() (vmx/pmu_intel.c), spec §1.2 (no PEBS, LBR or TSX)."""
+        """Mirrors intel_pmu_refresh() (vmx/pmu_intel.c), spec §1.2 (no PEBS, LBR or TSX).
+        Reached only with enable_pmu (kvm_pmu_refresh; before 6.9 the vendor code checked)."""
         c, p = self.cfg, self.pmu
         p.version = c.version
         if c.version == 0:
             return
+        p.available_event_types = ~c.unavailable_events & ((1 << c.event_vector_length) - 1)
         p.nr_arch_gp_counters = c.num_gp
         p.nr_arch_fixed_counters = min(c.num_fixed, KVM_MAX_FIXED) if c.version > 1 else 0
         p.counter_bitmask = (c.gp_mask, c.fixed_mask if p.nr_arch_fixed_counters else 0)
@@ -289,13 +312,17 @@ class KvmVcpu:
         p.all_valid_pmc_idx = valid
 
     def amd_pmu_refresh(self) -> None:
-        """Mirrors amd_pmu_refresh() (svm/pmu.c), spec §1.2."""
+        """Mirrors amd_pmu_refresh() (svm/pmu.c), spec §1.2: version 2 for a PerfMonV2 guest
+        (once KVM supports it, era switch amd_perfmon_v2), else 1; 6 GP counters with the
+        core extension, 4 without, NumCorePmc with PerfMonV2; always 48 bits wide."""
         c, p = self.cfg, self.pmu
-        p.version = c.version
-        if c.version == 0:
-            return
-        p.nr_arch_gp_counters = c.num_gp
-        p.counter_bitmask = (c.gp_mask, 0)
+        v2 = c.version == 2 and self.era.amd_perfmon_v2
+        p.version = 2 if v2 else 1
+        if v2:
+            p.nr_arch_gp_counters = c.num_gp
+        else:
+            p.nr_arch_gp_counters = AMD64_NUM_COUNTERS_CORE if c.perfctr_core else AMD64_NUM_COUNTERS
+        p.counter_bitmask = ((1 << AMD_COUNTER_WIDTH) - 1, 0)
         p.reserved_bits = AMD_RESERVED_BITS
         p.raw_event_mask = AMD64_RAW_EVENT_MASK
         valid = (1 << p.nr_arch_gp_counters) - 1
@@ -341,8 +368,16 @@ class KvmVcpu:
         return bool(pmc.eventsel & EVENTSEL_ENABLE)
 
     def hw_event_available(self, pmc: KvmPmc) -> bool:
-        """Mirrors intel_hw_event_available() (v6.6), spec §1.2/R12: PmuConfig has no
-        CPUID.0AH.EBX, so every architectural event is available and this always passes."""
+        """Mirrors intel_hw_event_available() (vmx/pmu_intel.c, until v6.9), spec §1.2/R12: an
+        eventsel (a fixed counter's synthetic one included) that is one of the seven real
+        architectural events counts only if guest CPUID.0AH enumerates it (available_event_types);
+        anything else passes. amd_hw_event_available() always passes."""
+        if not self.cfg.is_intel:
+            return True
+        event = pmc.eventsel & (EVENTSEL_EVENT | EVENTSEL_UMASK)
+        for bit, kind in enumerate(ARCH_EVENT_BITS[:NR_REAL_INTEL_ARCH_EVENTS]):
+            if event == ENCODINGS["intel"][kind]:
+                return bool(self.pmu.available_event_types >> bit & 1)
         return True
 
     def check_pmu_event_filter(self, pmc: KvmPmc) -> bool:
@@ -545,8 +580,12 @@ class KvmVcpu:
         self.make_request(REQ_PMU)
 
     def reprogram_fixed_counters(self, data: int) -> None:
-        """Mirrors reprogram_fixed_counters() (vmx/pmu_intel.c), spec §2.4."""
+        """Mirrors reprogram_fixed_counters() (vmx/pmu_intel.c), spec §2.4. Until 05519c86d699
+        the old value was kept in a u8 (era switch fixed_ctr_ctrl_u8_snapshot): fixed counter
+        2's old field reads 0, so clearing it goes unseen and any other change reprograms it."""
         old = self.pmu.fixed_ctr_ctrl
+        if self.era.fixed_ctr_ctrl_u8_snapshot:
+            old &= 0xFF
         self.pmu.fixed_ctr_ctrl = data
         for i in range(self.pmu.nr_arch_fixed_counters):
             if fixed_field(old, i) != fixed_field(data, i):

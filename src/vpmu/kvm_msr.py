@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from vpmu import msrs as M
 from vpmu.config import FIXED_BASE
-from vpmu.kvm import KvmPmc, KvmVcpu
+from vpmu.kvm import AMD64_NUM_COUNTERS_CORE, KvmPmc, KvmVcpu
 from vpmu.pmc_map import U64
 
 # x86.c lists these K7/P6 MSRs specially: when not valid for the vPMU, guest writes are
@@ -48,8 +48,11 @@ def intel_msr_idx_to_pmc(kvm: KvmVcpu, msr: int) -> KvmPmc | None:
 
 
 def _intel_fw_pmc(kvm: KvmVcpu, msr: int) -> KvmPmc | None:
-    """Mirrors get_fw_gp_pmc() (vmx/pmu_intel.c): IA32_A_PMCx only with full-width writes."""
-    return _get_gp_pmc(kvm, msr, M.IA32_A_PMC0) if kvm.cfg.full_width_writes else None
+    """Mirrors get_fw_gp_pmc() (vmx/pmu_intel.c): IA32_A_PMCx only with full-width writes
+    (fw_writes_is_enabled: PERF_CAPABILITIES.FW_WRITES and guest PDCM)."""
+    if not vcpu_get_perf_capabilities(kvm) & M.PERF_CAP_FW_WRITES:
+        return None
+    return _get_gp_pmc(kvm, msr, M.IA32_A_PMC0)
 
 
 def intel_is_valid_msr(kvm: KvmVcpu, msr: int) -> bool:
@@ -117,9 +120,10 @@ def _sign_extend32(data: int) -> int:
 
 
 def get_gp_pmc_amd(kvm: KvmVcpu, msr: int) -> tuple[KvmPmc, bool] | None:
-    """Mirrors get_gp_pmc_amd() (svm/pmu.c), spec §2.5: (pmc, is_eventsel) or None."""
+    """Mirrors get_gp_pmc_amd() (svm/pmu.c), spec §2.5: (pmc, is_eventsel) or None. No PMC
+    when the VM has no PMU (kvm->arch.enable_pmu), even where amd_pmu_refresh ran anyway."""
     p = kvm.pmu
-    if p.version == 0:
+    if not kvm.enable_pmu or p.version == 0:
         return None
     if M.MSR_F15H_PERF_CTL0 <= msr <= M.MSR_F15H_PERF_CTL0 + 11:
         if not kvm.cfg.perfctr_core:
@@ -201,33 +205,32 @@ def kvm_pmu_mark_pmc_in_use(kvm: KvmVcpu, msr: int) -> None:
 
 
 def kvm_pmu_set_msr(kvm: KvmVcpu, msr: int, data: int, host: bool) -> bool:
-    """Mirrors kvm_pmu_set_msr() (pmu.c), spec §2.3. False = #GP."""
+    """Mirrors kvm_pmu_set_msr() (pmu.c), spec §2.3. False = #GP.
+
+    The handling is chosen by MSR number, as in the kernel: on an AMD PerfMonV2 vPMU the Intel
+    numbers 0x38E-0x390 are valid too (kvm_pmu_is_valid_msr) and keep Intel's #GP rules.
+    Before 30dab5c0b65e (v6.5) a host GLOBAL_STATUS write was not checked for reserved bits."""
     p = kvm.pmu
-    amd = not kvm.cfg.is_intel
     if msr in (M.IA32_PERF_GLOBAL_STATUS, M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS):
         if not host:
-            return amd  # read-only: AMD ignores the write, Intel #GPs
-        if data & p.global_status_rsvd:
+            return msr == M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS  # read-only: ignored (AMD number) / #GP
+        if kvm.era.global_status_host_rsvd_check and data & p.global_status_rsvd:
             return False
         p.global_status = data
         return True
     if msr in (M.IA32_PERF_GLOBAL_CTRL, M.MSR_AMD64_PERF_CNTR_GLOBAL_CTL):
-        if amd:
+        if msr == M.MSR_AMD64_PERF_CNTR_GLOBAL_CTL:
             data &= ~p.global_ctrl_rsvd
-        elif data & p.global_ctrl_rsvd:
+        if data & p.global_ctrl_rsvd:
             return False
         if p.global_ctrl != data:
             diff = p.global_ctrl ^ data
             p.global_ctrl = data
             kvm.reprogram_counters(diff)
         return True
-    if msr == M.IA32_PERF_GLOBAL_OVF_CTRL:
-        if data & p.global_status_rsvd:
+    if msr in (M.IA32_PERF_GLOBAL_OVF_CTRL, M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS_CLR):
+        if msr == M.IA32_PERF_GLOBAL_OVF_CTRL and data & p.global_status_rsvd:
             return False
-        if not host:
-            p.global_status &= ~data
-        return True
-    if msr == M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS_CLR:
         if not host:
             p.global_status &= ~data
         return True
@@ -242,7 +245,7 @@ def kvm_pmu_set_msr(kvm: KvmVcpu, msr: int, data: int, host: bool) -> bool:
 
 
 def kvm_pmu_get_msr(kvm: KvmVcpu, msr: int) -> int | None:
-    """Mirrors kvm_pmu_get_msr() (pmu.c), spec §2.3."""
+    """Mirrors kvm_pmu_get_msr() (pmu.c), spec §2.3 (by MSR number, like the writes)."""
     p = kvm.pmu
     if msr in (M.IA32_PERF_GLOBAL_STATUS, M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS):
         return p.global_status
@@ -256,10 +259,55 @@ def kvm_pmu_get_msr(kvm: KvmVcpu, msr: int) -> int | None:
     return amd_pmu_get_msr(kvm, msr)
 
 
-def perf_capabilities(kvm: KvmVcpu) -> int:
-    """IA32_PERF_CAPABILITIES as vcpu_get_perf_capabilities() (vmx.c) gives it, reduced to the
-    bit the model uses (FW_WRITES)."""
-    return M.PERF_CAP_FW_WRITES if kvm.cfg.full_width_writes else 0
+def supported_perf_caps(kvm: KvmVcpu) -> int:
+    """kvm_caps.supported_perf_cap, reduced to the bit the model has: full-width writes on an
+    Intel host, nothing on AMD (svm_get_msr_feature reports 0)."""
+    return M.PERF_CAP_FW_WRITES if kvm.cfg.is_intel else 0
+
+
+def vcpu_get_perf_capabilities(kvm: KvmVcpu) -> int:
+    """Mirrors vcpu_get_perf_capabilities() (vmx/pmu_intel.c): what the vPMU acts on, 0
+    without guest PDCM whatever userspace stored."""
+    return kvm.perf_capabilities if kvm.cfg.pdcm else 0
+
+
+def set_perf_capabilities(kvm: KvmVcpu, data: int, host: bool) -> bool:
+    """Mirrors the IA32_PERF_CAPABILITIES write of kvm_set_msr_common() (x86.c), vmx_set_msr()
+    and do_set_msr() (x86.c), spec §2.4. False = #GP (guest) or a failed KVM_SET_MSRS (host).
+
+    Guest writes #GP. Host writes: without guest PDCM only a 0 is accepted from v6.13
+    (d75cac366f44; before, PDCM was not consulted); bits KVM does not support fail; before
+    v6.13 (a1039111192b) a non-zero value fails while the PMU version is 0; after the first
+    KVM_RUN a different value fails (0094f62c7eaa, v6.4; before, it refreshed the running
+    vPMU). A new value is stored and the vPMU refreshed."""
+    if not host:
+        return False
+    if kvm.era.perf_caps_host_needs_pdcm and not kvm.cfg.pdcm:
+        return data == 0
+    if data & ~supported_perf_caps(kvm):
+        return False
+    if kvm.era.perf_caps_need_pmu_version and data and kvm.pmu.version == 0:
+        return False
+    if data == kvm.perf_capabilities:
+        return True
+    if kvm.has_run and kvm.era.feature_msrs_immutable_after_run:
+        return False
+    kvm.perf_capabilities = data
+    kvm.note("host", f"PERF_CAPABILITIES = {data:#x}: vPMU refreshed")
+    kvm.kvm_pmu_refresh()
+    return True
+
+
+def get_perf_capabilities(kvm: KvmVcpu, host: bool) -> int | None:
+    """Mirrors the IA32_PERF_CAPABILITIES read of kvm_get_msr_common() (x86.c): a guest read
+    needs PDCM; a host read does not, and from v6.13 (d75cac366f44) gives 0 without PDCM.
+    None = #GP."""
+    if not kvm.cfg.pdcm:
+        if not host:
+            return None
+        if kvm.era.perf_caps_host_needs_pdcm:
+            return 0
+    return kvm.perf_capabilities
 
 
 def kvm_set_msr_common(kvm: KvmVcpu, msr: int, data: int, host: bool) -> bool:
@@ -271,11 +319,7 @@ def kvm_set_msr_common(kvm: KvmVcpu, msr: int, data: int, host: bool) -> bool:
     if msr == M.X2APIC_LVTPC:
         return _write_lvtpc(kvm, data) if kvm.lapic.in_kernel else False
     if msr == M.IA32_PERF_CAPABILITIES:
-        if not kvm.cfg.is_intel or not kvm.cfg.pdcm:
-            return False
-        # Guest writes #GP (host-only MSR); a host write may only restore the current value
-        # (refresh after the vCPU ran is a KVM_BUG_ON; not modelled).
-        return host and data == perf_capabilities(kvm)
+        return set_perf_capabilities(kvm, data, host)
     if kvm_pmu_is_valid_msr(kvm, msr):
         return kvm_pmu_set_msr(kvm, msr, data, host)
     if msr in _LEGACY_IGNORED:
@@ -295,7 +339,7 @@ def kvm_get_msr_common(kvm: KvmVcpu, msr: int, host: bool) -> int | None:
     if msr == M.X2APIC_LVTPC:
         return kvm.lapic.lvtpc if kvm.lapic.in_kernel else None
     if msr == M.IA32_PERF_CAPABILITIES:
-        return perf_capabilities(kvm) if kvm.cfg.is_intel and kvm.cfg.pdcm else None
+        return get_perf_capabilities(kvm, host)
     if kvm_pmu_is_valid_msr(kvm, msr):
         return kvm_pmu_get_msr(kvm, msr)
     if msr in _LEGACY_IGNORED:
@@ -336,11 +380,25 @@ def rdpmc_ecx_to_pmc(kvm: KvmVcpu, ecx: int) -> tuple[KvmPmc, int] | None:
     return p.gp_counters[ecx], U64
 
 
+#: The VMware backdoor pseudo-PMCs (host TSC, real time, apparent time): is_vmware_backdoor_pmc().
+VMWARE_BACKDOOR_PMCS = (0x10000, 0x10001, 0x10002)
+
+
+def kvm_pmu_rdpmc_vmware(kvm: KvmVcpu, ecx: int) -> int:
+    """Mirrors kvm_pmu_rdpmc_vmware() (pmu.c): host TSC, boot time, boot time + kvmclock
+    offset. The model has no clock: all three read the number of guest instructions retired
+    so far (a deterministic, monotonic stand-in)."""
+    return kvm.insn
+
+
 def kvm_pmu_rdpmc(kvm: KvmVcpu, ecx: int, cpl: int, pce: bool) -> int | None:
-    """Mirrors kvm_pmu_rdpmc() (pmu.c), spec §2.6 (VMware backdoor not modelled; the guest is
-    in protected mode). None = #GP."""
+    """Mirrors kvm_pmu_rdpmc() (pmu.c), spec §2.6 (the guest is in protected mode). The VMware
+    pseudo-PMCs are answered whatever enable_vmware_backdoor says and before the CPL/PCE
+    check. None = #GP."""
     if kvm.pmu.version == 0:
         return None
+    if ecx in VMWARE_BACKDOOR_PMCS:
+        return kvm_pmu_rdpmc_vmware(kvm, ecx)
     found = rdpmc_ecx_to_pmc(kvm, ecx & 0xFFFF_FFFF)
     if found is None:
         return None
@@ -348,6 +406,31 @@ def kvm_pmu_rdpmc(kvm: KvmVcpu, ecx: int, cpl: int, pce: bool) -> int | None:
         return None
     pmc, mask = found
     return kvm.pmc_read_counter(pmc) & mask
+
+
+def hardware_rdpmc_faults(kvm: KvmVcpu, ecx: int, cpl: int, pce: bool) -> bool:
+    """The RDPMC exceptions the processor raises before the RDPMC intercept, so that no VM-exit
+    happens (spec §2.6, x86-pmu.md A.10): the privilege #GP (CR4.PCE = 0 at CPL > 0) on both
+    vendors; on AMD every RDPMC exception, i.e. also an index the host PMU lacks (the host is
+    taken to have the 6 core counters; KVM's emulator mirrors this in check_rdpmc_early)."""
+    if cpl > 0 and not pce:
+        return True
+    return not kvm.cfg.is_intel and ecx >= AMD64_NUM_COUNTERS_CORE
+
+
+def emulator_check_rdpmc(kvm: KvmVcpu, ecx: int, cpl: int, pce: bool, vmware_backdoor: bool) -> bool:
+    """Mirrors check_rdpmc() (emulate.c), run before KVM's emulator executes an RDPMC: True
+    when it may go on to kvm_pmu_rdpmc(). A VMware pseudo-PMC passes with
+    enable_vmware_backdoor; then the privilege check; then the index: before v6.9 every index
+    kvm_pmu_is_valid_rdpmc_ecx() rejects (version 0 included), from v6.9 only AMD's
+    (check_rdpmc_early: an Intel index is left to kvm_pmu_rdpmc)."""
+    if vmware_backdoor and ecx in VMWARE_BACKDOOR_PMCS:
+        return True
+    if cpl > 0 and not pce:
+        return False
+    if kvm.era.rdpmc_decoding == "v6.6":
+        return kvm.pmu.version > 0 and rdpmc_ecx_to_pmc(kvm, ecx) is not None
+    return kvm.cfg.is_intel or ecx < kvm.pmu.nr_arch_gp_counters
 
 
 def save_restore_msrs(kvm: KvmVcpu) -> list[int]:
@@ -373,4 +456,5 @@ def save_restore_msrs(kvm: KvmVcpu) -> list[int]:
     return [m for m in out if kvm_pmu_is_valid_msr(kvm, m)]
 
 
-__all__ = ["FIXED_BASE", "kvm_get_msr_common", "kvm_pmu_rdpmc", "kvm_set_msr_common", "save_restore_msrs"]
+__all__ = ["FIXED_BASE", "emulator_check_rdpmc", "hardware_rdpmc_faults", "kvm_get_msr_common", "kvm_pmu_rdpmc",
+           "kvm_set_msr_common", "save_restore_msrs"]

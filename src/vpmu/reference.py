@@ -2,12 +2,16 @@
 
 One `Observation` per `step(action)`, deterministic. Conventions (docs/reference.md):
 
-* Native -> `retire(count, branches, cpl)` (branches first, actions.py).
+* Native -> `retire(count, branches, cpl)` (branches first, actions.py), then its per-step
+  events (`count_step`: cycles ..., CMASK/EDGE conditions) at its last boundary.
 * Wrmsr / Rdmsr / Rdpmc -> the access, then, unless it faulted, the instruction retires at its
   CPL (it counts itself after its effect); a faulting instruction does not retire.
 * Cpuid -> retires 1 at its CPL; Hlt -> retires 1 at CPL 0.
-* Emulate / Batch -> each item in order, the same way (Insn retires 1, a branch if `branch`).
-  The architecture has no VM-exits, so both are just instruction sequences here.
+* Emulate / Batch -> each item in order, the same way (Insn retires 1, a branch if `branch`,
+  or, named, if the instruction is one: vpmu.insns). The architecture has no VM-exits, so
+  both are just instruction sequences here.
+* SetCpuid -> before the first guest action the CPU becomes the new one out of RESET (the
+  LVTPC stays); afterwards only identical CPUID is accepted. One Result.
 * HostPmi, PerfFail -> no architectural effect.
 * SetFilter / ClearFilter -> the filter gate; SetFilter returns one Result (fault = the ioctl
   rejected the filter, which then leaves the previous one installed).
@@ -23,7 +27,7 @@ from vpmu import actions as A
 from vpmu.arch import ArchPmu
 from vpmu.config import PmuConfig
 from vpmu.errors import VpmuError
-from vpmu.filter import EventFilter
+from vpmu.insns import retires_as_branch
 from vpmu.msrs import LVTPC_RESET, msr_name, resolve_msr
 from vpmu.trace import Note, Observation, Result, Signal
 
@@ -38,6 +42,7 @@ class ReferenceMachine:
     def __init__(self, cfg: PmuConfig, *, lvtpc: int = LVTPC_RESET) -> None:
         self.cfg = cfg
         self.pmu = ArchPmu(cfg, lvtpc)
+        self.layout = cfg.pmc_indices   # observations keep the configured counters' order
         self.steps = 0
         self._results: list[Result] = []
 
@@ -45,7 +50,7 @@ class ReferenceMachine:
 
     def clone(self) -> ReferenceMachine:
         c = ReferenceMachine.__new__(ReferenceMachine)
-        c.cfg, c.pmu, c.steps, c._results = self.cfg, self.pmu.clone(), self.steps, []
+        c.cfg, c.pmu, c.layout, c.steps, c._results = self.cfg, self.pmu.clone(), self.layout, self.steps, []
         return c
 
     def state_key(self) -> tuple[object, ...]:
@@ -57,6 +62,8 @@ class ReferenceMachine:
     def step(self, action: A.Action) -> Observation:
         self._results = []
         self.pmu.take()
+        if isinstance(action, A.GUEST_ACTIONS):
+            self.pmu.ran = True
         self._run(action)
         wraps, pmis, log = self.pmu.take()
         status = self.pmu.global_status if self.cfg.has_global_msrs else 0
@@ -65,7 +72,7 @@ class ReferenceMachine:
             action=action,
             insn=self.pmu.insn,
             results=tuple(self._results),
-            counters=self.pmu.counter_values(),
+            counters=self.pmu.counter_values(self.layout),
             global_status=status,
             lvtpc=self.pmu.lvtpc,
             pmis=tuple(p.insn for p in pmis if p.delivered),
@@ -79,8 +86,9 @@ class ReferenceMachine:
         pmu = self.pmu
         match action:
             case A.Native():
-                count = max(action.count, 0)
-                pmu.retire(count, max(min(action.branches, count), 0), action.cpl)
+                totals = action.totals()
+                pmu.retire(totals["instructions"], totals["branches"], action.cpl)
+                pmu.count_step(totals, action.cycles, action.cpl)
             case A.Wrmsr() | A.Rdmsr() | A.Rdpmc():
                 self._item(action)
             case A.Cpuid():
@@ -97,6 +105,8 @@ class ReferenceMachine:
             case A.ClearFilter():
                 pmu.set_filter(None)
                 pmu.log.append(Note("host", "filter removed"))
+            case A.SetCpuid():
+                self._set_cpuid(action)
             case A.HostWrmsr():
                 r = pmu.wrmsr(action.msr, action.value, host=True)
                 self._note(r, f"host write {msr_name(resolve_msr(action.msr))} = {action.value:#x}")
@@ -114,8 +124,7 @@ class ReferenceMachine:
         """The filter gate; a rejected filter leaves the previous one installed."""
         pmu = self.pmu
         try:
-            flt = EventFilter.from_ioctl(action.action, action.events, action.fixed_counter_bitmap,
-                                         action.masked, vendor=self.cfg.vendor)
+            flt = action.to_filter(self.cfg.vendor)
         except VpmuError as err:
             pmu.log.append(Note("host", f"filter rejected: {err}"))
             self._results.append(Result(None, True))
@@ -125,11 +134,25 @@ class ReferenceMachine:
                                     f"fixed bitmap {action.fixed_counter_bitmap:#x}"))
         self._results.append(Result(None, False))
 
+    def _set_cpuid(self, action: A.SetCpuid) -> None:
+        """A new CPU model before the CPU ran (out of RESET, the LVTPC kept); afterwards only
+        the same one (one Result)."""
+        pmu = self.pmu
+        new = action.apply(pmu.cfg)
+        if pmu.ran:
+            ok = new == pmu.cfg
+        else:
+            ok = True
+            self.pmu = ArchPmu(new, pmu.lvtpc, insn=pmu.insn, filter=pmu.filter)
+        self.pmu.log.append(Note("host", "CPUID " + ("set" if ok else "change refused: the CPU has run")))
+        self._results.append(Result(None, not ok))
+
     def _item(self, item: A.EmulatedItem) -> None:
         """One instruction: its effect, then (unless it faulted) its retirement at its CPL."""
         pmu = self.pmu
         if isinstance(item, A.Insn):
-            pmu.retire(1, 1 if item.branch else 0, item.cpl)
+            branch = retires_as_branch(item.name, enter_leave_are_branches=False) if item.name else item.branch
+            pmu.retire(1, 1 if branch else 0, item.cpl)
             return
         if isinstance(item, A.Wrmsr):
             r = pmu.wrmsr(item.msr, item.value, cpl=item.cpl)

@@ -18,15 +18,23 @@ Timeline rules (what the checker engineer needs to know):
   exiting action's `host_pmi` says whether it lands before or after KVM's exit handler.
   Skid is bounded (`WorldOptions.skid`, docs/kvm-model.md "Host PMI timing"): a held PMI
   lands, as an NMI VM-exit, before the (skid+1)-th later guest step executes, and inside a
-  held run before its counter would wrap a second time. Only
-  instructions and branches retired are counted on hardware (any other event counts nothing);
-  a perf event counts when its event select + umask match.
+  held run before its counter would wrap a second time. A perf event counts the modelled
+  event its event select + umask names (vpmu.events): instructions and branches per retired
+  instruction, the others per step (see below).
 * Intercepted WRMSR/RDMSR/RDPMC/CPUID/HLT: KVM's handler takes effect, then
   `kvm_skip_emulated_instruction` retires the instruction (emulated "instructions" event).
-  WRMSR/RDMSR at CPL > 0 #GP in hardware before any VM-exit (no exit, nothing retires).
-* `Emulate`: each item is its own exit followed by request processing. `Batch`: all items in
-  one `handle_invalid_guest_state` loop with no request processing until the loop ends.
-  Emulated branches also count "branch instructions". Faulting items do not retire.
+  WRMSR/RDMSR at CPL > 0 and RDPMC's privilege #GP (CR4.PCE = 0 at CPL > 0; on AMD every
+  RDPMC exception) are raised by hardware before any VM-exit: no exit, nothing retires. With
+  `enable_vmware_backdoor` KVM intercepts that #GP and emulates the RDPMC instead.
+* A native run's other events (cycles ..., and any CMASK/EDGE condition) are counted per
+  step, at its last instruction boundary (vpmu.events.step_count).
+* `Emulate`: each item is its own exit followed by request processing (without the
+  `force_emulation_prefix` module parameter the prefix is just a #UD: nothing is emulated).
+  `Batch`: all items in one `handle_invalid_guest_state` loop with no request processing
+  until the loop ends. Emulated branches also count "branch instructions" (a named `Insn`
+  per the era's IsBranch table, vpmu.insns). Faulting items do not retire.
+* The first guest action is the first KVM_RUN: from then on KVM_SET_CPUID2 (`SetCpuid`) and a
+  PERF_CAPABILITIES change are refused as KVM refuses them.
 * HLT retires, then the vCPU halts. While halted KVM_REQ_PMU is not processed; KVM_REQ_PMI
   (and a pending NMI/interrupt) wakes it at once; otherwise the next guest action wakes it
   (request processing runs before that action). Userspace actions do not wake it.
@@ -48,15 +56,22 @@ from functools import partial
 
 from vpmu import actions as A
 from vpmu.actions import Action
-from vpmu.config import PmuConfig
+from vpmu.config import FIXED_BASE, PmuConfig
 from vpmu.designs import resolve_design
 from vpmu.eras import get_era
 from vpmu.errors import VpmuError
-from vpmu.events import EventKind, event_kind
-from vpmu.filter import EventFilter
+from vpmu.events import EventKind, event_kind, per_step, step_count
 from vpmu.host import HOST_COUNTER_WIDTH, PerfHost
+from vpmu.insns import retires_as_branch
 from vpmu.kvm import REQ_EVENT, REQ_NMI, REQ_PMI, REQ_PMU, KvmPmc, KvmVcpu
-from vpmu.kvm_msr import kvm_get_msr_common, kvm_pmu_rdpmc, kvm_set_msr_common, save_restore_msrs
+from vpmu.kvm_msr import (
+    emulator_check_rdpmc,
+    hardware_rdpmc_faults,
+    kvm_get_msr_common,
+    kvm_pmu_rdpmc,
+    kvm_set_msr_common,
+    save_restore_msrs,
+)
 from vpmu.lapic import LINUX_GUEST_LVTPC, Lapic
 from vpmu.trace import DesignState, Observation, Result
 
@@ -78,6 +93,12 @@ class WorldOptions:
     skid: bounded PMI skid, in guest steps: a held host PMI raised in step s stays in flight
         while at most `skid` further guest steps start; the next one lands it first (an NMI
         VM-exit). Not the checker's `pmi_skid` (instructions of allowed PMI lateness).
+    force_emulation_prefix: the kvm module parameter that makes KVM emulate an instruction
+        behind the forced-emulation prefix (`Emulate`); off, the prefix's UD2 is a #UD.
+    enable_vmware_backdoor: the kvm module parameter: KVM intercepts #GP to emulate RDPMC of
+        the VMware pseudo-PMCs 0x10000-0x10002 from any CPL.
+    pmu_cap_disable: the VM was created with KVM_CAP_PMU_CAPABILITY = KVM_PMU_CAP_DISABLE: no
+        vPMU whatever guest CPUID says (kvm->arch.enable_pmu off).
     """
 
     lapic_in_kernel: bool = True
@@ -85,6 +106,9 @@ class WorldOptions:
     perf_fail: bool = False
     host_counter_width: int = HOST_COUNTER_WIDTH
     skid: int = 1
+    force_emulation_prefix: bool = True
+    enable_vmware_backdoor: bool = False
+    pmu_cap_disable: bool = False
 
 
 class World:
@@ -98,7 +122,9 @@ class World:
         self.design = resolve_design(design, self.era.default_design)
         self.lapic = Lapic(self.options.lapic_in_kernel, self.options.lvtpc)
         self.host = PerfHost(self.options.perf_fail, self.options.host_counter_width)
-        self.kvm = KvmVcpu(cfg, self.era, self.design, self.lapic, self.host)
+        self.kvm = KvmVcpu(cfg, self.era, self.design, self.lapic, self.host,
+                           enable_pmu=not self.options.pmu_cap_disable)
+        self.layout = cfg.pmc_indices   # observations keep the configured counters' order
         self.kvm.kvm_pmu_init()
         self.kvm.log.clear()
         self.insn = 0
@@ -112,7 +138,7 @@ class World:
 
     def clone(self) -> World:
         c = World.__new__(World)
-        c.cfg, c.era, c.options, c.design = self.cfg, self.era, self.options, self.design
+        c.cfg, c.era, c.options, c.design, c.layout = self.cfg, self.era, self.options, self.design, self.layout
         c.lapic = self.lapic.clone()
         c.host = PerfHost(self.host.fail, self.host.host_width)
         c.kvm = self.kvm.clone(c.lapic, c.host)
@@ -133,10 +159,10 @@ class World:
     # --- observation ------------------------------------------------------------------
 
     def counters(self) -> tuple[int, ...]:
-        """Guest-visible values in cfg.pmc_indices order (pmc_read_counter, no side effects);
-        counters KVM does not implement (e.g. fixed counter 3) read 0."""
+        """Guest-visible values in the configured counters' order (pmc_read_counter, no side
+        effects); counters KVM does not implement (e.g. fixed counter 3) read 0."""
         out = []
-        for idx in self.cfg.pmc_indices:
+        for idx in self.layout:
             pmc = self.kvm.pmc(idx)
             out.append(self.kvm.pmc_read_counter(pmc) if pmc is not None else 0)
         return tuple(out)
@@ -145,6 +171,7 @@ class World:
         self._results, self._pmis = [], []
         self.kvm.log, self.kvm.signals = [], []
         if isinstance(action, A.GUEST_ACTIONS):
+            self.kvm.has_run = True
             self._bound_skid()
         match action:
             case A.Native():
@@ -163,6 +190,8 @@ class World:
                 self._set_filter(action)
             case A.ClearFilter():
                 self._clear_filter()
+            case A.SetCpuid():
+                self._set_cpuid(action)
             case A.HostWrmsr():
                 self._host_wrmsr(action)
             case A.HostRdmsr():
@@ -289,8 +318,8 @@ class World:
         bound: int | None = None
         for pmc in self._pmcs_with_pending():
             ev = pmc.perf_event
-            kind = event_kind(self.cfg.vendor, ev.event) if ev is not None else None
-            if ev is None or kind is None or not ev.counts_at(self.kvm.cpl):
+            kind = event_kind(self.cfg.vendor, ev.event, fixed=pmc.idx >= FIXED_BASE) if ev is not None else None
+            if ev is None or kind is None or per_step(kind, ev.config) or not ev.counts_at(self.kvm.cpl):
                 continue
             mask = self.kvm.pmc_bitmask(pmc)
             left = mask + 1 - (self.kvm.pmc_read_counter(pmc) & mask)  # events to the next wrap
@@ -312,8 +341,9 @@ class World:
 
     # --- instruction effects ------------------------------------------------------------
 
-    def _effect(self, item: A.EmulatedItem | A.Cpuid | A.Hlt) -> bool:
-        """Run one intercepted/emulated instruction's effect; True if it completed."""
+    def _effect(self, item: A.EmulatedItem | A.Cpuid | A.Hlt, emulated: bool = False) -> bool:
+        """Run one intercepted/emulated instruction's effect; True if it completed. An RDPMC
+        that KVM's emulator runs first passes the emulator's check_rdpmc()."""
         k = self.kvm
         if isinstance(item, A.Wrmsr):
             ok = item.cpl == 0 and kvm_set_msr_common(k, item.msr, item.value, False)
@@ -324,7 +354,10 @@ class World:
             self._results.append(Result(value, value is None))
             return value is not None
         if isinstance(item, A.Rdpmc):
-            value = kvm_pmu_rdpmc(k, item.ecx, item.cpl, item.pce)
+            value = None
+            if not emulated or emulator_check_rdpmc(k, item.ecx, item.cpl, item.pce,
+                                                    self.options.enable_vmware_backdoor):
+                value = kvm_pmu_rdpmc(k, item.ecx, item.cpl, item.pce)
             self._results.append(Result(value, value is None))
             return value is not None
         return True
@@ -348,6 +381,15 @@ class World:
         if isinstance(action, A.Wrmsr | A.Rdmsr) and cpl != 0:
             self._results.append(Result(None, True))  # #GP in hardware, no VM-exit
             return
+        if isinstance(action, A.Rdpmc) and hardware_rdpmc_faults(self.kvm, action.ecx, cpl, action.pce):
+            if not self.options.enable_vmware_backdoor:
+                self._results.append(Result(None, True))  # #GP in hardware, no VM-exit
+                return
+            # handle_exception(#GP) -> kvm_emulate_instruction(EMULTYPE_VMWARE_GP)
+            self.kvm.note("vcpu", "VM-exit: #GP intercepted (VMware backdoor), RDPMC emulated")
+            self._exit_handler(action.host_pmi, partial(self._emulate_item, action))
+            self.vcpu_enter_guest()
+            return
         self.kvm.note("vcpu", f"VM-exit: {action.KIND}")
 
         def handler() -> None:
@@ -367,17 +409,37 @@ class World:
         (kvm_skip_emulated_instruction semantics, incl. branches retired; spec §2.12)."""
         cpl = item.cpl
         self.kvm.cpl = cpl
-        if self._effect(item):
-            self.kvm_skip_emulated_instruction(branch=isinstance(item, A.Insn) and item.branch)
+        if self._effect(item, emulated=True):
+            self.kvm_skip_emulated_instruction(branch=self._is_branch(item))
+
+    def _is_branch(self, item: A.EmulatedItem) -> bool:
+        """The opcode's IsBranch flag (emulate.c, via ctxt->is_branch): a named instruction by
+        the era's table (vpmu.insns), else the item's own `branch`."""
+        if not isinstance(item, A.Insn):
+            return False
+        if item.name:
+            return retires_as_branch(item.name, enter_leave_are_branches=self.era.enter_leave_are_branches)
+        return item.branch
 
     def _emulate(self, action: A.Emulate) -> None:
         """Forced emulation (KVM_FEP): each item is its own #UD VM-exit, handle_ud() ->
         kvm_emulate_instruction(), then vcpu_enter_guest() processes the requests."""
         for item in action.items:
             self._wake_for_guest()
+            if not self.options.force_emulation_prefix:
+                # handle_ud(): without force_emulation_prefix the prefix is a plain UD2
+                self.kvm.note("vcpu", f"VM-exit: #UD (no force_emulation_prefix), {item.KIND} not emulated")
+                self._exit_handler(getattr(item, "host_pmi", "before-handler"), partial(self._undefined, item))
+                self.vcpu_enter_guest()
+                continue
             self.kvm.note("vcpu", f"VM-exit: emulate {item.KIND}")
             self._exit_handler(getattr(item, "host_pmi", "before-handler"), partial(self._emulate_item, item))
             self.vcpu_enter_guest()
+
+    def _undefined(self, item: A.EmulatedItem) -> None:
+        """The #UD KVM queues for the guest: the item has no effect and does not retire."""
+        if not isinstance(item, A.Insn):
+            self._results.append(Result(None, True))
 
     def handle_invalid_guest_state(self, action: A.Batch) -> None:
         """Mirrors handle_invalid_guest_state() (vmx.c), spec §2.13: all items emulated in one
@@ -404,8 +466,8 @@ class World:
             # a host PMI held by an earlier run's skid interrupts this run before its first insn
             self._nmi_exit()
         k, backing = self.kvm, self.design.backing
-        count = max(action.count, 0)
-        branches = max(min(action.branches, count), 0)
+        totals = action.totals()
+        count, branches = totals["instructions"], totals["branches"]
         k.cpl = action.cpl
         pos = 0
         while pos < count:
@@ -414,14 +476,14 @@ class World:
                 self.kvm.note("pmi", "held host PMI lands before its counter wraps again")
                 self._nmi_exit()
                 continue
-            sources = backing.native_sources(k)
+            sources = [s for s in backing.native_sources(k) if not per_step(s[0], s[3])]
             step = count - pos if bound is None else min(count - pos, bound)
-            for kind, need, _ in sources:
+            for kind, need, _, _ in sources:
                 off = _offset(kind, need, pos, branches)
                 if off is not None and off < step:
                     step = off
             hit = False
-            for kind, _, pmc in sources:
+            for kind, _, pmc, _ in sources:
                 n = _events(kind, pos, step, branches)
                 if n > 0:
                     hit |= backing.count_native(k, pmc, n)
@@ -430,6 +492,41 @@ class World:
             k.insn = self.insn
             if hit and backing.native_pmi_exits(k, action.hold_pmi):
                 self._nmi_exit()
+        self._native_step_events(action, totals)
+
+    def _native_step_events(self, action: A.Native, totals: dict[EventKind, int]) -> None:
+        """The run's per-step events, all at its last instruction boundary: what each counting
+        PMC with such an event (or a CMASK/EDGE condition) counts, in pieces no larger than
+        what is left until it interrupts; a held PMI of the counter lands before it would
+        wrap a second time (as in `_wrap_bound`)."""
+        k, backing = self.kvm, self.design.backing
+        todo = [(pmc.idx, step_count(totals[kind], config, action.cycles))
+                for kind, _, pmc, config in backing.native_sources(k) if per_step(kind, config)]
+        for idx, left in todo:
+            while left > 0:
+                src = next((s for s in backing.native_sources(k) if s[2].idx == idx), None)
+                if src is None:
+                    break
+                _, need, pmc, _ = src
+                if need > 0:
+                    n = min(left, need)
+                else:
+                    ev = pmc.perf_event
+                    mask = k.pmc_bitmask(pmc)
+                    cap = mask - (k.pmc_read_counter(pmc) & mask)  # events before the next wrap
+                    if ev is not None and ev.overflow_pending and cap < left:
+                        if cap == 0:
+                            k.note("pmi", "held host PMI lands before its counter wraps again")
+                            self._nmi_exit()
+                            if not (pmc.perf_event is not None and pmc.perf_event.overflow_pending):
+                                continue
+                            cap = left
+                        n = cap
+                    else:
+                        n = left
+                left -= n
+                if backing.count_native(k, pmc, n) and backing.native_pmi_exits(k, action.hold_pmi):
+                    self._nmi_exit()
 
     # --- host and userspace actions ------------------------------------------------------
 
@@ -455,8 +552,7 @@ class World:
         kvm_vm_ioctl_set_pmu_event_filter() (pmu.c, spec §2.14)."""
         self._kick_to_userspace()
         try:
-            flt = EventFilter.from_ioctl(action.action, action.events, action.fixed_counter_bitmap,
-                                         action.masked, vendor=self.cfg.vendor)
+            flt = action.to_filter(self.cfg.vendor)
         except VpmuError as err:
             self.kvm.note("host", f"KVM_SET_PMU_EVENT_FILTER failed: {err}")
             self._results.append(Result(None, True))
@@ -470,6 +566,24 @@ class World:
         """KVM_SET_PMU_EVENT_FILTER removing the filter (kvm_vm_ioctl_set_pmu_event_filter)."""
         self._kick_to_userspace()
         self.kvm.kvm_vm_ioctl_set_pmu_event_filter(None)
+        self._resume()
+
+    def _set_cpuid(self, action: A.SetCpuid) -> None:
+        """Userspace KVM_SET_CPUID2: kvm_set_cpuid() (cpuid.c). After the first KVM_RUN only
+        identical CPUID is accepted (kvm_cpuid_check_equal, -EINVAL); before it the new CPUID
+        takes effect and kvm_vcpu_after_set_cpuid() refreshes the vPMU."""
+        self._kick_to_userspace()
+        k = self.kvm
+        new = action.apply(self.cfg)
+        if k.has_run:
+            ok = new == self.cfg
+            k.note("host", "KVM_SET_CPUID2 after KVM_RUN: " + ("identical, accepted" if ok else "-EINVAL"))
+        else:
+            ok = True
+            self.cfg = k.cfg = new
+            k.note("host", "KVM_SET_CPUID2: vPMU refreshed")
+            k.kvm_pmu_refresh()
+        self._results.append(Result(None, not ok))
         self._resume()
 
     def _host_wrmsr(self, action: A.HostWrmsr) -> None:

@@ -52,6 +52,7 @@ from .space import (
     EventMap,
     alphabet,
     counters_in_use,
+    default_width,
     kind_of,
     setup_prefix,
     touches,
@@ -73,9 +74,10 @@ __all__ = [
     "ACTION_KINDS", "MAX_COUNTEREXAMPLES", "MODES", "Backend", "Bounds", "Candidates", "CountedEvent",
     "EventMap", "Expander", "ExploreReport", "Finding", "InMemoryExpander", "IndexPath", "Judge", "LocalBackend",
     "Node", "Progress", "RandomJob", "ReplayExpander", "SearchResult", "Stats", "Successor", "Target", "Unit",
-    "UnitRunner", "alphabet", "bfs", "counters_in_use", "expand_unit", "explore", "first_of_kind", "kind_of",
-    "merge_random", "owner_of", "past_deadline", "random_search", "random_unit", "run_unit", "select_causes",
-    "setup_prefix", "shrink", "shrink_finding", "signature", "split_restarts", "state_digest", "touches",
+    "UnitRunner", "alphabet", "bfs", "counters_in_use", "default_width", "expand_unit", "explore",
+    "first_of_kind", "kind_of", "merge_random", "owner_of", "past_deadline", "random_search", "random_unit",
+    "run_unit", "select_causes", "setup_prefix", "shrink", "shrink_finding", "signature", "split_restarts",
+    "state_digest", "touches",
 ]
 
 MODES = ("random", "exhaustive", "auto")

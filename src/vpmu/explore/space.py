@@ -28,9 +28,9 @@ from vpmu.actions import (
     Wrmsr,
 )
 from vpmu.assumptions import ASSUMPTIONS, action_assumptions
-from vpmu.config import FIXED_BASE, PmuConfig
+from vpmu.config import AMD_COUNTER_WIDTH, FIXED_BASE, PmuConfig
 from vpmu.errors import VpmuError
-from vpmu.events import ENCODINGS, FIXED_EVENTS, FIXED_OS, FIXED_PMI, FIXED_USR, EventKind, make_eventsel
+from vpmu.events import ENCODINGS, FIXED_EVENTS, FIXED_KINDS, FIXED_OS, FIXED_PMI, FIXED_USR, EventKind, make_eventsel
 from vpmu.pmc_map import (
     counter_msr,
     counter_name,
@@ -47,6 +47,10 @@ ACTION_KINDS = (
     "native", "native-held", "host-pmi", "cpuid", "emulate", "batch", "write-counter",
     "read", "clear-status", "unmask-lvtpc", "toggle", "filter", "save-restore", "perf-fail",
 )
+
+
+#: The explorer's default counter width on Intel: small, so that wraps are reachable in few steps.
+NARROW_WIDTH = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +86,9 @@ EventMap = tuple[tuple[int, CountedEvent], ...]
 class Bounds:
     """What the search may do. Every field is a CLI option of `vpmu explore`.
 
-    width:   counter width in bits (small so that wraps are reachable in few steps).
+    width:   counter width in bits (small so that wraps are reachable in few steps; AMD
+             counters are always AMD_COUNTER_WIDTH bits, where the written values -N keep
+             wraps reachable: `default_width`).
     gp:      general-purpose counters in use (each counting its event, PMI on overflow).
     fixed:   fixed counters in use (Intel v2+ only; only fixed 0 counts an explorable event).
     depth:   actions after the set-up prefix.
@@ -97,7 +103,7 @@ class Bounds:
              that need another leave the alphabet.
     """
 
-    width: int = 4
+    width: int = NARROW_WIDTH
     gp: int = 1
     fixed: int = 0
     depth: int = 5
@@ -118,6 +124,9 @@ class Bounds:
 
         if not 2 <= self.width <= 64:
             raise bad("width", f"must be 2..64, not {self.width}")
+        if not cfg.is_intel and self.width != AMD_COUNTER_WIDTH:
+            raise bad("width", f"AMD counters are always {AMD_COUNTER_WIDTH} bits wide (KVM's amd_pmu_refresh), "
+                      f"not {self.width}; leave --width out for an AMD CPU")
         if not 0 <= self.gp <= cfg.num_gp:
             raise bad("counters", f"{self.gp} GP counters requested, the CPU has {cfg.num_gp}")
         if not 0 <= self.fixed <= len(cfg.fixed_indices):
@@ -159,8 +168,9 @@ class Bounds:
         for pmc, ev in zip(used, events, strict=True):
             if pmc >= FIXED_BASE and (FIXED_EVENTS.get(pmc - FIXED_BASE) != ENCODINGS["intel"]["instructions"]
                                       or ev.kind != "instructions"):
+                own = FIXED_KINDS.get(pmc - FIXED_BASE, "?")
                 raise VpmuError(f"invalid bound --events: {counter_name(pmc)} counts only its own event "
-                                f"({'instructions' if pmc == FIXED_BASE else 'cycles, not modelled'}), "
+                                f"({own if pmc == FIXED_BASE else f'{own}, not explorable'}), "
                                 f"not {ev.name}")
         return tuple(zip(used, events, strict=True))
 
@@ -169,6 +179,13 @@ class Bounds:
                 "batch": self.batch, "native": list(self.native), "values": list(self.values),
                 "kinds": list(self.kinds), "events": list(self.events), "skid": self.skid,
                 "assume": list(self.assume)}
+
+
+def default_width(cfg: PmuConfig) -> int:
+    """The explorer's counter width for `cfg`: 4 bits on Intel (the width comes from guest
+    CPUID, so narrow counters are realisable), AMD_COUNTER_WIDTH on AMD (the only width KVM
+    gives an AMD guest)."""
+    return NARROW_WIDTH if cfg.is_intel else AMD_COUNTER_WIDTH
 
 
 def counters_in_use(cfg: PmuConfig, bounds: Bounds) -> tuple[int, ...]:

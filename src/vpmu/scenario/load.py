@@ -23,6 +23,7 @@ from vpmu.designs import DESIGNS
 from vpmu.divergence import KINDS, parse_divergence_label
 from vpmu.eras import ERAS
 from vpmu.errors import VpmuError
+from vpmu.insns import INSNS
 from vpmu.pmc_map import U64, counter_name, pmc_of_msr
 from vpmu.scenario.model import Conformance, ConformanceSource, EraRecord, Expect, Scenario
 from vpmu.tolerances import CheckerOptions, options_from_mapping
@@ -285,6 +286,8 @@ class _Loader:
             return cls(tuple(items))  # type: ignore[no-any-return]
         if kind == "native" and isinstance(args, int) and not isinstance(args, bool):
             args = {"count": args}
+        if kind == "insn" and isinstance(args, str):
+            args = {"name": args}
         mapping = self.mapping(args, line, fld)
         flds = {f.name: f for f in dataclasses.fields(cls)}
         for key in mapping:
@@ -309,14 +312,21 @@ class _Loader:
                     raise self.err(vl, vf, f"expected before-handler or after-handler, not {_show(v)}")
                 values[name] = str(v)
             elif name == "action":
-                if v not in ("allow", "deny"):
-                    raise self.err(vl, vf, f"expected allow or deny, not {_show(v)}")
-                values[name] = str(v)
+                if isinstance(v, int) and not isinstance(v, bool):
+                    values[name] = self.integer(v, vl, vf, hi=0xFFFF_FFFF)  # the ioctl's raw number
+                elif v in ("allow", "deny"):
+                    values[name] = str(v)
+                else:
+                    raise self.err(vl, vf, f"expected allow, deny or the ioctl's action number, not {_show(v)}")
+            elif name == "name":
+                if not isinstance(v, str) or v not in INSNS:
+                    raise self.err(vl, vf, f"expected an instruction name ({', '.join(sorted(INSNS))}), not {_show(v)}")
+                values[name] = v
             elif name == "events":
                 if not isinstance(v, list):
                     raise self.err(vl, vf, "expected a list of event codes")
                 values[name] = tuple(self.integer(e, vl, vf, hi=U64) for e in v)
-            elif isinstance(f.default, bool):
+            elif isinstance(f.default, bool) or f.type == "bool | None":
                 values[name] = self.boolean(v, vl, vf)
             elif name == "cpl":
                 values[name] = self.integer(v, vl, vf, hi=3)
@@ -327,7 +337,10 @@ class _Loader:
                                              f"{fld}.value")
         if kind == "native" and values.get("branches", 0) > values["count"]:
             raise self.err(line, f"{fld}.branches", "expected at most `count` branches")
-        return cls(**values)  # type: ignore[no-any-return]
+        try:
+            return cls(**values)  # type: ignore[no-any-return]
+        except VpmuError as e:
+            raise self.err(line, fld, str(e)) from None
 
     def expect(self, args: Any, line: int | None, fld: str, after: int, step_line: int) -> Expect:
         ident = None
