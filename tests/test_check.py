@@ -178,3 +178,23 @@ def test_conformance_runs_on_a_given_design(capsys: pytest.CaptureFixture[str]) 
                        "--json")
     doc = json.loads(out)
     assert code == 1 and doc["design"].endswith("ForgetClearEmulated") and doc["counts"]["FAIL"] > 0
+
+
+def test_the_seed_patch_on_6_6_fixes_the_lost_overflow(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = cli(capsys, "check", "emulated-counter", "--kvm", "6.6", "--json", "--no-save")
+    doc = json.loads(out)
+    assert code == 0 and doc["regressions"] == []
+    assert doc["bounds"]["assume"] == ["pmi-skid", "perf-create-fails"]
+    assert ("lost-overflow", "guest") in {(f["kind"], f["visibility"]) for f in doc["fixes"]}
+
+
+def test_regressions_beyond_the_default_assumptions_name_them(capsys: pytest.CaptureFixture[str]) -> None:
+    """On 6.6 the stale prev_counter snapshot reports, by accident, a hardware overflow that
+    the emulated-counter design loses when a late PMI lands after the handler (F3) or userspace
+    rewrites a running counter (F4): both are opt-in."""
+    code, out, _ = cli(capsys, "check", "emulated-counter", "--kvm", "6.6", "--assume", "all", "--json",
+                       "--no-save", "--scenarios", "seed-lost-overflow")
+    doc = json.loads(out)
+    assert code == 1
+    assert all(r["assumptions"] and set(r["assumptions"]) <= {"pmi-skid", "pmi-after-handler", "live-save-restore"}
+               and set(r["assumptions"]) & {"pmi-after-handler", "live-save-restore"} for r in doc["regressions"])

@@ -22,6 +22,7 @@ from vpmu.actions import (
     Native,
     PerfFail,
     Rdmsr,
+    SaveRestore,
     Wrmsr,
     keeps_host_pmi_in_flight,
 )
@@ -54,8 +55,9 @@ def test_each_assumption_is_named_by_the_actions_that_rest_on_it() -> None:
     assert action_assumptions(Cpuid(host_pmi="after-handler")) == {"pmi-after-handler"}
     assert action_assumptions(Batch((Wrmsr(PMC0, 1, host_pmi="after-handler"), Insn()))) == {"pmi-after-handler"}
     assert action_assumptions(PerfFail(True)) == {"perf-create-fails"}
+    assert action_assumptions(SaveRestore()) == {"live-save-restore"}
     assert action_assumptions(PerfFail(False)) == action_assumptions(Cpuid()) == frozenset()
-    trace = [Cpuid(host_pmi="after-handler"), PerfFail(True), Native(1, hold_pmi=True)]
+    trace = [Cpuid(host_pmi="after-handler"), SaveRestore(), PerfFail(True), Native(1, hold_pmi=True)]
     assert assumptions_of(trace) == tuple(ASSUMPTIONS)  # listed in the contract's order
     assert assumptions_of([Native(3), Cpuid()]) == ()
 

@@ -12,6 +12,10 @@ for each is in docs/kvm-model.md ("Host PMI timing") and docs/facts/kvm-vpmu.md 
   handling; Linux perf's AMD driver documents late-arriving PMI NMIs.
 * `perf-create-fails` — the host cannot create the perf event backing a counter
   (`PerfFail(True)`), e.g. when host users hold every hardware counter.
+* `live-save-restore` — userspace rewrites the PMU MSRs of a vCPU whose counters are running
+  (`SaveRestore`: KVM_GET_MSRS + KVM_SET_MSRS without stopping them first), as a VMM restoring
+  a snapshot into a running VM does when it does not toggle GLOBAL_CTRL (docs/findings.md F4).
+  Not a timing of the hardware but a behaviour of the VMM: a trace that rests on it says so.
 """
 
 from __future__ import annotations
@@ -26,7 +30,15 @@ ASSUMPTIONS: dict[str, str] = {
     "pmi-skid": "a host PMI stays in flight while the guest retires further instructions",
     "pmi-after-handler": "a host PMI in flight at a VM-exit lands after KVM's exit handler",
     "perf-create-fails": "the host fails to create the perf event backing a counter",
+    "live-save-restore": "userspace rewrites the PMU MSRs of a vCPU whose counters are running",
 }
+
+#: What `vpmu check` allows unless told otherwise: PMI skid (every PMU shows it) and perf
+#: creation failure, but neither `pmi-after-handler` nor `live-save-restore`. A verdict on a
+#: patch rests on what the guest does under timing every host shows; a race that needs a PMI
+#: delivery latency longer than KVM's exit handling (docs/kvm-model.md "Host PMI timing") and a
+#: VMM rewriting live counters (F4) are opt-in with `--assume`.
+CHECK_DEFAULT = ("pmi-skid", "perf-create-fails")
 
 
 def action_assumptions(action: A.Action | A.EmulatedItem) -> frozenset[str]:
@@ -38,6 +50,8 @@ def action_assumptions(action: A.Action | A.EmulatedItem) -> frozenset[str]:
         out.add("pmi-after-handler")
     if isinstance(action, A.PerfFail) and action.on:
         out.add("perf-create-fails")
+    if isinstance(action, A.SaveRestore):
+        out.add("live-save-restore")
     if isinstance(action, A.Emulate | A.Batch):
         for item in action.items:
             out |= action_assumptions(item)
@@ -65,4 +79,4 @@ def parse_assumptions(text: str) -> tuple[str, ...]:
     return tuple(name for name in ASSUMPTIONS if name in words)
 
 
-__all__ = ["ASSUMPTIONS", "action_assumptions", "assumptions_of", "parse_assumptions"]
+__all__ = ["ASSUMPTIONS", "CHECK_DEFAULT", "action_assumptions", "assumptions_of", "parse_assumptions"]

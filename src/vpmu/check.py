@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from vpmu.actions import Action, action_to_dict
+from vpmu.assumptions import assumptions_of
 from vpmu.config import PmuConfig
 from vpmu.designs import absolute_reference, short_name
 from vpmu.divergence import Divergence, Visibility
@@ -55,6 +56,7 @@ from vpmu.trace import Observation
 from vpmu.world import WorldOptions
 
 Direction = Literal["regression", "fix"]
+
 
 #: What makes two divergences "the same": the checker's judgement at the same place.
 Identity = tuple[str, str, int, str | None, object, object]
@@ -133,6 +135,11 @@ class Difference:
     baseline: Showing
     patched: Showing
     scenario_file: str | None = None
+
+    @property
+    def assumptions(self) -> tuple[str, ...]:
+        """The host-timing assumptions its actions rest on (vpmu.assumptions)."""
+        return assumptions_of(self.actions)
 
     @property
     def record_key(self) -> tuple[str, str, str]:
@@ -308,6 +315,9 @@ class CheckReport:
     searches: list[SearchResult]
     regressions: list[Difference] = field(default_factory=list)
     fixes: list[Difference] = field(default_factory=list)
+    #: differences (from scenarios) that rest on an assumption the check does not allow:
+    #: reported, not judged
+    beyond: list[Difference] = field(default_factory=list)
 
     @property
     def stats(self) -> Stats:
@@ -398,9 +408,12 @@ def check(
         if d.record_key not in shrunk:
             shrunk[d.record_key] = d if d.kind == "expect" else shrink_difference(d, 0)
     ordered = sorted(shrunk.values(), key=lambda d: (d.kind, d.visibility, d.origin))
+    allowed = set(bounds.assume)
+    within = [d for d in ordered if set(d.assumptions) <= allowed]
     return CheckReport(design, base_ref, era_name, narrowed, bounds, verdicts, searches,
-                       [d for d in ordered if d.direction == "regression"],
-                       [d for d in ordered if d.direction == "fix"])
+                       [d for d in within if d.direction == "regression"],
+                       [d for d in within if d.direction == "fix"],
+                       [d for d in ordered if d not in within])
 
 
 # --- output -------------------------------------------------------------------------------------
@@ -444,7 +457,8 @@ def save_differences(report: CheckReport, directory: str | None) -> CheckReport:
 
 def difference_to_dict(d: Difference) -> dict[str, Any]:
     return {"kind": d.kind, "visibility": d.visibility, "step": d.step, "counter": d.counter,
-            "message": d.message, "origin": d.origin, "steps": [action_to_dict(a) for a in d.actions],
+            "message": d.message, "origin": d.origin, "assumptions": list(d.assumptions),
+            "steps": [action_to_dict(a) for a in d.actions],
             "scenario_file": d.scenario_file, "baseline": d.baseline.to_dict(), "patched": d.patched.to_dict()}
 
 
@@ -461,6 +475,7 @@ def report_to_dict(report: CheckReport) -> dict[str, Any]:
         "verdict": report.verdict,
         "regressions": [difference_to_dict(d) for d in report.regressions],
         "fixes": [difference_to_dict(d) for d in report.fixes],
+        "beyond_assumptions": [{"direction": d.direction, **difference_to_dict(d)} for d in report.beyond],
         "scenarios": {"run": len(report.scenarios),
                       "regressed": sorted({v.scenario.name for v in report.scenarios
                                            if any(d.direction == "regression" for d in v.differences)}),

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from vpmu.assumptions import ASSUMPTIONS
+from vpmu.assumptions import ASSUMPTIONS, CHECK_DEFAULT
 from vpmu.errors import VpmuError
 from vpmu.explore.space import ACTION_KINDS
 
@@ -283,6 +283,7 @@ SkidOpt = Annotated[int, typer.Option("--skid", help="Bounded PMI skid: a held h
                                       "step after this many further guest steps.")]
 AssumeOpt = Annotated[str, typer.Option("--assume", help="Host-timing assumptions actions may rest on: "
                                         f"{', '.join(ASSUMPTIONS)}, all or none (docs/kvm-model.md).")]
+CHECK_ASSUME = ",".join(CHECK_DEFAULT)
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the random search.")]
 RestartsOpt = Annotated[int, typer.Option("--restarts", help="Random sequences the random search tries.")]
 BudgetOpt = Annotated[float | None, typer.Option("--time-budget", help="Stop cleanly after this many seconds "
@@ -421,7 +422,7 @@ def check(
     kinds: KindsOpt = None,
     events: EventsOpt = "instructions",
     skid: SkidOpt = 1,
-    assume: AssumeOpt = "all",
+    assume: AssumeOpt = CHECK_ASSUME,
     seed: SeedOpt = 0,
     restarts: RestartsOpt = 2000,
     time_budget: BudgetOpt = None,
@@ -491,7 +492,13 @@ def _check_scenarios(paths: list[str] | None) -> list[Any]:
     if paths:
         files: list[str] = []
         for p in paths:
-            files.extend(str(f) for f in sorted(Path(p).glob("*.yaml"))) if Path(p).is_dir() else files.append(p)
+            if Path(p).is_dir():
+                found = sorted(Path(p).glob("*.yaml"))
+                if not found:
+                    raise VpmuError(f"--scenarios {p}: no scenario files (*.yaml) in this directory")
+                files.extend(str(f) for f in found)
+            else:
+                files.append(p)
         return [load_scenario(f) for f in files]
     try:
         conformance = collect([str(default_dir())])
