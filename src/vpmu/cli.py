@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from vpmu.assumptions import ASSUMPTIONS, CHECK_DEFAULT
-from vpmu.errors import VpmuError
+from vpmu.errors import VpmuError, one_line
 from vpmu.explore.space import ACTION_KINDS
 
 app = typer.Typer(
@@ -523,7 +523,7 @@ def main(argv: list[str] | None = None) -> None:
     except VpmuError as e:
         if debug:
             raise
-        sys.stderr.write(f"vpmu: error: {e}\n")
+        sys.stderr.write(f"vpmu: error: {one_line(str(e))}\n")
         sys.exit(2)
     except BrokenPipeError:
         sys.exit(0)
@@ -535,11 +535,11 @@ def main(argv: list[str] | None = None) -> None:
             if type(e).__name__ == "NoArgsIsHelpError":
                 sys.stdout.write(e.format_message() + "\n")
                 sys.exit(2)
-            sys.stderr.write(f"vpmu: error: {e.format_message()}\n")
+            sys.stderr.write(f"vpmu: error: {one_line(e.format_message())}\n")
             sys.exit(2)
         if debug:
             raise
-        sys.stderr.write(f"vpmu: internal error: {type(e).__name__}: {e} (rerun with --debug)\n")
+        sys.stderr.write(f"vpmu: internal error: {type(e).__name__}: {one_line(str(e))} (rerun with --debug)\n")
         sys.exit(2)
     sys.exit(rv if isinstance(rv, int) else 0)
 

@@ -251,6 +251,22 @@ def resolve_design(design: str | type | None, default: str) -> CounterDesign:
     return cls()
 
 
+def is_user_reference(ref: str | None) -> bool:
+    """Does `ref` name code outside vpmu (a module, a `.py` file or a `kernel:` tree)? Such a
+    design is loaded only when the command line names it (`--design`), never because a
+    scenario file does (docs/reliability.md "No code from data")."""
+    return ref is not None and ref not in DESIGNS
+
+
+def replay_command(path: str, design: str | None) -> str:
+    """The command that replays a saved scenario file: `vpmu run PATH`, plus the `--design` a
+    user design needs (the file names it, but only the command line may load it)."""
+    import shlex
+
+    cmd = f"vpmu run {shlex.quote(path)}"
+    return cmd + f" --design {shlex.quote(design)}" if design is not None and is_user_reference(design) else cmd
+
+
 def absolute_reference(ref: str) -> str:
     """`ref` with a file or tree path made absolute, so that a scenario file storing it names
     the same code from any working directory (built-in names and modules are unchanged)."""

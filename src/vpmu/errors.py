@@ -22,3 +22,49 @@ class UnknownMsrError(VpmuError):
 
 class ValueRangeError(VpmuError):
     """A value that does not fit the register or field it is meant for."""
+
+
+SHOWN_LIMIT = 60
+
+
+def clean(text: str) -> str:
+    """`text` safe to echo on one terminal line: control characters (C0, DEL, C1, line and
+    paragraph separators) and lone surrogates become `\\xNN` / `\\uNNNN` escapes."""
+    out = []
+    for c in text:
+        o = ord(c)
+        if o < 0x20 or 0x7F <= o < 0xA0:
+            out.append(f"\\x{o:02x}")
+        elif o in (0x2028, 0x2029) or 0xD800 <= o < 0xE000:
+            out.append(f"\\u{o:04x}")
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def shown(value: object, limit: int = SHOWN_LIMIT) -> str:
+    """An offending value as an error message shows it: a string quoted, an integer (of any
+    size: Python refuses to print more than 4300 digits) in decimal or by its size, anything
+    else by its type; control characters escaped (`clean`); at most `limit` characters."""
+    if isinstance(value, bool) or value is None:
+        text = str(value).lower() if value is not None else "nothing"
+    elif isinstance(value, int):
+        text = str(value) if value.bit_length() <= 256 else f"an integer of {value.bit_length()} bits"
+    elif isinstance(value, str):
+        text = "'" + value.replace("'", "\\'") + "'"
+    elif isinstance(value, float):
+        text = repr(value)
+    elif isinstance(value, dict):
+        text = "a mapping"
+    elif isinstance(value, list | tuple):
+        text = "a list"
+    else:
+        text = f"a {type(value).__name__}"
+    text = clean(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def one_line(message: str, limit: int = 400) -> str:
+    """A whole error message as the CLI prints it: `clean` and at most `limit` characters."""
+    text = clean(message)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -15,7 +15,7 @@ from vpmu import actions as A
 from vpmu import msrs
 from vpmu.config import PmuConfig
 from vpmu.conformance import ConformanceResult
-from vpmu.designs import short_name
+from vpmu.designs import absolute_reference, replay_command, short_name
 from vpmu.pmc_map import counter_name
 from vpmu.run import RunResult
 from vpmu.trace import Observation
@@ -293,7 +293,7 @@ def print_explore(console: Console, report: ExploreReport, files: Sequence[str |
         console.print(Text(f"  cause: {signature(f)}", style="dim"))
         console.print(table)
         if path:
-            console.print(f"  replay: vpmu run {path}")
+            console.print(Text(f"  replay: {replay_command(path, absolute_reference(t.design) if t.design else None)}"))
 
 
 _STATUS_STYLE = {"pass": "green", "expected-fail": "yellow", "FAIL": "bold red", "unexpected-pass": "bold red"}
@@ -386,4 +386,6 @@ def print_check(console: Console, report: CheckReport) -> None:
             console.print(head)
             console.print(difference_table(d))
             if d.scenario_file:
-                console.print(Text(f"  replay: vpmu run {d.scenario_file}", style="dim"))
+                design = d.context.patched if d.direction == "regression" else d.context.baseline
+                console.print(Text(f"  replay: {replay_command(d.scenario_file, absolute_reference(design))}",
+                                   style="dim"))

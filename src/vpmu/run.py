@@ -10,6 +10,7 @@ reports and the explorer's machines all come from here.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -18,6 +19,8 @@ from vpmu import actions as A
 from vpmu.assumptions import assumptions_of
 from vpmu.checker import compare
 from vpmu.config import PmuConfig
+from vpmu.designs import is_user_reference
+from vpmu.errors import clean
 from vpmu.divergence import Divergence, failed, summary
 from vpmu.eras import get_era
 from vpmu.pmc_map import counter_name
@@ -146,7 +149,14 @@ def run_actions(cfg: PmuConfig, era: str, actions: Sequence[A.Action], *, design
 def execute(scn: Scenario, kvm: str | None = None, design: str | None = None,
             options: CheckerOptions | None = None) -> RunResult:
     """Run the scenario (`run_actions`; era, design and checker options default to the file's)
-    and check its expect steps against the KVM side."""
+    and check its expect steps against the KVM side. A file's user design (`is_user_reference`)
+    is refused: only the caller's `design` (the command line's --design) loads code."""
+    if design is None and is_user_reference(scn.design):
+        from vpmu.scenario.load import ScenarioError
+
+        raise ScenarioError(scn.source, scn.design_line, "design",
+                            "names user code, which vpmu loads only when the command line names it: add "
+                            f"--design {clean(shlex.quote(str(scn.design)))}")
     res = run_actions(scn.cpu, kvm or scn.kvm, scn.actions, design=design if design is not None else scn.design,
                       options=options or scn.checker, world=WorldOptions(**scn.world))
     outcomes = tuple(o for e in scn.expects for o in _check_expect(e, res.kvm_obs, scn.cpu))

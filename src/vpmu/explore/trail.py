@@ -7,6 +7,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vpmu.designs import absolute_reference
 from vpmu.errors import VpmuError
 from vpmu.scenario.dump import dump_scenario
 from vpmu.world import WorldOptions
@@ -46,7 +47,7 @@ def save_counterexamples(report: ExploreReport, directory: str | None) -> list[s
             name,
             f"Found by vpmu explore (mode {report.mode}, seed {report.seed}, counters {t.cfg.gp_width} bits) "
             f"and shrunk: {f.kind} ({f.visibility}) at step {f.step}: {f.detail}; assumes: {assumed}",
-            t.cfg, t.era, t.design, t.checker_options, f.actions, world)
+            t.cfg, t.era, absolute_reference(t.design) if t.design else None, t.checker_options, f.actions, world)
         path = root / f"{name}.yaml"
         path.write_text(text, encoding="utf-8")
         paths.append(str(path))

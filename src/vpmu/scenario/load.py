@@ -169,15 +169,16 @@ class _Loader:
         if not isinstance(kvm, str) or kvm not in ERAS:
             raise self.err(kvm_line, "kvm", f"expected a KVM era ({', '.join(ERAS)}), not {_show(kvm)}")
         design = doc.get("design")
+        design_line = self.key_line(doc, "design", None)
         if design is not None:
-            design = self.design(design, self.key_line(doc, "design", None))
+            design = self.design(design, design_line)
         checker, world = self.options(doc.get("options"), self.key_line(doc, "options", None))
         actions, expects = self.steps(doc["steps"], self.key_line(doc, "steps", None))
         conformance = None
         if "conformance" in doc:
             conformance = self.conformance(doc["conformance"], self.key_line(doc, "conformance", None), expects)
         return Scenario(name.strip(), " ".join(desc.split()), self.cfg, kvm, design, checker, world,
-                        tuple(actions), tuple(expects), self.source, conformance)
+                        tuple(actions), tuple(expects), self.source, conformance, design_line)
 
     def cpu(self, node: Any, line: int | None) -> PmuConfig:
         try:

@@ -101,4 +101,5 @@ class Scenario:
     expects: tuple[Expect, ...] = ()
     source: str = "<memory>"
     conformance: Conformance | None = None
+    design_line: int | None = None  # the line of `design:`, for the refusal of user code
 
