@@ -20,9 +20,9 @@ from vpmu.assumptions import assumptions_of
 from vpmu.checker import compare
 from vpmu.config import PmuConfig
 from vpmu.designs import is_user_reference
-from vpmu.errors import clean
 from vpmu.divergence import Divergence, failed, summary
 from vpmu.eras import get_era
+from vpmu.errors import clean
 from vpmu.pmc_map import counter_name
 from vpmu.reference import ReferenceMachine
 from vpmu.scenario.model import Expect, Scenario
