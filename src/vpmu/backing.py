@@ -55,7 +55,7 @@ class CounterBacking:
                 continue
             kind = event_kind(kvm.cfg.vendor, ev.event, fixed=pmc.idx >= FIXED_BASE)
             if kind is not None:
-                out.append((kind, ev.armed if not ev.overflow_pending else 0, pmc, ev.config))
+                out.append((kind, ev.events_to_interrupt(), pmc, ev.config))
         return out
 
     def count_native(self, kvm: KvmVcpu, pmc: KvmPmc, n: int) -> bool:

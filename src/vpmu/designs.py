@@ -26,12 +26,14 @@ import hashlib
 import importlib
 import importlib.util
 import sys
+import sysconfig
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from vpmu.backing import CounterBacking, GuestCounters
-from vpmu.errors import VpmuError
+from vpmu.errors import DesignError, VpmuError, shown
 from vpmu.pmc_map import U64
 
 if TYPE_CHECKING:
@@ -217,8 +219,8 @@ def load_design(ref: str) -> type[CounterDesign]:
             module = importlib.import_module(where)
     except VpmuError:
         raise
-    except Exception as err:  # noqa: BLE001 - any import failure becomes a one-line error
-        raise VpmuError(f"cannot import design {ref!r}: {type(err).__name__}: {err}") from None
+    except (Exception, SystemExit) as err:  # noqa: BLE001 - any import failure becomes a one-line error
+        raise DesignError(_where(err, where), ref, "import", _failure(err)) from None
     cls = getattr(module, cls_name, None)
     if cls is None:
         raise VpmuError(f"design {ref!r}: {where!r} has no attribute {cls_name!r}")
@@ -243,12 +245,90 @@ def resolve_design(design: str | type | None, default: str) -> CounterDesign:
         if design not in DESIGNS and ":" not in design:
             raise VpmuError(f"unknown design {design!r} (known: {', '.join(DESIGNS)}; or 'module:Class', "
                             "'path/to/file.py:Class', 'kernel:PATH')")
-        cls = DESIGNS[design] if design in DESIGNS else load_design(design)
-    elif isinstance(design, type) and issubclass(design, CounterDesign):
-        cls = design
-    else:
-        raise VpmuError(f"not a counter design: {design!r}")
-    return cls()
+        if design in DESIGNS:
+            return DESIGNS[design]()
+        return guarded(load_design(design), design)
+    if isinstance(design, type) and issubclass(design, CounterDesign):
+        return design() if design in DESIGNS.values() else guarded(design, design.__name__)
+    raise VpmuError(f"not a counter design: {design!r}")
+
+
+# --- user designs: every failure is one line naming the design's file:line, the hook, the step ----
+
+#: The hooks the KVM model calls, and what each must return (None: anything, it is ignored).
+_HOOKS: dict[str, type | None] = {"incr_counter": None, "pause_counter": bool, "read_counter": int,
+                                  "write_counter": None, "reset_counter": None, "reprogram_complete": None}
+_PMC_FIELDS = ("counter", "prev_counter", "emulated_counter")
+
+
+def _failure(err: BaseException) -> str:
+    if isinstance(err, SystemExit):
+        return f"calls sys.exit({shown(err.code)})"
+    return f"{type(err).__name__}: {err}"
+
+
+def _where(err: BaseException, hint: str | None = None, code: object = None) -> str:
+    """FILE:LINE of a user design's failure: a syntax error's own position, else the innermost
+    traceback frame outside vpmu (the design's code), else `code`'s first line or `hint`."""
+    if isinstance(err, SyntaxError) and err.filename:
+        return f"{err.filename}:{err.lineno}"
+    ours = (str(Path(__file__).parent), sysconfig.get_paths()["stdlib"], "<frozen")
+    best = None
+    tb = err.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if not name.startswith(ours):
+            best = f"{name}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    if best is not None:
+        return best
+    co = getattr(code, "__code__", None)
+    if co is not None:
+        return f"{co.co_filename}:{co.co_firstlineno}"
+    return hint or "<design>"
+
+
+def guarded(cls: type[CounterDesign], ref: str) -> CounterDesign:
+    """An instance of the user design `cls` whose hooks turn any failure (an exception,
+    `sys.exit`, a result of the wrong type, a PMC field left not an integer) into a
+    `DesignError`; its constructor too."""
+    try:
+        design = cls()
+    except (Exception, SystemExit) as err:  # noqa: BLE001 - user code: any failure is the design's
+        raise DesignError(_where(err, None, cls.__init__), ref, "constructor", _failure(err)) from None
+    if not isinstance(getattr(design, "name", None), str) or not isinstance(design.backing, CounterBacking):
+        raise DesignError(_where(ValueError(), None, cls.__init__), ref, "constructor",
+                          "`name` must be a string and `backing` a vpmu.backing.CounterBacking")
+    for hook, result in _HOOKS.items():
+        try:
+            setattr(design, hook, _guard(getattr(design, hook), hook, result, ref))
+        except AttributeError:  # __slots__: cannot be guarded, so it is not accepted
+            raise DesignError(_where(ValueError(), None, cls.__init__), ref, "constructor",
+                              "a design class may not use __slots__") from None
+    return design
+
+
+def _guard(fn: Callable[..., object], hook: str, result: type | None, ref: str) -> Callable[..., object]:
+    def call(kvm: DesignHost, pmc: KvmPmc, *args: int) -> object:
+        try:
+            out = fn(kvm, pmc, *args)
+        except DesignError:
+            raise
+        except (Exception, SystemExit) as err:  # noqa: BLE001 - user code
+            raise DesignError(_where(err, None, fn), ref, hook, _failure(err)) from None
+        if result is not None and (not isinstance(out, result) or (result is int and isinstance(out, bool))):
+            raise DesignError(_where(ValueError(), None, fn), ref, hook,
+                              f"returned {shown(out)}, expected {'true or false' if result is bool else 'an integer'}")
+        if result is int and not 0 <= int(out) <= U64:  # type: ignore[call-overload]
+            raise DesignError(_where(ValueError(), None, fn), ref, hook, f"returned {shown(out)}, not a 64-bit value")
+        for name in _PMC_FIELDS:
+            v = getattr(pmc, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v.bit_length() > 64 + 32:
+                raise DesignError(_where(ValueError(), None, fn), ref, hook,
+                                  f"left pmc.{name} = {shown(v)}, not a non-negative integer")
+        return out
+
+    return call
 
 
 def is_user_reference(ref: str | None) -> bool:

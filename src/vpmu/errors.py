@@ -68,3 +68,31 @@ def one_line(message: str, limit: int = 400) -> str:
     """A whole error message as the CLI prints it: `clean` and at most `limit` characters."""
     text = clean(message)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class DesignError(VpmuError):
+    """A failure inside a user design (import, construction, a hook raising or returning the
+    wrong type, `sys.exit`): `FILE:LINE: design NAME: hook HOOK at step N: message`. `step`
+    is filled in by whoever knows it (the world: its step number; a scenario run: the step's
+    file:line too)."""
+
+    def __init__(self, where: str, design: str, hook: str, message: str, step: str | None = None) -> None:
+        self.where, self.design, self.hook, self.message, self.step = where, design, hook, message, step
+        super().__init__(where, design, hook, message, step)
+
+    def __str__(self) -> str:
+        at = f" at step {self.step}" if self.step is not None else ""
+        what = f"hook {self.hook}{at}" if self.hook not in ("import", "constructor") else self.hook
+        return f"{self.where}: design {clean(self.design)}: {what}: {one_line(self.message, 200)}"
+
+
+class StepError(VpmuError):
+    """A bad value found while running step `index` (an action of kind `kind`) of an action
+    list; `vpmu.run.execute` names the scenario step's file:line instead."""
+
+    def __init__(self, index: int, kind: str, reason: str) -> None:
+        self.index, self.kind, self.reason = index, kind, reason
+        super().__init__(index, kind, reason)
+
+    def __str__(self) -> str:
+        return f"step {self.index} ({self.kind}): {self.reason}"

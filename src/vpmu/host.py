@@ -92,26 +92,50 @@ class PerfEvent:
     def advance(self, events: int) -> bool:
         """Count `events` guest events; True when the hardware interrupted on the last one.
 
-        Callers never pass more events than `armed` (the world stops at interrupt points).
+        Callers never pass more events than `events_to_interrupt()` (the world stops at
+        interrupt points). The silent re-arms of the max_period clamp on the way (R3: a small
+        host counter interrupts every max_period events) are taken in bulk, so the cost is
+        O(1) whatever the host counter width.
         """
         if not self.enabled or events <= 0:
             return False
         self.count += events
         if self.sample_period == 0:
             return False
-        self.period_left -= events
         if self.overflow_pending or self.armed == 0:
+            self.period_left -= events
             return False
-        self.armed -= events
-        if self.armed > 0:
-            return False
-        # Hardware counter interrupt: a real overflow iff the period elapsed.
-        if self.period_left <= 0:
-            self.overflow_pending = True
+        left = events
+        while left >= self.armed:
+            left -= self.armed
+            self.period_left -= self.armed
             self.armed = 0
-            return True
-        self._set_period()  # max_period clamp: silent re-arm, no callback
+            if self.period_left <= 0:  # hardware counter interrupt: a real overflow
+                self.overflow_pending = True
+                self.period_left -= left
+                return True
+            self._set_period()  # max_period clamp: silent re-arm, no callback
+            if self.armed == self.max_period and left >= self.armed:
+                cycles = min(left // self.armed, (self.period_left - 1) // self.armed)
+                left -= cycles * self.armed
+                self.period_left -= cycles * self.armed
+                self._set_period()
+        self.armed -= left
+        self.period_left -= left
         return False
+
+    def events_to_interrupt(self) -> int:
+        """Events until the hardware raises a real overflow (the silent max_period re-arms on
+        the way do not stop a native run); 0: it cannot interrupt (no period, or one pending)."""
+        if not self.enabled or self.sample_period == 0 or self.overflow_pending or self.armed == 0:
+            return 0
+        if self.period_left - self.armed <= 0:
+            return self.armed
+        # silent re-arms of max_period events while more than max_period are left, then the rest
+        m = self.max_period
+        rest = self.period_left - self.armed
+        cycles = (rest - 1) // m
+        return self.armed + cycles * m + min(max(rest - cycles * m, 2), m)
 
     def land_pmi(self) -> bool:
         """The host PMI for this event is handled: re-arm (save_and_restart), then the caller

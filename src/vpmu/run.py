@@ -22,7 +22,7 @@ from vpmu.config import PmuConfig
 from vpmu.designs import is_user_reference
 from vpmu.divergence import Divergence, failed, summary
 from vpmu.eras import get_era
-from vpmu.errors import clean
+from vpmu.errors import DesignError, StepError, VpmuError, clean
 from vpmu.pmc_map import counter_name
 from vpmu.reference import ReferenceMachine
 from vpmu.scenario.model import Expect, Scenario
@@ -127,6 +127,20 @@ def _obs_dict(o: Observation, idx: tuple[int, ...], kvm: bool = False) -> dict[s
     return d
 
 
+def _run(machine: ReferenceMachine | World, actions: Sequence[A.Action]) -> tuple[Observation, ...]:
+    """Each action's observation; a bad value found on the way is a `StepError` naming the step
+    (a user design's failure, a `DesignError`, already names it)."""
+    out = []
+    for i, a in enumerate(actions):
+        try:
+            out.append(machine.step(a))
+        except (DesignError, StepError):
+            raise
+        except VpmuError as err:
+            raise StepError(i, getattr(a, "KIND", type(a).__name__), str(err)) from None
+    return tuple(out)
+
+
 def run_actions(cfg: PmuConfig, era: str, actions: Sequence[A.Action], *, design: str | None = None,
                 options: CheckerOptions | None = None, world: WorldOptions | None = None,
                 open_end: bool = False) -> RunResult:
@@ -139,8 +153,8 @@ def run_actions(cfg: PmuConfig, era: str, actions: Sequence[A.Action], *, design
     kvm_era = get_era(era)
     opts = options or CheckerOptions()
     ref, kvm = start_machines(cfg, kvm_era.name, design, world)
-    ref_obs = tuple(ref.step(a) for a in actions)
-    kvm_obs = tuple(kvm.step(a) for a in actions)
+    ref_obs = _run(ref, actions)
+    kvm_obs = _run(kvm, actions)
     divs = compare(cfg, ref_obs, kvm_obs, opts, open_end=open_end)
     return RunResult(cfg, kvm_era.name, design if design is not None else kvm_era.default_design, opts,
                      ref_obs, kvm_obs, tuple(divs))
@@ -157,10 +171,25 @@ def execute(scn: Scenario, kvm: str | None = None, design: str | None = None,
         raise ScenarioError(scn.source, scn.design_line, "design",
                             "names user code, which vpmu loads only when the command line names it: add "
                             f"--design {clean(shlex.quote(str(scn.design)))}")
-    res = run_actions(scn.cpu, kvm or scn.kvm, scn.actions, design=design if design is not None else scn.design,
-                      options=options or scn.checker, world=WorldOptions(**scn.world))
+    try:
+        res = run_actions(scn.cpu, kvm or scn.kvm, scn.actions, design=design if design is not None else scn.design,
+                          options=options or scn.checker, world=WorldOptions(**scn.world))
+    except (DesignError, StepError) as err:
+        raise _located(scn, err) from None
     outcomes = tuple(o for e in scn.expects for o in _check_expect(e, res.kvm_obs, scn.cpu))
     return replace(res, expects=outcomes, name=scn.name, description=scn.description)
+
+
+def _located(scn: Scenario, err: DesignError | StepError) -> VpmuError:
+    """`err` naming the scenario step's file:line (`Scenario.positions`) where it has one."""
+    index = err.index if isinstance(err, StepError) else int(err.step) if err.step is not None else None
+    if index is None or index >= len(scn.positions):
+        return err
+    step, line = scn.positions[index]
+    if isinstance(err, DesignError):
+        err.step = f"{step} ({scn.source}:{line})"
+        return err
+    return VpmuError(f"{scn.source}:{line}: steps[{step}].{err.kind}: {err.reason}")
 
 
 # --- expect steps (docs/scenario-format.md "expect") ----------------------------------------

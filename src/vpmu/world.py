@@ -59,7 +59,7 @@ from vpmu.actions import Action
 from vpmu.config import FIXED_BASE, PmuConfig
 from vpmu.designs import resolve_design
 from vpmu.eras import get_era
-from vpmu.errors import VpmuError
+from vpmu.errors import DesignError, VpmuError
 from vpmu.events import EventKind, event_kind, per_step, step_count
 from vpmu.host import HOST_COUNTER_WIDTH, PerfHost
 from vpmu.insns import retires_as_branch
@@ -168,6 +168,15 @@ class World:
         return tuple(out)
 
     def step(self, action: Action) -> Observation:
+        """Run one action; a user design's failure (`DesignError`) is given this step's number."""
+        try:
+            return self._step(action)
+        except DesignError as err:
+            if err.step is None:
+                err.step = str(self.steps)
+            raise
+
+    def _step(self, action: Action) -> Observation:
         self._results, self._pmis = [], []
         self.kvm.log, self.kvm.signals = [], []
         if isinstance(action, A.GUEST_ACTIONS):

@@ -173,12 +173,12 @@ class _Loader:
         if design is not None:
             design = self.design(design, design_line)
         checker, world = self.options(doc.get("options"), self.key_line(doc, "options", None))
-        actions, expects = self.steps(doc["steps"], self.key_line(doc, "steps", None))
+        actions, expects, positions = self.steps(doc["steps"], self.key_line(doc, "steps", None))
         conformance = None
         if "conformance" in doc:
             conformance = self.conformance(doc["conformance"], self.key_line(doc, "conformance", None), expects)
         return Scenario(name.strip(), " ".join(desc.split()), self.cfg, kvm, design, checker, world,
-                        tuple(actions), tuple(expects), self.source, conformance, design_line)
+                        tuple(actions), tuple(expects), self.source, conformance, design_line, positions)
 
     def cpu(self, node: Any, line: int | None) -> PmuConfig:
         try:
@@ -240,11 +240,12 @@ class _Loader:
                 raise self.err(kl, fld, f"unknown option (known: {', '.join(known)})")
         return options_from_mapping(checker), world
 
-    def steps(self, node: Any, line: int | None) -> tuple[list[A.Action], list[Expect]]:
+    def steps(self, node: Any, line: int | None) -> tuple[list[A.Action], list[Expect], tuple[tuple[int, int], ...]]:
         if not isinstance(node, list) or not node:
             raise self.err(line, "steps", "expected a non-empty list of steps")
         actions: list[A.Action] = []
         expects: list[Expect] = []
+        positions: list[tuple[int, int]] = []
         for i, step in enumerate(node):
             sl = self.item_line(node, i, line)
             fld = f"steps[{i}]"
@@ -255,9 +256,10 @@ class _Loader:
             if kind == "insn":
                 raise self.err(sl, fld, "insn is only allowed inside emulate/batch items")
             actions.append(self.action(kind, args, al, f"{fld}.{kind}"))
+            positions.append((i, sl or 0))
         if not actions:
             raise self.err(line, "steps", "needs at least one action (not only expect steps)")
-        return actions, expects
+        return actions, expects, tuple(positions)
 
     def split(self, step: Any, line: int | None, fld: str, kinds: tuple[str, ...]) -> tuple[str, Any, int | None]:
         """A step is `kind` or `{kind: args}`; returns the kind, its args and their line."""

@@ -102,4 +102,6 @@ class Scenario:
     source: str = "<memory>"
     conformance: Conformance | None = None
     design_line: int | None = None  # the line of `design:`, for the refusal of user code
+    #: each action's step in the file, (index in `steps`, line), for errors found while running
+    positions: tuple[tuple[int, int], ...] = ()
 
