@@ -39,12 +39,12 @@ from vpmu.actions import (
     Rdpmc,
     SetFilter,
     Wrmsr,
-    keeps_host_pmi_in_flight,
 )
 from vpmu.config import FIXED_BASE, PmuConfig
 from vpmu.divergence import KINDS, Divergence, Kind, Visibility
 from vpmu.errors import VpmuError
 from vpmu.pmc_map import counter_name, pmc_of_msr, pmc_of_rdpmc, status_msr
+from vpmu.timeline import Timeline
 from vpmu.tolerances import CheckerOptions
 from vpmu.trace import Observation, Signal
 
@@ -131,15 +131,9 @@ class _Checker:
         self.open_values: dict[str, tuple[int, bool]] = {}  # key -> (step, tolerated)
         self.pmis_so_far = [0, 0]  # PMIs delivered so far: reference, KVM
         self.r14_steps: dict[int, int] = {}  # pmc -> step of a tolerated R14 missing fault
-        self.wraps: dict[int, list[tuple[int, int]]] = {}  # pmc -> [(insn, step)]
-        self.kvm_sigs: dict[int, list[tuple[Signal, int]]] = {}
-        for o in ref:
-            for s in o.signals:
-                if s.source == "wrap":
-                    self.wraps.setdefault(s.pmc, []).append((s.insn, o.step))
-        for o in kvm:
-            for s in o.signals:
-                self.kvm_sigs.setdefault(s.pmc, []).append((s, o.step))
+        self.timeline = Timeline(cfg, ref, kvm)
+        self.wraps = self.timeline.wraps  # pmc -> [(insn, step)]
+        self.kvm_sigs = self.timeline.kvm_sigs  # pmc -> [(signal, step)]
         # every PMI delivered, as (instructions retired before it, step)
         self.ref_pmis = [(n, o.step) for o in ref for n in o.pmis]
         self.kvm_pmis = [(n, o.step) for o in kvm for n in o.pmis]
@@ -157,11 +151,7 @@ class _Checker:
 
     def wrap_before(self, pmc: int, step: int, insn: int | None = None) -> tuple[int, int] | None:
         """The latest reference wrap of `pmc` at or before `step` (and `insn`)."""
-        best = None
-        for w_insn, w_step in self.wraps.get(pmc, []):
-            if w_step <= step and (insn is None or w_insn <= insn):
-                best = (w_insn, w_step)
-        return best
+        return self.timeline.wrap_before(pmc, step, insn)
 
     def native_step(self, step: int) -> Native | None:
         a = self.ref[step].action
@@ -170,10 +160,7 @@ class _Checker:
     def held_landing(self, step: int) -> int:
         """The first step after `step` that lands a held host PMI (`keeps_host_pmi_in_flight`
         is false: not a held run, a host perf switch or a faulting CPL > 0 MSR access)."""
-        s = step + 1
-        while s < len(self.ref) and keeps_host_pmi_in_flight(self.ref[s].action):
-            s += 1
-        return s
+        return self.timeline.landing_after(step)
 
     def kvm_signal(self, pmc: int, lo: int, hi: int) -> Signal | None:
         found = self.kvm_signal_step(pmc, lo, hi)
@@ -181,10 +168,7 @@ class _Checker:
 
     def kvm_signal_step(self, pmc: int, lo: int, hi: int) -> tuple[Signal, int] | None:
         """KVM's first overflow signal (hw/emulated) of `pmc` in steps lo..hi, with its step."""
-        for sig, step in self.kvm_sigs.get(pmc, []):
-            if lo <= step <= hi and sig.source in ("hw", "emulated"):
-                return sig, step
-        return None
+        return self.timeline.signal_in(pmc, lo, hi)
 
     def lateness_relaxation(self, pmc: int | None, wrap: tuple[int, int] | None, seen_step: int,
                             seen_insn: int | None) -> str | None:
@@ -226,7 +210,8 @@ class _Checker:
         the counter is taken to count at its first instruction."""
         pos = self.cfg.pmc_indices.index(pmc)
         mask = self.cfg.mask_of(pmc)
-        for t in range(w_step, len(self.ref)):
+        t: int | None = w_step
+        while t is not None and t < len(self.ref):
             before = self.ref[t - 1].counters[pos] if t > 0 else 0
             counted = (self.ref[t].counters[pos] - before) & mask
             start = self.insn_before(t)
@@ -235,14 +220,12 @@ class _Checker:
                     return max(w_insn + 1, start + 1)
             elif counted and t > w_step:
                 return start + 1
+            t = self.timeline.counting_from(pos, t + 1)  # steps that count nothing cannot answer
         return None
 
     def step_of_insn(self, insn: int, from_step: int) -> int | None:
         """The step (from `from_step` on) in which instruction `insn` retires."""
-        for s in range(from_step, len(self.ref)):
-            if self.ref[s].insn >= insn:
-                return s
-        return None
+        return self.timeline.step_of_insn(insn, from_step)
 
     def still_due(self, pmc: int | None, wrap: tuple[int, int] | None) -> bool:
         """Open-ended traces only: could KVM still make this wrap visible in time, at the very
@@ -256,13 +239,11 @@ class _Checker:
         """Which option (if any) tolerates losing an overflow of `pmc` from `from_step` on,
         read from KVM's signals: `ignored` (R7), `min-period` (R3), `disallowed` (R11)."""
         o = self.opts
-        for sig, step in self.kvm_sigs.get(pmc, []):
-            if step >= from_step and sig.source == "ignored" and o.r7_ignored_overflow:
-                return "R7"
-            if step >= from_step and sig.source == "min-period" and o.r3_min_period:
-                return "R3"
-        if o.r11_disallowed_overflow and any(step >= from_step and sig.source == "disallowed"
-                                             for sig, step in self.kvm_sigs.get(pmc, [])):
+        sources = ("ignored",) * o.r7_ignored_overflow + ("min-period",) * o.r3_min_period
+        first = self.timeline.first_signal(pmc, from_step, sources) if sources else None
+        if first is not None:
+            return "R7" if first.source == "ignored" else "R3"
+        if o.r11_disallowed_overflow and self.timeline.first_signal(pmc, from_step, ("disallowed",)) is not None:
             return "R11"
         return None
 
@@ -495,10 +476,10 @@ class _Checker:
 
     def pmi_counter(self, insn: int, step: int) -> int | None:
         best: tuple[int, int] | None = None
-        for pmc, wraps in sorted(self.wraps.items()):
-            for w_insn, w_step in wraps:
-                if w_insn <= insn and w_step <= step and (best is None or w_insn > best[0]):
-                    best = (w_insn, pmc)
+        for pmc in sorted(self.wraps):
+            wrap = self.wrap_before(pmc, step, insn)
+            if wrap is not None and (best is None or wrap[0] > best[0]):
+                best = (wrap[0], pmc)
         return best[1] if best else None
 
     def missing_pmi(self, n: int, step: int) -> None:
@@ -556,14 +537,15 @@ class _Checker:
             name = counter_name(pmc)
             wraps = list(self.wraps.get(pmc, []))
             used = [False] * len(wraps)
+            nxt = 0  # signals match wraps in order: the used ones are always wraps[:nxt]
             last_matched: int | None = None
             for sig, step in self.kvm_sigs.get(pmc, []):
                 if sig.source == "min-period":
                     # perf swallowed this wrap (R3): it is accounted for, as a loss
-                    found = next((x for x, (w_insn, _) in enumerate(wraps) if not used[x] and w_insn <= sig.insn),
-                                 None)
+                    found = nxt if nxt < len(wraps) and wraps[nxt][0] <= sig.insn else None
                     if found is not None:
                         used[found] = True
+                        nxt += 1
                         if ("lost-overflow", name) not in guest and ("missing-pmi", name) not in guest:
                             self.add("lost-overflow", wraps[found][1], name, "wrap signal", "no signal",
                                      f"perf never reports the wrap of {name} at insn {wraps[found][0]}: its "
@@ -573,10 +555,10 @@ class _Checker:
                     continue
                 if sig.source not in ("hw", "emulated"):
                     continue
-                found = next((x for x, (w_insn, w_step) in enumerate(wraps)
-                              if not used[x] and (w_insn <= sig.insn or w_step <= step)), None)
+                found = nxt if nxt < len(wraps) and (wraps[nxt][0] <= sig.insn or wraps[nxt][1] <= step) else None
                 if found is not None:
                     used[found] = True
+                    nxt += 1
                     last_matched = wraps[found][0]
                     continue
                 if ("spurious-overflow", step) in guest_steps or ("extra-pmi", step) in guest_steps:
@@ -627,3 +609,12 @@ def compare(cfg: PmuConfig, ref_obs: Sequence[Observation], kvm_obs: Sequence[Ob
     return _Checker(cfg, ref_obs, kvm_obs, options or CheckerOptions(), open_end).run()
 
 
+
+
+def check_work(cfg: PmuConfig, ref_obs: Sequence[Observation], kvm_obs: Sequence[Observation],
+               options: CheckerOptions | None = None) -> int:
+    """The index entries `compare` examines for these observations (`Timeline.work`): what the
+    linearity test and benchmark read (docs/reliability.md)."""
+    checker = _Checker(cfg, ref_obs, kvm_obs, options or CheckerOptions())
+    checker.run()
+    return checker.timeline.work
