@@ -45,7 +45,7 @@ LAYER_OF = {
     **dict.fromkeys(["host", "lapic", "eras", "designs", "backing", "kvm", "kvm_msr", "world",
                      "kernel_source", "kernel_design"], "kvm-model"),
     **dict.fromkeys(["divergence", "tolerances", "timeline", "checker"], "checker"),
-    **dict.fromkeys(["run", "scenario"], "run"),
+    **dict.fromkeys(["run", "scenario", "outputs"], "run"),
     "explore": "explorer",
     **dict.fromkeys(["conformance", "check", "report", "plot", "cli"], "front-end"),
 }

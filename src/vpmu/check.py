@@ -48,6 +48,7 @@ from vpmu.explore import (
     setup_prefix,
     shrink,
 )
+from vpmu.outputs import write_text
 from vpmu.run import RunResult, execute, run_actions
 from vpmu.scenario import Scenario
 from vpmu.scenario.dump import dump_scenario
@@ -449,7 +450,7 @@ def save_differences(report: CheckReport, directory: str | None) -> CheckReport:
             f"With --design {absolute_reference(other)} this run does not show it.",
             c.cfg, c.era, absolute_reference(design), c.checker, d.actions, dict(c.world))
         path = root / f"{name}.yaml"
-        path.write_text(text, encoding="utf-8")
+        write_text(path, text)
         return replace(d, scenario_file=str(path))
 
     return replace(report, regressions=[save(d) for d in report.regressions], fixes=[save(d) for d in report.fixes])

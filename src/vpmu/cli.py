@@ -44,7 +44,9 @@ def _console() -> Console:
     no_color = bool(os.environ.get("NO_COLOR")) or not sys.stdout.isatty()
     # a terminal's width (or $COLUMNS); piped output gets the wide layout
     fixed = sys.stdout.isatty() or bool(os.environ.get("COLUMNS"))
-    return Console(no_color=no_color, highlight=False, soft_wrap=False, width=None if fixed else 200)
+    # markup=False: user text (paths, names) is never read as rich markup (`[/]` would crash)
+    return Console(no_color=no_color, highlight=False, soft_wrap=False, markup=False, emoji=False,
+                   width=None if fixed else 200)
 
 
 def _out(text: str) -> None:
@@ -95,10 +97,16 @@ def run(
         "--option", "-o", help="Checker option NAME=VALUE (see `vpmu options`); repeatable.")] = None,
 ) -> None:
     """Run one scenario; exit 1 on an untolerated divergence or a failed expect."""
+    from vpmu.eras import get_era
+    from vpmu.outputs import check_file
     from vpmu.report import dumps, print_run
     from vpmu.run import execute
     from vpmu.scenario import load_scenario
 
+    if kvm is not None:
+        get_era(kvm)  # bad input first: `--kvm ''` is an unknown era, not the default
+    if plot is not None:
+        check_file(plot, "--plot", (".png",))
     scn = load_scenario(scenario)
     opts = _checker_options(scn.checker, option)
     res = execute(scn, kvm=kvm, design=design, options=opts)
@@ -309,9 +317,27 @@ def _bounds(cfg: Any, width: int | None, depth: int, counters: str, batch: int, 
                   assume=parse_assumptions(assume), **({"kinds": kind_list} if kind_list is not None else {}))
 
 
+def _check_budget(seconds: float | None) -> None:
+    if seconds is not None and not 0 < seconds < 10**7:  # also NaN
+        raise VpmuError(f"--time-budget must be a number of seconds > 0, not {seconds}")
+
+
+def _jobs(jobs: int | None) -> int:
+    """--jobs, at most one worker per core (a note says so when it is capped); default: all."""
+    cores = os.cpu_count() or 1
+    if jobs is None:
+        return cores
+    if jobs < 1:
+        raise VpmuError(f"--jobs must be >= 1, not {jobs}")
+    if jobs > cores:
+        sys.stderr.write(f"vpmu: note: --jobs {jobs} capped at {cores}, the number of cores\n")
+        return cores
+    return jobs
+
+
 def _status_console(json_out: bool) -> Any:
     """A live status line on stderr when it is a terminal (and the output is not JSON)."""
-    err = Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")), highlight=False)
+    err = Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")), highlight=False, markup=False)
     return err.status("...") if err.is_terminal and not json_out else None
 
 
@@ -360,6 +386,7 @@ def explore(
     from vpmu.explore import Backend, LocalBackend, Target
     from vpmu.explore import explore as run_explore
     from vpmu.explore.trail import save_counterexamples
+    from vpmu.outputs import check_directory
     from vpmu.report import dumps, print_explore
     from vpmu.tolerances import CheckerOptions
 
@@ -367,9 +394,14 @@ def explore(
     resolve_design(design, era.default_design)  # fail early on a bad design
     cfg = preset(cpu)
     bounds = _bounds(cfg, width, depth, counters, batch, native, values, kinds, events, skid, assume)
+    bounds.fit(cfg)
     target = Target(cfg, era.name, design, _checker_options(CheckerOptions(), option))
-    if jobs is not None and jobs < 1:
-        raise VpmuError(f"--jobs must be >= 1, not {jobs}")
+    _check_budget(time_budget)
+    workers = _jobs(jobs) if address is None else _jobs(None) if jobs is None else jobs  # a cluster: its own
+    if workers < 1:
+        raise VpmuError(f"--jobs must be >= 1, not {workers}")
+    if not no_save:
+        check_directory(save, "--save")
     if backend not in ("local", "ray"):
         raise VpmuError(f"unknown --backend {backend!r} (known: local, ray)")
     if address is not None and backend != "ray":
@@ -377,9 +409,10 @@ def explore(
     if backend == "ray":
         from vpmu.explore.ray_backend import RayBackend
 
-        chosen: Backend = RayBackend(address, num_cpus=jobs)  # Ray starts on first use: after explore's checks
+        # Ray starts on first use: after explore's checks
+        chosen: Backend = RayBackend(address, num_cpus=None if jobs is None else workers)
     else:
-        chosen = LocalBackend(jobs if jobs is not None else (os.cpu_count() or 1))
+        chosen = LocalBackend(workers)
     status = _status_console(json_out)
 
     def progress(stats: Any, found: int) -> None:
@@ -445,6 +478,7 @@ def check(
     from vpmu.config import preset
     from vpmu.designs import resolve_design
     from vpmu.eras import get_era
+    from vpmu.outputs import check_directory
     from vpmu.report import dumps, print_check
     from vpmu.tolerances import CheckerOptions
 
@@ -455,8 +489,9 @@ def check(
     cfg = preset(cpu)
     bounds = _bounds(cfg, width, depth, counters, batch, native, values, kinds, events, skid, assume)
     bounds.fit(cfg)
-    if time_budget is not None and time_budget <= 0:
-        raise VpmuError(f"--time-budget must be > 0, not {time_budget}")
+    _check_budget(time_budget)
+    if not no_save:
+        check_directory(save, "--save")
     files = _check_scenarios(scenarios)
     status = _status_console(json_out)
 

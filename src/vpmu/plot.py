@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from vpmu.errors import VpmuError  # noqa: E402
+from vpmu.outputs import replacing  # noqa: E402
 from vpmu.pmc_map import counter_name  # noqa: E402
 from vpmu.report import describe_action, in_use  # noqa: E402
 from vpmu.run import RunResult  # noqa: E402
@@ -101,7 +102,8 @@ def plot_run(res: RunResult, out: str | Path) -> None:
     ax.set_xlim(-0.8, len(steps) - 0.2)
     fig.tight_layout()
     try:
-        fig.savefig(str(out), dpi=110)
+        with replacing(out) as tmp:
+            fig.savefig(str(tmp), dpi=110, format="png")
     except OSError as e:
         raise VpmuError(f"cannot write plot {out}: {e.strerror or e}") from None
     finally:

@@ -257,9 +257,9 @@ def print_explore(console: Console, report: ExploreReport, files: Sequence[str |
     t = report.target
     b = report.bounds
     design = t.design or "era default"
-    console.print(f"[bold]vpmu explore[/bold]: KVM {t.era} ({design}) on {t.cfg.name}, "
-                  f"counters {b.width} bits wide, {b.gp} GP + {b.fixed} fixed in use, depth {b.depth}, "
-                  f"batch {b.batch}, seed {report.seed}")
+    console.print(Text.assemble(("vpmu explore", "bold"), f": KVM {t.era} ({design}) on {t.cfg.name}, "
+                                f"counters {b.width} bits wide, {b.gp} GP + {b.fixed} fixed in use, depth "
+                                f"{b.depth}, batch {b.batch}, seed {report.seed}"))
     defaults = CheckerOptions().to_dict()
     options = [f"{k}={v}" for k, v in t.checker_options.to_dict().items() if v != defaults[k]]
     console.print(Text(
@@ -274,11 +274,11 @@ def print_explore(console: Console, report: ExploreReport, files: Sequence[str |
         console.print(f"  {s.mode:10} {st.states} states, {st.transitions} transitions in {st.elapsed:.2f}s "
                       f"({st.states_per_second:,.0f} states/s), {what}{budget}")
     if not report.counterexamples:
-        console.print("[green]no untolerated divergence within these bounds[/green]")
+        console.print(Text("no untolerated divergence within these bounds", style="green"))
         return
     shown = len(report.counterexamples)
     cut = f" (showing {shown} of {report.causes_found}: --max-counterexamples)" if report.causes_found > shown else ""
-    console.print(f"[red]{report.causes_found} untolerated divergence cause(s), each shrunk{cut}:[/red]")
+    console.print(Text(f"{report.causes_found} untolerated divergence cause(s), each shrunk{cut}:", style="red"))
     for f, path in zip(report.counterexamples, files, strict=True):
         prefix = len(setup_prefix(t.cfg, f.counters, f.events))
         table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)

@@ -32,6 +32,7 @@ from vpmu.config import AMD_COUNTER_WIDTH, FIXED_BASE, PmuConfig
 from vpmu.errors import VpmuError
 from vpmu.events import ENCODINGS, FIXED_EVENTS, FIXED_KINDS, FIXED_OS, FIXED_PMI, FIXED_USR, EventKind, make_eventsel
 from vpmu.pmc_map import (
+    U64,
     counter_msr,
     counter_name,
     eventsel_msr,
@@ -51,6 +52,9 @@ ACTION_KINDS = (
 
 #: The explorer's default counter width on Intel: small, so that wraps are reachable in few steps.
 NARROW_WIDTH = 4
+#: The longest native run a search may try, in wraps of the counter: longer runs show nothing
+#: new and only cost time (each wrap is one overflow to simulate and check).
+MAX_WRAPS_PER_RUN = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +144,13 @@ class Bounds:
             raise bad("batch", f"must be 1..130 (KVM's emulation loop bound), not {self.batch}")
         if not self.native or any(n < 1 for n in self.native):
             raise bad("native", "needs at least one run length, each >= 1")
+        longest = min(MAX_WRAPS_PER_RUN << self.width, U64)
+        if any(n > longest for n in self.native):
+            raise bad("native", f"run lengths must be <= {longest} ({MAX_WRAPS_PER_RUN} wraps of a "
+                      f"{self.width}-bit counter), not {max(self.native)}")
+        if any(not -(1 << self.width) <= v < 1 << self.width for v in self.values):
+            raise bad("values", f"each value must fit a {self.width}-bit counter (-N is 2^width - N, N <= "
+                      f"2^width), not {next(v for v in self.values if not -(1 << self.width) <= v < 1 << self.width)}")
         if not 0 <= self.skid <= 64:
             raise bad("skid", f"must be 0..64 guest steps, not {self.skid}")
         if not self.kinds:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from vpmu.designs import absolute_reference
 from vpmu.errors import VpmuError
+from vpmu.outputs import write_text
 from vpmu.scenario.dump import dump_scenario
 from vpmu.world import WorldOptions
 
@@ -49,6 +50,6 @@ def save_counterexamples(report: ExploreReport, directory: str | None) -> list[s
             f"and shrunk: {f.kind} ({f.visibility}) at step {f.step}: {f.detail}; assumes: {assumed}",
             t.cfg, t.era, absolute_reference(t.design) if t.design else None, t.checker_options, f.actions, world)
         path = root / f"{name}.yaml"
-        path.write_text(text, encoding="utf-8")
+        write_text(path, text)
         paths.append(str(path))
     return paths

@@ -1,20 +1,19 @@
 """YAML scenario files -> `Scenario` (docs/scenario-format.md): the validating loader.
 
-Loading uses ruamel.yaml's round-trip loader (line numbers; it never constructs Python
-objects). Every validation error names the file, the line and the field. Nothing is imported
-or executed while loading; a `design:` reference to user code is only loaded when the scenario
-runs (the user asked for it explicitly). Counter and MSR knowledge comes from `vpmu.pmc_map`.
+Loading uses `vpmu.scenario.safe_yaml` (libyaml's parser, plain data with line numbers; it
+never constructs Python objects and refuses hostile input). Every validation error names the
+file, the line and the field. Nothing is imported or executed while loading; a `design:`
+reference to user code is loaded only when the command line names it too (`vpmu.run.execute`).
+Counter and MSR knowledge comes from `vpmu.pmc_map`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.resources
 from pathlib import Path
 from typing import Any
-
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
 
 from vpmu import actions as A
 from vpmu import msrs
@@ -22,9 +21,10 @@ from vpmu.config import FIXED_BASE, PRESETS, PmuConfig, config_from_mapping, pre
 from vpmu.designs import DESIGNS
 from vpmu.divergence import KINDS, parse_divergence_label
 from vpmu.eras import ERAS
-from vpmu.errors import VpmuError
+from vpmu.errors import VpmuError, clean
 from vpmu.insns import INSNS
 from vpmu.pmc_map import U64, counter_name, pmc_of_msr
+from vpmu.scenario import safe_yaml
 from vpmu.scenario.model import Conformance, ConformanceSource, EraRecord, Expect, Scenario
 from vpmu.tolerances import CheckerOptions, options_from_mapping
 from vpmu.world import WorldOptions
@@ -292,7 +292,7 @@ class _Loader:
         if kind == "insn" and isinstance(args, str):
             args = {"name": args}
         mapping = self.mapping(args, line, fld)
-        flds = {f.name: f for f in dataclasses.fields(cls)}
+        flds = _fields_of(cls)
         for key in mapping:
             if key not in flds:
                 raise self.err(self.key_line(mapping, key, line), f"{fld}.{key}",
@@ -499,6 +499,11 @@ class _Loader:
         return [str(x) for x in node]
 
 
+@functools.cache
+def _fields_of(cls: type) -> dict[str, dataclasses.Field[Any]]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
 def _show(value: Any) -> str:
     if value is None:
         return "nothing"
@@ -509,21 +514,14 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
-def _yaml() -> YAML:
-    y = YAML(typ="rt")
-    y.allow_duplicate_keys = False
-    return y
-
-
-def parse_scenario(text: str, source: str = "<memory>") -> Scenario:
-    try:
-        doc = _yaml().load(text)
-    except YAMLError as e:
-        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ScenarioError(source, line, "<yaml>", f"not valid YAML: {problem}") from None
-    return _Loader(source).scenario(doc)
+def parse_scenario(text: str | bytes, source: str = "<memory>") -> Scenario:
+    """A scenario from its text (bytes: a file's, decoded as UTF-8 by `safe_yaml.decode`)."""
+    with safe_yaml.no_gc():  # many small new objects, no cycles: collecting them is wasted work
+        try:
+            doc = safe_yaml.parse(safe_yaml.decode(text) if isinstance(text, bytes) else text)
+        except safe_yaml.YamlError as e:
+            raise ScenarioError(clean(source), e.line, "<yaml>", e.message) from None
+        return _Loader(clean(source)).scenario(doc)
 
 
 def builtin_names() -> list[str]:
@@ -536,10 +534,11 @@ def load_scenario(ref: str) -> Scenario:
     path = Path(ref)
     if path.suffix in (".yaml", ".yml") or path.exists():
         try:
-            text = path.read_text(encoding="utf-8")
+            with path.open("rb") as f:
+                data = f.read(safe_yaml.MAX_BYTES + 1)
         except OSError as e:
-            raise VpmuError(f"cannot read scenario {ref}: {e.strerror or e}") from None
-        return parse_scenario(text, ref)
+            raise VpmuError(f"cannot read scenario {clean(ref)}: {e.strerror or e}") from None
+        return parse_scenario(data, ref)
     if ref in builtin_names():
         text = (importlib.resources.files("vpmu") / "scenarios" / f"{ref}.yaml").read_text(encoding="utf-8")
         return parse_scenario(text, f"builtin:{ref}")

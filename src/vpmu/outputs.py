@@ -1,0 +1,88 @@
+"""The files vpmu writes: checked before any work starts, written atomically.
+
+`check_directory` and `check_file` fail fast (exit 2, one line) on an output path that cannot
+work: a directory where a file is wanted or the reverse, a parent that does not exist, a place
+that is not writable, a file name without the suffix its format needs. `write_text` and
+`replacing` write to a temporary file beside the target and `os.replace` it into place, so
+an interrupted run (Ctrl-C) never leaves a half-written file (docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from vpmu.errors import VpmuError, clean
+
+
+def _writable_dir(path: Path) -> bool:
+    return os.access(path, os.W_OK | os.X_OK)
+
+
+def _existing_parent(path: Path) -> Path:
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    return parent
+
+
+def check_directory(path: str, flag: str) -> None:
+    """`path` is a directory vpmu may create files in (or can create)."""
+    p = Path(path)
+    where = f"{flag} {clean(path)}"
+    if not path:
+        raise VpmuError(f"{flag} needs a directory name")
+    if p.exists():
+        if not p.is_dir():
+            raise VpmuError(f"{where}: is a file, not a directory")
+        if not _writable_dir(p):
+            raise VpmuError(f"{where}: directory is not writable")
+        return
+    parent = _existing_parent(p)
+    if not parent.is_dir():
+        raise VpmuError(f"{where}: {clean(str(parent))} is a file, not a directory")
+    if not _writable_dir(parent):
+        raise VpmuError(f"{where}: cannot create the directory ({clean(str(parent))} is not writable)")
+
+
+def check_file(path: str, flag: str, suffixes: tuple[str, ...] = ()) -> None:
+    """`path` names a file vpmu may (over)write, with one of `suffixes` (if given)."""
+    p = Path(path)
+    where = f"{flag} {clean(path)}"
+    if not path:
+        raise VpmuError(f"{flag} needs a file name")
+    if suffixes and p.suffix.lower() not in suffixes:
+        raise VpmuError(f"{where}: the file name must end in {' or '.join(suffixes)}")
+    if p.is_dir():
+        raise VpmuError(f"{where}: is a directory, not a file")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise VpmuError(f"{where}: file is not writable")
+    parent = p.absolute().parent
+    if not parent.is_dir():
+        raise VpmuError(f"{where}: directory {clean(str(parent))} does not exist")
+    if not _writable_dir(parent):
+        raise VpmuError(f"{where}: directory {clean(str(parent))} is not writable")
+
+
+@contextmanager
+def replacing(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside `path` to write to; moved onto `path` when the block ends
+    without an exception, removed otherwise."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + target.suffix, dir=target.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write `text` (UTF-8) to `path` atomically (`replacing`)."""
+    with replacing(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
