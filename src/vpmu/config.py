@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
-from vpmu.errors import ConfigError
+from vpmu.errors import ConfigError, shown
 from vpmu.events import EventKind
 
 Vendor = Literal["intel", "amd"]
@@ -159,39 +159,40 @@ def _check(ok: bool, field: str, reason: str) -> None:
 
 
 def _validate(c: PmuConfig) -> None:
-    _check(c.vendor in ("intel", "amd"), "vendor", f"must be 'intel' or 'amd', not {c.vendor!r}")
+    _check(c.vendor in ("intel", "amd"), "vendor", f"must be 'intel' or 'amd', not {shown(c.vendor)}")
     for name in ("version", "num_gp", "gp_width", "num_fixed", "fixed_width", "fixed_bitmap",
                  "unavailable_events", "event_vector_length"):
         value = getattr(c, name)
         _check(isinstance(value, int) and not isinstance(value, bool), name,
-               f"must be an integer, not {value!r}")
-    _check(2 <= c.gp_width <= 64, "gp_width", f"must be 2..64 bits, not {c.gp_width}")
-    _check(2 <= c.fixed_width <= 64, "fixed_width", f"must be 2..64 bits, not {c.fixed_width}")
+               f"must be an integer, not {shown(value)}")
+    _check(2 <= c.gp_width <= 64, "gp_width", f"must be 2..64 bits, not {shown(c.gp_width)}")
+    _check(2 <= c.fixed_width <= 64, "fixed_width", f"must be 2..64 bits, not {shown(c.fixed_width)}")
     for name in ("full_width_writes", "pdcm", "perfctr_core"):
-        _check(isinstance(getattr(c, name), bool), name, f"must be true or false, not {getattr(c, name)!r}")
+        _check(isinstance(getattr(c, name), bool), name, f"must be true or false, not {shown(getattr(c, name))}")
     _check(0 <= c.unavailable_events <= 0xFFFF_FFFF, "unavailable_events",
-           f"is CPUID.0AH:EBX, a 32-bit vector, not {c.unavailable_events:#x}")
+           f"is CPUID.0AH:EBX, a 32-bit vector, not {shown(c.unavailable_events)}")
     _check(0 <= c.event_vector_length <= 0xFF, "event_vector_length",
-           f"is CPUID.0AH:EAX[31:24], 0..255, not {c.event_vector_length}")
+           f"is CPUID.0AH:EAX[31:24], 0..255, not {shown(c.event_vector_length)}")
     if c.vendor == "intel":
-        _check(0 <= c.version <= 5, "version", f"Intel architectural PMU versions are 0..5, not {c.version}")
+        _check(0 <= c.version <= 5, "version", f"Intel architectural PMU versions are 0..5, not {shown(c.version)}")
         _check(not c.perfctr_core, "perfctr_core", "is an AMD feature")
         if c.version == 0:
             _check(c.num_gp == 0, "num_gp", "version 0 has no architectural PMU, so no counters")
-        _check(0 <= c.num_gp <= INTEL_MAX_GP, "num_gp", f"must be 0..{INTEL_MAX_GP}, not {c.num_gp}")
+        _check(0 <= c.num_gp <= INTEL_MAX_GP, "num_gp", f"must be 0..{INTEL_MAX_GP}, not {shown(c.num_gp)}")
         _check(0 <= c.num_fixed <= INTEL_MAX_FIXED, "num_fixed",
-               f"must be 0..{INTEL_MAX_FIXED}, not {c.num_fixed}")
+               f"must be 0..{INTEL_MAX_FIXED}, not {shown(c.num_fixed)}")
         if c.version < 2:
             _check(c.num_fixed == 0, "num_fixed", "fixed counters need version 2 or later")
         _check(0 <= c.fixed_bitmap < 1 << INTEL_MAX_FIXED, "fixed_bitmap",
-               f"must name fixed counters 0..{INTEL_MAX_FIXED - 1}, not {c.fixed_bitmap:#x}")
+               f"must name fixed counters 0..{INTEL_MAX_FIXED - 1}, not {shown(c.fixed_bitmap)}")
         if c.version < 5:
             _check(c.fixed_bitmap == 0, "fixed_bitmap", "the fixed-counter bitmap is a version 5 feature")
         if c.full_width_writes:
             _check(c.pdcm, "full_width_writes",
                    "needs pdcm (IA32_PERF_CAPABILITIES exists only with CPUID.01H:ECX.PDCM)")
     else:
-        _check(0 <= c.version <= 2, "version", f"AMD PMU versions are 0 (none), 1, 2 (PerfMonV2), not {c.version}")
+        _check(0 <= c.version <= 2, "version",
+               f"AMD PMU versions are 0 (none), 1, 2 (PerfMonV2), not {shown(c.version)}")
         _check(c.num_fixed == 0 and c.fixed_bitmap == 0, "num_fixed", "AMD has no fixed counters")
         _check(not c.full_width_writes, "full_width_writes", "is an Intel feature")
         _check(not c.pdcm, "pdcm", "is an Intel feature")
@@ -208,10 +209,10 @@ def _validate(c: PmuConfig) -> None:
         if c.perfctr_core and c.version == 1:
             _check(c.num_gp == AMD_CORE_MAX_GP, "num_gp",
                    f"the core extension without PerfMonV2 has exactly {AMD_CORE_MAX_GP} counters "
-                   f"(KVM's amd_pmu_refresh), not {c.num_gp}")
+                   f"(KVM's amd_pmu_refresh), not {shown(c.num_gp)}")
         if c.version == 2:
             _check(1 <= c.num_gp <= AMD_CORE_MAX_GP, "num_gp",
-                   f"PerfMonV2 enumerates 1..{AMD_CORE_MAX_GP} core counters (NumCorePmc), not {c.num_gp}")
+                   f"PerfMonV2 enumerates 1..{AMD_CORE_MAX_GP} core counters (NumCorePmc), not {shown(c.num_gp)}")
 
 
 PRESETS: dict[str, PmuConfig] = {
@@ -245,7 +246,7 @@ def preset(name: str) -> PmuConfig:
         return PRESETS[name]
     except KeyError:
         known = ", ".join(sorted(PRESETS))
-        raise ConfigError("preset", f"unknown preset {name!r} (known: {known})") from None
+        raise ConfigError("preset", f"unknown preset {shown(name)} (known: {known})") from None
 
 
 _FIELDS = {f.name for f in fields(PmuConfig) if f.init and f.name != "name"}
@@ -260,7 +261,7 @@ def config_from_mapping(data: dict[str, Any]) -> PmuConfig:
         raise ConfigError(sorted(unknown)[0], f"unknown field (known: preset, {', '.join(sorted(_FIELDS))})")
     if base is not None:
         if not isinstance(base, str):
-            raise ConfigError("preset", f"must be a preset name, not {base!r}")
+            raise ConfigError("preset", f"must be a preset name, not {shown(base)}")
         cfg = preset(base)
         return replace(cfg, name=f"{base}+custom" if data else base, **data)
     if "vendor" not in data:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from vpmu.errors import ValueRangeError
+from vpmu.errors import ValueRangeError, shown
 
 FilterAction = Literal["allow", "deny"]
 
@@ -76,7 +76,7 @@ class EventFilter:
                 raise ValueRangeError(f"filter action {action} is neither allow (0) nor deny (1) (-EINVAL)")
             action = ACTION_CODES[action]
         if action not in ("allow", "deny"):
-            raise ValueRangeError(f"filter action must be 'allow' or 'deny', not {action!r}")
+            raise ValueRangeError(f"filter action must be 'allow' or 'deny', not {shown(action)}")
         flags |= FLAG_MASKED_EVENTS if masked else 0
         if flags & ~FLAG_MASKED_EVENTS:
             raise ValueRangeError(f"filter flags {flags:#x} have bits other than masked events (-EINVAL)")

@@ -7,7 +7,7 @@ names to addresses and back.
 
 from __future__ import annotations
 
-from vpmu.errors import UnknownMsrError
+from vpmu.errors import UnknownMsrError, shown
 
 # Intel
 IA32_PMC0 = 0x0C1            # legacy counter writes, sign-extended from bit 31
@@ -105,7 +105,7 @@ MAX_MSR = 0xFFFF_FFFF
 def resolve_msr(msr: int | str) -> int:
     """An MSR address from a number or a (case-insensitive) name; unknown names raise."""
     if isinstance(msr, bool):
-        raise UnknownMsrError(f"not an MSR: {msr!r}")
+        raise UnknownMsrError(f"not an MSR: {shown(msr)}")
     if isinstance(msr, int):
         if not 0 <= msr <= MAX_MSR:
             raise UnknownMsrError(f"MSR number {msr:#x} is outside 0..0xffffffff")
@@ -118,7 +118,7 @@ def resolve_msr(msr: int | str) -> int:
     try:
         return _LOOKUP[text.upper()]
     except KeyError:
-        raise UnknownMsrError(f"unknown MSR name {msr!r}") from None
+        raise UnknownMsrError(f"unknown MSR name {shown(msr)}") from None
 
 
 def msr_name(addr: int) -> str:

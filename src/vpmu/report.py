@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 def dumps(obj: Any) -> str:
     """Deterministic JSON: sorted keys, 2-space indent, trailing newline."""
-    return json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+    return json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
 def _val(v: int) -> str:

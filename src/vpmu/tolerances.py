@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from vpmu.errors import VpmuError
+from vpmu.errors import VpmuError, shown
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +71,12 @@ def options_from_mapping(data: dict[str, Any]) -> CheckerOptions:
     values: dict[str, Any] = {}
     for name, value in data.items():
         if name not in known:
-            raise VpmuError(f"unknown checker option {name!r} (known: {', '.join(known)})")
+            raise VpmuError(f"unknown checker option {shown(name)} (known: {', '.join(known)})")
         if name == "pmi_skid":
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise VpmuError(f"checker option pmi_skid must be an integer >= 0, not {value!r}")
+                raise VpmuError(f"checker option pmi_skid must be an integer >= 0, not {shown(value)}")
         elif not isinstance(value, bool):
-            raise VpmuError(f"checker option {name} must be true or false, not {value!r}")
+            raise VpmuError(f"checker option {shown(name)} must be true or false, not {shown(value)}")
         values[name] = value
     return CheckerOptions(**values)
 
@@ -86,17 +86,17 @@ def parse_option(text: str) -> tuple[str, bool | int]:
     name, sep, raw = text.partition("=")
     name = name.strip().replace("-", "_")
     if not sep:
-        raise VpmuError(f"option {text!r} must be NAME=VALUE")
+        raise VpmuError(f"option {shown(text)} must be NAME=VALUE")
     raw = raw.strip().lower()
     if name == "pmi_skid":
         try:
             return name, int(raw, 0)
         except ValueError:
-            raise VpmuError(f"option pmi_skid needs an integer, not {raw!r}") from None
+            raise VpmuError(f"option pmi_skid needs an integer, not {shown(raw)}") from None
     if raw in ("1", "true", "yes", "on"):
         return name, True
     if raw in ("0", "false", "no", "off"):
         return name, False
-    raise VpmuError(f"option {name} needs true or false, not {raw!r}")
+    raise VpmuError(f"option {shown(name)} needs true or false, not {shown(raw)}")
 
 

@@ -17,11 +17,12 @@ from typing import Any
 
 from vpmu import actions as A
 from vpmu import msrs
+from vpmu.arch import LVTPC_WRITABLE
 from vpmu.config import FIXED_BASE, PRESETS, PmuConfig, config_from_mapping, preset
 from vpmu.designs import DESIGNS
 from vpmu.divergence import KINDS, parse_divergence_label
 from vpmu.eras import ERAS
-from vpmu.errors import VpmuError, clean
+from vpmu.errors import SHOWN_LIMIT, VpmuError, clean, shown
 from vpmu.insns import INSNS
 from vpmu.pmc_map import U64, counter_name, pmc_of_msr
 from vpmu.scenario import safe_yaml
@@ -30,12 +31,16 @@ from vpmu.tolerances import CheckerOptions, options_from_mapping
 from vpmu.world import WorldOptions
 
 DEFAULT_ERA = "6.8"
+#: The most counter wraps a scenario's native runs may ask for (`_Loader.bound_wraps`).
+MAX_SCENARIO_WRAPS = 4096
 
 
 class ScenarioError(VpmuError):
     """A scenario file that does not validate: `file:line: field: what was expected`."""
 
     def __init__(self, source: str, line: int | None, fld: str, reason: str) -> None:
+        fld = clean(str(fld))
+        fld = fld if len(fld) <= SHOWN_LIMIT else fld[: SHOWN_LIMIT - 3] + "..."
         self.source, self.line, self.field, self.reason = source, line, fld, reason
         where = f"{source}:{line}" if line is not None else source
         super().__init__(f"{where}: {fld}: {reason}")
@@ -90,14 +95,14 @@ class _Loader:
             try:
                 value = int(value.replace("_", ""), 0)
             except ValueError:
-                raise self.err(line, fld, f"expected an integer (decimal or 0x hex), not {value!r}") from None
+                raise self.err(line, fld, f"expected an integer (decimal or 0x hex), not {shown(value)}") from None
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.err(line, fld, f"expected an integer, not {_show(value)}")
         out = int(value)
         if lo is not None and out < lo:
-            raise self.err(line, fld, f"expected an integer >= {lo}, not {out}")
+            raise self.err(line, fld, f"expected an integer >= {lo}, not {shown(out)}")
         if hi is not None and out > hi:
-            raise self.err(line, fld, f"expected an integer <= {hi:#x}, not {out:#x}")
+            raise self.err(line, fld, f"expected an integer <= {hi:#x}, not {shown(hex(out))[1:-1]}")
         return out
 
     def boolean(self, value: Any, line: int | None, fld: str) -> bool:
@@ -201,7 +206,7 @@ class _Loader:
         if value in DESIGNS:
             return value
         if ":" not in value:
-            raise self.err(line, "design", f"unknown design {value!r} (known: {', '.join(DESIGNS)}; "
+            raise self.err(line, "design", f"unknown design {shown(value)} (known: {', '.join(DESIGNS)}; "
                            "or 'module:Class', 'file.py:Class', 'kernel:PATH')")
         if value.startswith("kernel:"):
             return "kernel:" + self.beside_source(value.removeprefix("kernel:"))
@@ -233,6 +238,8 @@ class _Loader:
                     world[key] = self.boolean(value, kl, fld)
                 elif key == "lvtpc":
                     world[key] = self.integer(value, kl, fld, hi=0xFFFF_FFFF)
+                    if world[key] & ~LVTPC_WRITABLE:
+                        raise self.err(kl, fld, f"{world[key]:#x} sets bits outside the writable {LVTPC_WRITABLE:#x}")
                 else:  # host_counter_width: 1..64 bits; skid: 0..64 guest steps
                     world[key] = self.integer(value, kl, fld, lo=0 if key == "skid" else 1, hi=64)
             else:
@@ -259,18 +266,35 @@ class _Loader:
             positions.append((i, sl or 0))
         if not actions:
             raise self.err(line, "steps", "needs at least one action (not only expect steps)")
+        self.bound_wraps(actions, positions)
         return actions, expects, tuple(positions)
+
+    def bound_wraps(self, actions: list[A.Action], positions: list[tuple[int, int]]) -> None:
+        """Native runs cost O(counter wraps): a scenario may ask for at most MAX_SCENARIO_WRAPS
+        wraps of its narrowest counter (what a run could take, however many counters count)."""
+        assert self.cfg is not None
+        if not self.cfg.pmc_indices:
+            return
+        narrowest = min(self.cfg.width_of(p) for p in self.cfg.pmc_indices)
+        wraps = 0
+        for a, (i, sl) in zip(actions, positions, strict=True):
+            if isinstance(a, A.Native):
+                wraps += max(a.totals().values()) >> narrowest
+                if wraps > MAX_SCENARIO_WRAPS:
+                    raise self.err(sl, f"steps[{i}].native", f"the native runs add up to more than "
+                                   f"{MAX_SCENARIO_WRAPS:,} wraps of a {narrowest}-bit counter (the most a scenario "
+                                   "may ask for: each wrap is an overflow to simulate and check)")
 
     def split(self, step: Any, line: int | None, fld: str, kinds: tuple[str, ...]) -> tuple[str, Any, int | None]:
         """A step is `kind` or `{kind: args}`; returns the kind, its args and their line."""
         if isinstance(step, str):
             if step not in kinds:
-                raise self.err(line, fld, f"unknown step kind {step!r} (expected one of: {', '.join(kinds)})")
+                raise self.err(line, fld, f"unknown step kind {shown(step)} (expected one of: {', '.join(kinds)})")
             return step, None, line
         if isinstance(step, dict) and len(step) == 1:
             kind = next(iter(step))
             if kind not in kinds:
-                raise self.err(line, fld, f"unknown step kind {kind!r} (expected one of: {', '.join(kinds)})")
+                raise self.err(line, fld, f"unknown step kind {shown(kind)} (expected one of: {', '.join(kinds)})")
             return str(kind), step[kind], line
         raise self.err(line, fld, "expected a step kind, or a mapping with exactly one step kind as key")
 
@@ -333,6 +357,8 @@ class _Loader:
                 values[name] = self.boolean(v, vl, vf)
             elif name == "cpl":
                 values[name] = self.integer(v, vl, vf, hi=3)
+            elif name == "ecx":
+                values[name] = self.integer(v, vl, vf, hi=0xFFFF_FFFF)  # RDPMC's ECX: 32 bits
             else:
                 values[name] = self.integer(v, vl, vf, hi=U64)
         if "value" in values:
@@ -353,7 +379,7 @@ class _Loader:
             if not isinstance(ident, str) or not ident.strip() or ident != ident.strip():
                 raise self.err(il, f"{fld}.id", f"expected a name without spaces around it, not {_show(ident)}")
             if ident in self.expect_ids:
-                raise self.err(il, f"{fld}.id", f"id {ident!r} is already used at line {self.expect_ids[ident]}")
+                raise self.err(il, f"{fld}.id", f"id {shown(ident)} is already used at line {self.expect_ids[ident]}")
             self.expect_ids[ident] = il or 0
         return Expect(after, step_line, tuple(self.expect_checks(args, line, fld, nested=False)), ident)
 
@@ -421,7 +447,7 @@ class _Loader:
         values = {k: self.text(src[k], self.key_line(src, k, sl), f"{fld}.source.{k}") for k in src}
         if values["suite"] not in _SUITES:
             raise self.err(self.key_line(src, "suite", sl), f"{fld}.source.suite",
-                           f"expected one of: {', '.join(_SUITES)}, not {values['suite']!r}")
+                           f"expected one of: {', '.join(_SUITES)}, not {shown(values['suite'])}")
         source = ConformanceSource(**values)
         asserts = self.text(node["asserts"], self.key_line(node, "asserts", line), f"{fld}.asserts")
         tl = self.key_line(node, "tolerance", line)
@@ -480,14 +506,15 @@ class _Loader:
         dl = self.key_line(node, "divergences", line)
         for label in labels:
             if parse_divergence_label(label) is None:
-                raise self.err(dl, f"{fld}.divergences", f"unknown divergence {label!r} (kinds: {', '.join(KINDS)}; "
+                raise self.err(dl, f"{fld}.divergences",
+                               f"unknown divergence {shown(label)} (kinds: {', '.join(KINDS)}; "
                                "append ' (internal)' for an internal one)")
         xl = self.key_line(node, "expects", line)
         ids = self.string_list(node.get("expects", []), xl, f"{fld}.expects")
         known = {e.id for e in expects if e.id is not None}
         for ident in ids:
             if ident not in known:
-                raise self.err(xl, f"{fld}.expects", f"no expect step has id {ident!r} "
+                raise self.err(xl, f"{fld}.expects", f"no expect step has id {shown(ident)} "
                                f"(ids: {', '.join(sorted(known)) or 'none'})")
         if not labels and not ids:
             raise self.err(line, fld, "an expected failure needs divergences and/or expects (how the run fails)")
@@ -505,13 +532,7 @@ def _fields_of(cls: type) -> dict[str, dataclasses.Field[Any]]:
 
 
 def _show(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return repr(value)
+    return shown(value)
 
 
 def parse_scenario(text: str | bytes, source: str = "<memory>") -> Scenario:
@@ -532,14 +553,19 @@ def builtin_names() -> list[str]:
 def load_scenario(ref: str) -> Scenario:
     """A scenario file path, or the name of a built-in scenario."""
     path = Path(ref)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    try:
+        is_file = path.suffix in (".yaml", ".yml") or path.exists()
+    except (OSError, ValueError) as e:  # a name too long for the file system, a NUL byte
+        raise VpmuError(f"cannot read scenario {shown(ref)}: {getattr(e, 'strerror', None) or e}") from None
+    if is_file:
         try:
             with path.open("rb") as f:
                 data = f.read(safe_yaml.MAX_BYTES + 1)
         except OSError as e:
-            raise VpmuError(f"cannot read scenario {clean(ref)}: {e.strerror or e}") from None
+            raise VpmuError(f"cannot read scenario {shown(ref)}: {e.strerror or e}") from None
         return parse_scenario(data, ref)
     if ref in builtin_names():
         text = (importlib.resources.files("vpmu") / "scenarios" / f"{ref}.yaml").read_text(encoding="utf-8")
         return parse_scenario(text, f"builtin:{ref}")
-    raise VpmuError(f"no scenario file or built-in scenario named {ref!r} (built-ins: {', '.join(builtin_names())})")
+    raise VpmuError(f"no scenario file or built-in scenario named {shown(ref)} (built-ins: "
+                    f"{', '.join(builtin_names())})")
