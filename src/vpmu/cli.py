@@ -93,15 +93,22 @@ def run(
     plot: Annotated[str | None, typer.Option("--plot", help="Write a timeline PNG to this path.")] = None,
     option: Annotated[list[str] | None, typer.Option(
         "--option", "-o", help="Checker option NAME=VALUE (see `vpmu options`); repeatable.")] = None,
+    judge: Annotated[str | None, typer.Option(
+        "--judge", help="What decides the exit code: 'all' (untolerated divergences and expect steps) or "
+        "'expects' (the expect steps alone; divergences are reported as not judged); default: the file's "
+        "`judge:`, else all.")] = None,
 ) -> None:
     """Run one scenario; exit 1 on an untolerated divergence or a failed expect."""
     from vpmu.report import dumps, print_run
     from vpmu.run import execute
     from vpmu.scenario import load_scenario
+    from vpmu.scenario.model import JUDGES
 
+    if judge is not None and judge not in JUDGES:
+        raise VpmuError(f"--judge: expected {' or '.join(JUDGES)}, not {judge!r}")
     scn = load_scenario(scenario)
     opts = _checker_options(scn.checker, option)
-    res = execute(scn, kvm=kvm, design=design, options=opts)
+    res = execute(scn, kvm=kvm, design=design, options=opts, judge=judge)
     if plot:
         from vpmu.plot import plot_run
 

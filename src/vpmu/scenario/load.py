@@ -24,26 +24,37 @@ from vpmu.divergence import KINDS, parse_divergence_label
 from vpmu.eras import ERAS
 from vpmu.errors import VpmuError
 from vpmu.insns import INSNS
-from vpmu.pmc_map import U64, counter_name, pmc_of_msr
-from vpmu.scenario.model import Conformance, ConformanceSource, EraRecord, Expect, Scenario
+from vpmu.pmc_map import U64, counter_name, msr_write_value
+from vpmu.scenario.expr import NAME_RE, Expr, ExprError
+from vpmu.scenario.model import (
+    COMPARISONS,
+    JUDGES,
+    Computed,
+    Condition,
+    Conformance,
+    ConformanceSource,
+    EraRecord,
+    Expect,
+    Operand,
+    Save,
+    Scenario,
+    ScenarioError,
+)
 from vpmu.tolerances import CheckerOptions, options_from_mapping
 from vpmu.world import WorldOptions
 
 DEFAULT_ERA = "6.8"
 
 
-class ScenarioError(VpmuError):
-    """A scenario file that does not validate: `file:line: field: what was expected`."""
-
-    def __init__(self, source: str, line: int | None, fld: str, reason: str) -> None:
-        self.source, self.line, self.field, self.reason = source, line, fld, reason
-        where = f"{source}:{line}" if line is not None else source
-        super().__init__(f"{where}: {fld}: {reason}")
-
-
-_TOP_KEYS = ("name", "description", "cpu", "kvm", "design", "options", "steps", "conformance")
+_TOP_KEYS = ("name", "description", "cpu", "kvm", "design", "judge", "options", "before_run", "steps",
+             "conformance")
 _NO_ARG_KINDS = ("cpuid", "hlt", "host_pmi", "save_restore", "clear_filter", "insn", "perf_fail")
 _ITEM_KINDS = ("insn", "wrmsr", "rdmsr", "rdpmc")
+#: Step kinds of the `before_run:` phase: userspace set-up before the first KVM_RUN.
+_BEFORE_RUN_KINDS = ("set_cpuid", "set_filter", "clear_filter", "host_wrmsr", "host_rdmsr", "perf_fail")
+#: Read steps whose result `save: NAME` keeps; writes whose `value` may be computed.
+_SAVING_KINDS = ("rdmsr", "rdpmc", "host_rdmsr")
+_COMPUTED_KINDS = ("wrmsr", "host_wrmsr")
 _EXPECT_KEYS = ("counters", "global_status", "pmis", "fault", "result", "lvtpc", "insn", "any_of")
 _CONFORMANCE_KEYS = ("source", "asserts", "tolerance", "eras")
 _SOURCE_KEYS = ("suite", "repo", "file", "function", "version", "adapted")
@@ -59,6 +70,8 @@ class _Loader:
         self.source = source
         self.cfg: PmuConfig | None = None
         self.expect_ids: dict[str, int] = {}
+        self.saves: list[Save] = []
+        self.computed: list[Computed] = []
 
     def err(self, line: int | None, fld: str, reason: str) -> ScenarioError:
         return ScenarioError(self.source, line, fld, reason)
@@ -114,19 +127,12 @@ class _Loader:
             raise self.err(line, fld, str(e)) from None
 
     def msr_value(self, msr: int, value: Any, line: int | None, fld: str) -> int:
-        """An MSR value; -N is 2^width - N for counter MSRs (no other MSR takes negatives)."""
-        v = self.integer(value, line, fld, lo=None, hi=U64)
-        if v >= 0:
-            return v
+        """An MSR value; -N is 2^width - N for counter MSRs (`pmc_map.msr_write_value`)."""
         assert self.cfg is not None
-        pmc = pmc_of_msr(self.cfg, msr)
-        if pmc is None:
-            raise self.err(line, fld, f"negative values are only allowed for counter MSRs "
-                           f"(-N = 2^width - N), not for {msrs.msr_name(msr)}")
-        width = self.cfg.width_of(pmc)
-        if -v > 1 << width:
-            raise self.err(line, fld, f"{v} does not fit a {width}-bit counter")
-        return (1 << width) + v
+        try:
+            return msr_write_value(self.cfg, msr, self.integer(value, line, fld, lo=None, hi=U64))
+        except ValueError as e:
+            raise self.err(line, fld, str(e)) from None
 
     def counter(self, key: Any, line: int | None, fld: str) -> int:
         assert self.cfg is not None
@@ -171,13 +177,32 @@ class _Loader:
         design = doc.get("design")
         if design is not None:
             design = self.design(design, self.key_line(doc, "design", None))
+        judge = doc.get("judge", "all")
+        if judge not in JUDGES:
+            raise self.err(self.key_line(doc, "judge", None), "judge",
+                           f"expected {' or '.join(JUDGES)}, not {_show(judge)}")
         checker, world = self.options(doc.get("options"), self.key_line(doc, "options", None))
-        actions, expects = self.steps(doc["steps"], self.key_line(doc, "steps", None))
+        actions: list[A.Action] = []
+        expects: list[Expect] = []
+        if "before_run" in doc:
+            self.steps(doc["before_run"], self.key_line(doc, "before_run", None), "before_run",
+                       _BEFORE_RUN_KINDS, actions, expects)
+        before_run = len(actions)
+        self.steps(doc["steps"], self.key_line(doc, "steps", None), "steps",
+                   _NO_ARG_KINDS + tuple(A.ACTION_TYPES), actions, expects)
+        if len(actions) == before_run:
+            raise self.err(self.key_line(doc, "steps", None), "steps",
+                           "needs at least one action (not only expect steps)")
         conformance = None
         if "conformance" in doc:
             conformance = self.conformance(doc["conformance"], self.key_line(doc, "conformance", None), expects)
+            unjudged = next((r for r in conformance.eras if r.divergences), None) if judge == "expects" else None
+            if unjudged is not None:
+                raise self.err(unjudged.line, f"conformance.eras.{unjudged.era}.divergences",
+                               "not judged under `judge: expects`: list the failing expect steps only")
         return Scenario(name.strip(), " ".join(desc.split()), self.cfg, kvm, design, checker, world,
-                        tuple(actions), tuple(expects), self.source, conformance)
+                        tuple(actions), tuple(expects), self.source, conformance, str(judge),
+                        tuple(self.saves), tuple(self.computed), before_run)
 
     def cpu(self, node: Any, line: int | None) -> PmuConfig:
         try:
@@ -239,24 +264,31 @@ class _Loader:
                 raise self.err(kl, fld, f"unknown option (known: {', '.join(known)})")
         return options_from_mapping(checker), world
 
-    def steps(self, node: Any, line: int | None) -> tuple[list[A.Action], list[Expect]]:
+    def steps(self, node: Any, line: int | None, fld: str, kinds: tuple[str, ...],
+              actions: list[A.Action], expects: list[Expect]) -> None:
+        """Append the actions and expect steps of the list `fld` (`steps` or `before_run`)."""
         if not isinstance(node, list) or not node:
-            raise self.err(line, "steps", "expected a non-empty list of steps")
-        actions: list[A.Action] = []
-        expects: list[Expect] = []
+            raise self.err(line, fld, "expected a non-empty list of steps")
+        kinds = tuple(dict.fromkeys(kinds + ("expect",)))
         for i, step in enumerate(node):
             sl = self.item_line(node, i, line)
-            fld = f"steps[{i}]"
-            kind, args, al = self.split(step, sl, fld, _NO_ARG_KINDS + tuple(A.ACTION_TYPES) + ("expect",))
+            sf = f"{fld}[{i}]"
+            if fld == "before_run" and self.guest_step(step):
+                raise self.err(sl, sf, "before_run holds userspace set-up only (the first guest action is the "
+                               f"first KVM_RUN): one of {', '.join(_BEFORE_RUN_KINDS)}, expect")
+            kind, args, al = self.split(step, sl, sf, kinds)
             if kind == "expect":
-                expects.append(self.expect(args, al, f"{fld}.expect", len(actions) - 1, sl or 0))
+                expects.append(self.expect(args, al, f"{sf}.expect", len(actions) - 1, sl or 0))
                 continue
             if kind == "insn":
-                raise self.err(sl, fld, "insn is only allowed inside emulate/batch items")
-            actions.append(self.action(kind, args, al, f"{fld}.{kind}"))
-        if not actions:
-            raise self.err(line, "steps", "needs at least one action (not only expect steps)")
-        return actions, expects
+                raise self.err(sl, sf, "insn is only allowed inside emulate/batch items")
+            actions.append(self.action(kind, args, al, f"{sf}.{kind}", len(actions), None))
+
+    @staticmethod
+    def guest_step(step: Any) -> bool:
+        kind = step if isinstance(step, str) else next(iter(step), None) if isinstance(step, dict) else None
+        cls = A.ACTION_TYPES.get(kind) if isinstance(kind, str) else None
+        return cls is not None and (issubclass(cls, A.GUEST_ACTIONS) or kind in ("insn", "host_pmi"))
 
     def split(self, step: Any, line: int | None, fld: str, kinds: tuple[str, ...]) -> tuple[str, Any, int | None]:
         """A step is `kind` or `{kind: args}`; returns the kind, its args and their line."""
@@ -271,7 +303,8 @@ class _Loader:
             return str(kind), step[kind], line
         raise self.err(line, fld, "expected a step kind, or a mapping with exactly one step kind as key")
 
-    def action(self, kind: str, args: Any, line: int | None, fld: str) -> A.Action:
+    def action(self, kind: str, args: Any, line: int | None, fld: str, step: int, item: int | None) -> A.Action:
+        """One action of step `step` (item `item` of an emulate/batch step, else None)."""
         cls = A.ACTION_TYPES[kind]
         if kind in ("emulate", "batch"):
             if isinstance(args, dict) and set(args) == {"items"}:
@@ -282,18 +315,26 @@ class _Loader:
             for j, item in enumerate(args):
                 il = self.item_line(args, j, line)
                 ik, ia, _ = self.split(item, il, f"{fld}[{j}]", _ITEM_KINDS)
-                items.append(self.action(ik, ia, il, f"{fld}[{j}].{ik}"))
+                items.append(self.action(ik, ia, il, f"{fld}[{j}].{ik}", step, j))
             return cls(tuple(items))  # type: ignore[no-any-return]
         if kind == "native" and isinstance(args, int) and not isinstance(args, bool):
             args = {"count": args}
         if kind == "insn" and isinstance(args, str):
             args = {"name": args}
-        mapping = self.mapping(args, line, fld)
+        mapping = dict(self.mapping(args, line, fld))
+        if kind in _SAVING_KINDS and "save" in mapping:
+            self.save(mapping.pop("save"), self.key_line(args, "save", line), f"{fld}.save", step, item)
+        if kind in _COMPUTED_KINDS and self.is_expression(mapping.get("value")):
+            vl = self.key_line(args, "value", line)
+            expr = self.expression(mapping["value"], vl, f"{fld}.value")
+            self.computed.append(Computed(step, item, expr, vl or 0))
+            mapping["value"] = 0  # a placeholder: the run computes the value (vpmu.run)
         flds = {f.name: f for f in dataclasses.fields(cls)}
         for key in mapping:
             if key not in flds:
-                raise self.err(self.key_line(mapping, key, line), f"{fld}.{key}",
-                               f"unknown field (expected: {', '.join(flds) or 'none'})")
+                extra = ", save" if kind in _SAVING_KINDS and item is None else ""
+                raise self.err(self.key_line(args, key, line), f"{fld}.{key}",
+                               f"unknown field (expected: {', '.join(flds) or 'none'}{extra})")
         values: dict[str, Any] = {}
         for name, f in flds.items():
             if name not in mapping:
@@ -301,7 +342,7 @@ class _Loader:
                     raise self.err(line, f"{fld}.{name}", "required field is missing")
                 continue
             v = mapping[name]
-            vl = self.key_line(mapping, name, line)
+            vl = self.key_line(args, name, line)
             vf = f"{fld}.{name}"
             if name == "msr":
                 values[name] = self.msr(v, vl, vf)
@@ -333,7 +374,7 @@ class _Loader:
             else:
                 values[name] = self.integer(v, vl, vf, hi=U64)
         if "value" in values:
-            values["value"] = self.msr_value(values["msr"], values["value"], self.key_line(mapping, "value", line),
+            values["value"] = self.msr_value(values["msr"], values["value"], self.key_line(args, "value", line),
                                              f"{fld}.value")
         if kind == "native" and values.get("branches", 0) > values["count"]:
             raise self.err(line, f"{fld}.branches", "expected at most `count` branches")
@@ -341,6 +382,72 @@ class _Loader:
             return cls(**values)  # type: ignore[no-any-return]
         except VpmuError as e:
             raise self.err(line, fld, str(e)) from None
+
+    # -- saved and computed values (docs/scenario-format.md "Saved values and computed values")
+
+    def save(self, name: Any, line: int | None, fld: str, step: int, item: int | None) -> None:
+        if item is not None:
+            raise self.err(line, fld, "save is only allowed on a read step of its own, not inside emulate/batch")
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+            raise self.err(line, fld, f"expected a name like C or loop_count (letters, digits, _), not {_show(name)}")
+        prev = next((s for s in self.saves if s.name == name), None)
+        if prev is not None:
+            raise self.err(line, fld, f"{name} is already saved at line {prev.line}")
+        self.saves.append(Save(step, name, line or 0))
+
+    @staticmethod
+    def is_expression(value: Any) -> bool:
+        """A string that is not an integer literal: an expression over saved names."""
+        if not isinstance(value, str):
+            return False
+        try:
+            int(value.replace("_", ""), 0)
+        except ValueError:
+            return True
+        return False
+
+    def expression(self, value: str, line: int | None, fld: str) -> Expr:
+        try:
+            expr = Expr.parse(value)
+        except ExprError as e:
+            raise self.err(line, fld, f"expected {e}, not {_show(value)}") from None
+        known = {s.name for s in self.saves}
+        missing = sorted(expr.names - known)
+        if missing:
+            raise self.err(line, fld, f"{missing[0]} is not saved by an earlier read step "
+                           f"(saved so far: {', '.join(sorted(known)) or 'none'})")
+        return expr
+
+    def operand(self, value: Any, line: int | None, fld: str, *, lo: int | None = 0) -> Operand:
+        if self.is_expression(value):
+            return self.expression(value, line, fld)
+        return self.integer(value, line, fld, lo=lo, hi=U64)
+
+    def expected(self, value: Any, line: int | None, fld: str, width: int | None) -> Operand | Condition:
+        """An expect check's value: exact (an integer or an expression), or a mapping of
+        comparisons. `width`: a counter's, where -N means 2^width - N."""
+
+        def one(v: Any, f: str) -> Operand:
+            out = self.operand(v, line, f, lo=None if width is not None else 0)
+            return (1 << width) + out if isinstance(out, int) and out < 0 and width is not None else out
+
+        if not isinstance(value, dict):
+            return one(value, fld)
+        if not value:
+            raise self.err(line, fld, f"expected a value or comparisons ({', '.join(COMPARISONS)}, range)")
+        tests: list[tuple[str, Operand]] = []
+        for op, v in value.items():
+            ol = self.key_line(value, op, line)
+            of = f"{fld}.{op}"
+            if op == "range":
+                if not isinstance(v, list) or len(v) != 2:
+                    raise self.err(ol, of, f"expected [low, high] (both included), not {_show(v)}")
+                tests += [("ge", one(v[0], of)), ("le", one(v[1], of))]
+            elif op in COMPARISONS:
+                tests.append((str(op), one(v, of)))
+            else:
+                raise self.err(ol, of, f"unknown comparison (expected: {', '.join(COMPARISONS)}, range)")
+        return Condition(tuple(tests))
 
     def expect(self, args: Any, line: int | None, fld: str, after: int, step_line: int) -> Expect:
         ident = None
@@ -372,14 +479,12 @@ class _Loader:
                 for ck, cv in cm.items():
                     cl = self.key_line(cm, ck, kl)
                     idx = self.counter(ck, cl, f"{kf}.{ck}")
-                    val = self.integer(cv, cl, f"{kf}.{ck}", lo=None)
-                    if val < 0:
-                        val = (1 << self.cfg.width_of(idx)) + val
+                    val = self.expected(cv, cl, f"{kf}.{ck}", self.cfg.width_of(idx))
                     checks.append((f"counter:{counter_name(idx)}", val))
             elif key == "fault":
                 checks.append(("fault", self.boolean(v, kl, kf)))
             elif key in ("global_status", "pmis", "result", "lvtpc", "insn"):
-                checks.append((key, self.integer(v, kl, kf, hi=U64)))
+                checks.append((key, self.expected(v, kl, kf, None)))
             elif key == "any_of" and not nested:
                 if not isinstance(v, list) or len(v) < 2:
                     raise self.err(kl, kf, "expected a list of at least two alternatives (each a mapping of checks)")
