@@ -148,6 +148,12 @@ FAIL_69 = ('    "6.6":\n      expected: fail\n      divergences: [missing-fault]
            '      reason: fast RDPMC\n      spec: "kvm-vpmu.md §2.6 R12"\n')
 
 
+@pytest.mark.parametrize("spec", ["kvm-vpmu.md §2.6 R12", "x86-pmu.md A.8", "architecture-and-peers.md A.2"])
+def test_spec_references_point_into_the_facts(spec: str) -> None:
+    rec = parse_scenario(conf(FAIL_69.replace("kvm-vpmu.md §2.6 R12", spec)), "t.yaml").conformance
+    assert rec is not None and rec.eras[0].spec == spec
+
+
 def test_conformance_block_parses_and_classifies() -> None:
     scn = parse_scenario(conf(FAIL_69 + '    "6.9": pass\n'), "t.yaml")
     assert scn.conformance is not None
@@ -168,6 +174,8 @@ def test_conformance_block_parses_and_classifies() -> None:
     (conf('    "6.9": {expected: pass, reason: x}\n'), "t.yaml:11: conformance.eras.6.9.reason: only allowed"),
     (conf(FAIL_69.replace("      reason: fast RDPMC\n", "")), "t.yaml:11: conformance.eras.6.6.reason: required"),
     (conf(FAIL_69.replace("kvm-vpmu.md §2.6 R12", "somewhere")),
+     "t.yaml:16: conformance.eras.6.6.spec: expected a spec"),
+    (conf(FAIL_69.replace("kvm-vpmu.md §2.6 R12", "x86-pmu.md §2")),
      "t.yaml:16: conformance.eras.6.6.spec: expected a spec"),
     (conf(FAIL_69.replace("[missing-fault]", "[lost-fault]")), "t.yaml:13: conformance.eras.6.6.divergences: unknown"),
     (conf(FAIL_69.replace("[fast]", "[slow]")),
