@@ -287,7 +287,7 @@ def test_a_bad_option_is_one_line_naming_it(text: str, message: str) -> None:
 @pytest.mark.parametrize(("mapping", "message"), [
     ({"bogus": 1}, "unknown checker option 'bogus' (known: pmi_skid, r1_vm_entry, "),
     ({"pmi_skid": -1}, "checker option pmi_skid must be an integer >= 0, not -1"),
-    ({"pmi_skid": True}, "checker option pmi_skid must be an integer >= 0, not True"),
+    ({"pmi_skid": True}, "checker option pmi_skid must be an integer >= 0, not true"),
     ({"r1_vm_entry": 1}, "checker option r1_vm_entry must be true or false, not 1"),
 ])
 def test_a_bad_option_mapping_is_one_line_naming_it(mapping: dict[str, object], message: str) -> None:

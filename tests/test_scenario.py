@@ -68,6 +68,8 @@ def test_every_step_kind_parses() -> None:
     ("name: x\ncpu: intel-v9\nsteps: [cpuid]\n", 2, "cpu.preset", "unknown preset"),
     ("name: x\ncpu: {preset: intel-v2, num_gp: 12}\nsteps: [cpuid]\n", 2, "cpu.num_gp", "must be 0..8"),
     ("name: x\ncpu: intel-v2\nkvm: '5.0'\nsteps: [cpuid]\n", 3, "kvm", "expected a KVM era"),
+    ("name: x\ncpu: intel-v2\nkvm: 6.10\nsteps: [cpuid]\n", 3, "kvm", 'quote the era (kvm: "6.1")'),
+    ("name: x\ncpu: intel-v2\nkvm: 6.8\nsteps: [cpuid]\n", 3, "kvm", "quote the era"),
     ("name: x\ncpu: intel-v2\nsteps:\n  - frobnicate\n", 4, "steps[0]", "unknown step kind"),
     ("name: x\ncpu: intel-v2\nsteps:\n  - wrmsr: {msr: IA32_PERFEVTSEL0, value: -1}\n", 4,
      "steps[0].wrmsr.value", "negative values are only allowed for counter MSRs"),

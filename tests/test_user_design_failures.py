@@ -44,7 +44,7 @@ def test_a_failing_user_design_is_one_line(case: str, tmp_path: Path, capsys: py
         assert err.startswith(f"vpmu: error: {path}:{line}: design {path}:D: {hook}"), err
         assert message in err
         if "at step" in hook:  # the scenario step that ran the hook, with its file:line
-            assert re.search(r"at step \d+ \(builtin:seed-lost-overflow:\d+\): ", err), err
+            assert re.search(r"at step steps\[\d+\] \(builtin:seed-lost-overflow:\d+\): ", err), err
 
 
 def test_a_failing_hook_in_explore_and_check_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -209,11 +209,13 @@ def check_scenario(scn: Scenario, era: str, baseline: str, patched: str) -> Scen
     diffs = runs.differences(origin)
     failing = {"regression": {(e.line, e.check) for e in patch.expects if not e.ok},
                "fix": {(e.line, e.check) for e in base.expects if not e.ok}}
-    for direction, other, run in (("regression", "fix", patch), ("fix", "regression", base)):
+    sides: tuple[tuple[Direction, Direction, RunResult], ...] = (("regression", "fix", patch),
+                                                                 ("fix", "regression", base))
+    for direction, other, run in sides:
         for e in run.expects:
             if not e.ok and (e.line, e.check) not in failing[other]:
                 diffs.append(Difference(
-                    direction, "expect", "guest", e.after, None,  # type: ignore[arg-type]
+                    direction, "expect", "guest", e.after, None,
                     f"expect at line {e.line}: {e.check} expected {e.expected}, KVM shows {e.observed}",
                     context, scn.actions, origin, *runs.showing(max(e.after, 0))))
     return ScenarioVerdict(scn, base, patch, tuple(diffs))

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from vpmu.assumptions import ASSUMPTIONS, CHECK_DEFAULT
-from vpmu.errors import VpmuError, one_line
+from vpmu.errors import VpmuError, one_line, shown
 from vpmu.explore.space import ACTION_KINDS
 
 app = typer.Typer(
@@ -95,6 +95,10 @@ def run(
     plot: Annotated[str | None, typer.Option("--plot", help="Write a timeline PNG to this path.")] = None,
     option: Annotated[list[str] | None, typer.Option(
         "--option", "-o", help="Checker option NAME=VALUE (see `vpmu options`); repeatable.")] = None,
+    judge: Annotated[str | None, typer.Option(
+        "--judge", help="What decides the exit code: 'all' (untolerated divergences and expect steps) or "
+        "'expects' (the expect steps alone; divergences are reported as not judged); default: the file's "
+        "`judge:`, else all.")] = None,
 ) -> None:
     """Run one scenario; exit 1 on an untolerated divergence or a failed expect."""
     from vpmu.eras import get_era
@@ -102,14 +106,17 @@ def run(
     from vpmu.report import dumps, print_run
     from vpmu.run import execute
     from vpmu.scenario import load_scenario
+    from vpmu.scenario.model import JUDGES
 
     if kvm is not None:
         get_era(kvm)  # bad input first: `--kvm ''` is an unknown era, not the default
     if plot is not None:
         check_file(plot, "--plot", (".png",))
+    if judge is not None and judge not in JUDGES:
+        raise VpmuError(f"--judge: expected {' or '.join(JUDGES)}, not {shown(judge)}")
     scn = load_scenario(scenario)
     opts = _checker_options(scn.checker, option)
-    res = execute(scn, kvm=kvm, design=design, options=opts)
+    res = execute(scn, kvm=kvm, design=design, options=opts, judge=judge)
     if plot:
         from vpmu.plot import plot_run
 

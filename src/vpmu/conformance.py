@@ -71,10 +71,10 @@ class ConformanceResult:
 
 def failure_signature(res: RunResult) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """How a run fails: its untolerated divergence labels (`checker.summary` spelling, in
-    order of first appearance) and its failing expect steps, sorted: their `id`, or
+    order of first appearance; none under `judge: expects`) and its failing expect steps, sorted: their `id`, or
     "line N" for a step without one (which a record cannot name: give it an id)."""
     labels: list[str] = []
-    for d in res.divergences:
+    for d in res.divergences if res.judged else ():
         if not d.tolerated and d.label not in labels:
             labels.append(d.label)
     ids = sorted({e.id if e.id is not None else f"line {e.line}" for e in res.expects if not e.ok})

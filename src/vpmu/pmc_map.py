@@ -94,3 +94,21 @@ def pmc_of_rdpmc(cfg: PmuConfig, ecx: int) -> int | None:
 def rdpmc_ecx(pmc: int) -> int:
     """The RDPMC index that reads PMC `pmc` (the inverse of `pmc_of_rdpmc`)."""
     return RDPMC_FIXED | (pmc - FIXED_BASE) if pmc >= FIXED_BASE else pmc
+
+
+def msr_write_value(cfg: PmuConfig, msr: int, value: int) -> int:
+    """The 64-bit value a scenario's write of `value` to `msr` means: -N is 2^width - N for a
+    counter MSR (as a test writes `-1` to preset a counter one event before its wrap).
+    ValueError says why any other value does not fit."""
+    if value > U64:
+        raise ValueError(f"{value:#x} does not fit 64 bits")
+    if value >= 0:
+        return value
+    pmc = pmc_of_msr(cfg, msr)
+    if pmc is None:
+        raise ValueError(f"negative values are only allowed for counter MSRs (-N = 2^width - N), "
+                         f"not for {M.msr_name(msr)}")
+    width = cfg.width_of(pmc)
+    if -value > 1 << width:
+        raise ValueError(f"{value} does not fit a {width}-bit counter")
+    return (1 << width) + value

@@ -165,8 +165,12 @@ def trace_table(res: RunResult, title: str | None = None, width: int = WIDE_TRAC
     return t
 
 
+def _divergence_title(res: RunResult) -> str:
+    return "divergences (~ = tolerated" + ("" if res.judged else "; not judged: judge is expects") + ")"
+
+
 def divergence_table(res: RunResult) -> Table:
-    t = Table(title="divergences (~ = tolerated)", header_style="bold")
+    t = Table(title=_divergence_title(res), header_style="bold")
     for col in ("step", "kind", "vis", "counter", "expected", "observed", "tolerated", "explanation"):
         t.add_column(col, overflow="fold")
     for d in res.divergences:
@@ -201,7 +205,7 @@ def print_run(console: Console, res: RunResult, trace: bool = False, era_from: s
     if res.divergences and console.width >= WIDE_TRACE:
         console.print(divergence_table(res))
     elif res.divergences:
-        console.print(Text("divergences (~ = tolerated):", style="bold"))
+        console.print(Text(_divergence_title(res) + ":", style="bold"))
         for d in res.divergences:
             line = Text(f"  step {d.step} ")
             line.append(d.kind + ("~" if d.tolerated else ""), style="yellow" if d.tolerated else "bold red")

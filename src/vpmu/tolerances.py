@@ -76,7 +76,7 @@ def options_from_mapping(data: dict[str, Any]) -> CheckerOptions:
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise VpmuError(f"checker option pmi_skid must be an integer >= 0, not {shown(value)}")
         elif not isinstance(value, bool):
-            raise VpmuError(f"checker option {shown(name)} must be true or false, not {shown(value)}")
+            raise VpmuError(f"checker option {name} must be true or false, not {shown(value)}")
         values[name] = value
     return CheckerOptions(**values)
 
@@ -97,6 +97,6 @@ def parse_option(text: str) -> tuple[str, bool | int]:
         return name, True
     if raw in ("0", "false", "no", "off"):
         return name, False
-    raise VpmuError(f"option {shown(name)} needs true or false, not {shown(raw)}")
+    raise VpmuError(f"option {name} needs true or false, not {shown(raw)}")
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from vpmu.scenario.dump import action_to_step, dump_scenario
-from vpmu.scenario.load import DEFAULT_ERA, ScenarioError, builtin_names, load_scenario, parse_scenario
-from vpmu.scenario.model import Conformance, ConformanceSource, EraRecord, Expect, Scenario
+from vpmu.scenario.load import DEFAULT_ERA, builtin_names, load_scenario, parse_scenario
+from vpmu.scenario.model import Conformance, ConformanceSource, EraRecord, Expect, Scenario, ScenarioError
 
 __all__ = [
     "DEFAULT_ERA", "Conformance", "ConformanceSource", "EraRecord", "Expect", "Scenario", "ScenarioError",

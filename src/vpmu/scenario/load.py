@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib.resources
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,25 @@ from vpmu.config import FIXED_BASE, PRESETS, PmuConfig, config_from_mapping, pre
 from vpmu.designs import DESIGNS
 from vpmu.divergence import KINDS, parse_divergence_label
 from vpmu.eras import ERAS
-from vpmu.errors import SHOWN_LIMIT, VpmuError, clean, shown
+from vpmu.errors import VpmuError, clean, shown
 from vpmu.insns import INSNS
-from vpmu.pmc_map import U64, counter_name, pmc_of_msr
+from vpmu.pmc_map import U64, counter_name, msr_write_value
 from vpmu.scenario import safe_yaml
-from vpmu.scenario.model import Conformance, ConformanceSource, EraRecord, Expect, Scenario
+from vpmu.scenario.expr import NAME_RE, Expr, ExprError
+from vpmu.scenario.model import (
+    COMPARISONS,
+    JUDGES,
+    Computed,
+    Condition,
+    Conformance,
+    ConformanceSource,
+    EraRecord,
+    Expect,
+    Operand,
+    Save,
+    Scenario,
+    ScenarioError,
+)
 from vpmu.tolerances import CheckerOptions, options_from_mapping
 from vpmu.world import WorldOptions
 
@@ -35,27 +50,24 @@ DEFAULT_ERA = "6.8"
 MAX_SCENARIO_WRAPS = 4096
 
 
-class ScenarioError(VpmuError):
-    """A scenario file that does not validate: `file:line: field: what was expected`."""
-
-    def __init__(self, source: str, line: int | None, fld: str, reason: str) -> None:
-        fld = clean(str(fld))
-        fld = fld if len(fld) <= SHOWN_LIMIT else fld[: SHOWN_LIMIT - 3] + "..."
-        self.source, self.line, self.field, self.reason = source, line, fld, reason
-        where = f"{source}:{line}" if line is not None else source
-        super().__init__(f"{where}: {fld}: {reason}")
-
-
-_TOP_KEYS = ("name", "description", "cpu", "kvm", "design", "options", "steps", "conformance")
+_TOP_KEYS = ("name", "description", "cpu", "kvm", "design", "judge", "options", "before_run", "steps",
+             "conformance")
 _NO_ARG_KINDS = ("cpuid", "hlt", "host_pmi", "save_restore", "clear_filter", "insn", "perf_fail")
 _ITEM_KINDS = ("insn", "wrmsr", "rdmsr", "rdpmc")
+#: Step kinds of the `before_run:` phase: userspace set-up before the first KVM_RUN.
+_BEFORE_RUN_KINDS = ("set_cpuid", "set_filter", "clear_filter", "host_wrmsr", "host_rdmsr", "perf_fail")
+#: Read steps whose result `save: NAME` keeps; writes whose `value` may be computed.
+_SAVING_KINDS = ("rdmsr", "rdpmc", "host_rdmsr")
+_COMPUTED_KINDS = ("wrmsr", "host_wrmsr")
 _EXPECT_KEYS = ("counters", "global_status", "pmis", "fault", "result", "lvtpc", "insn", "any_of")
 _CONFORMANCE_KEYS = ("source", "asserts", "tolerance", "eras")
 _SOURCE_KEYS = ("suite", "repo", "file", "function", "version", "adapted")
 _SUITES = ("kvm-unit-tests", "kvm-selftests")
 _TOLERANCES = ("exact", "at-least", "at-most", "range", "nonzero", "either")
 _ERA_KEYS = ("expected", "divergences", "expects", "reason", "spec")
-_SPEC_FILES = ("kvm-vpmu.md", "architecture-and-peers.md")
+#: Where an expected failure's `spec` may point: docs/facts/kvm-vpmu.md §n or docs/facts/x86-pmu.md A.n
+#: (whose former name, architecture-and-peers.md, is still understood).
+_SPEC_REF = re.compile(r"kvm-vpmu\.md §\d|(x86-pmu|architecture-and-peers)\.md A\.\d")
 _WORLD_FIELDS = {f.name: f for f in dataclasses.fields(WorldOptions)}
 
 
@@ -64,6 +76,10 @@ class _Loader:
         self.source = source
         self.cfg: PmuConfig | None = None
         self.expect_ids: dict[str, int] = {}
+        self.saves: list[Save] = []
+        self.computed: list[Computed] = []
+        self.positions: list[tuple[str, int]] = []  # each action's step (`steps[i]`) and line
+        self.wraps, self.narrowest = 0, 64
 
     def err(self, line: int | None, fld: str, reason: str) -> ScenarioError:
         return ScenarioError(self.source, line, fld, reason)
@@ -86,7 +102,7 @@ class _Loader:
         if node is None:
             return {}
         if not isinstance(node, dict):
-            raise self.err(line, fld, f"expected a mapping, not {_show(node)}")
+            raise self.err(line, fld, f"expected a mapping, not {shown(node)}")
         return node
 
     def integer(self, value: Any, line: int | None, fld: str, *, lo: int | None = 0,
@@ -97,7 +113,7 @@ class _Loader:
             except ValueError:
                 raise self.err(line, fld, f"expected an integer (decimal or 0x hex), not {shown(value)}") from None
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self.err(line, fld, f"expected an integer, not {_show(value)}")
+            raise self.err(line, fld, f"expected an integer, not {shown(value)}")
         out = int(value)
         if lo is not None and out < lo:
             raise self.err(line, fld, f"expected an integer >= {lo}, not {shown(out)}")
@@ -107,31 +123,24 @@ class _Loader:
 
     def boolean(self, value: Any, line: int | None, fld: str) -> bool:
         if not isinstance(value, bool):
-            raise self.err(line, fld, f"expected true or false, not {_show(value)}")
+            raise self.err(line, fld, f"expected true or false, not {shown(value)}")
         return value
 
     def msr(self, value: Any, line: int | None, fld: str) -> int:
         if isinstance(value, bool) or not isinstance(value, int | str):
-            raise self.err(line, fld, f"expected an MSR name or number, not {_show(value)}")
+            raise self.err(line, fld, f"expected an MSR name or number, not {shown(value)}")
         try:
             return msrs.resolve_msr(value if isinstance(value, str) else int(value))
         except VpmuError as e:
             raise self.err(line, fld, str(e)) from None
 
     def msr_value(self, msr: int, value: Any, line: int | None, fld: str) -> int:
-        """An MSR value; -N is 2^width - N for counter MSRs (no other MSR takes negatives)."""
-        v = self.integer(value, line, fld, lo=None, hi=U64)
-        if v >= 0:
-            return v
+        """An MSR value; -N is 2^width - N for counter MSRs (`pmc_map.msr_write_value`)."""
         assert self.cfg is not None
-        pmc = pmc_of_msr(self.cfg, msr)
-        if pmc is None:
-            raise self.err(line, fld, f"negative values are only allowed for counter MSRs "
-                           f"(-N = 2^width - N), not for {msrs.msr_name(msr)}")
-        width = self.cfg.width_of(pmc)
-        if -v > 1 << width:
-            raise self.err(line, fld, f"{v} does not fit a {width}-bit counter")
-        return (1 << width) + v
+        try:
+            return msr_write_value(self.cfg, msr, self.integer(value, line, fld, lo=None, hi=U64))
+        except ValueError as e:
+            raise self.err(line, fld, str(e)) from None
 
     def counter(self, key: Any, line: int | None, fld: str) -> int:
         assert self.cfg is not None
@@ -142,7 +151,7 @@ class _Loader:
         elif isinstance(key, str) and key.startswith("fixed") and key[5:].isdigit():
             idx = FIXED_BASE + int(key[5:])
         else:
-            raise self.err(line, fld, f"expected a counter like gp0 or fixed1, not {_show(key)}")
+            raise self.err(line, fld, f"expected a counter like gp0 or fixed1, not {shown(key)}")
         if idx not in self.cfg.pmc_indices:
             known = ", ".join(counter_name(i) for i in self.cfg.pmc_indices) or "none"
             raise self.err(line, fld, f"{counter_name(idx)} does not exist on this CPU (counters: {known})")
@@ -167,23 +176,45 @@ class _Loader:
         if not isinstance(desc, str):
             raise self.err(self.key_line(doc, "description", None), "description", "expected a string")
         self.cfg = self.cpu(doc["cpu"], self.key_line(doc, "cpu", None))
+        self.narrowest = min((self.cfg.width_of(p) for p in self.cfg.pmc_indices), default=64)
         kvm = doc.get("kvm", DEFAULT_ERA)
         kvm_line = self.key_line(doc, "kvm", None)
         if isinstance(kvm, float | int) and not isinstance(kvm, bool):
-            kvm = str(kvm)
+            raise self.err(kvm_line, "kvm", f"quote the era (kvm: \"{kvm}\"): unquoted, YAML reads a number "
+                           "and 6.10 would be 6.1")
         if not isinstance(kvm, str) or kvm not in ERAS:
-            raise self.err(kvm_line, "kvm", f"expected a KVM era ({', '.join(ERAS)}), not {_show(kvm)}")
+            raise self.err(kvm_line, "kvm", f"expected a KVM era ({', '.join(ERAS)}), not {shown(kvm)}")
         design = doc.get("design")
         design_line = self.key_line(doc, "design", None)
         if design is not None:
             design = self.design(design, design_line)
+        judge = doc.get("judge", "all")
+        if judge not in JUDGES:
+            raise self.err(self.key_line(doc, "judge", None), "judge",
+                           f"expected {' or '.join(JUDGES)}, not {shown(judge)}")
         checker, world = self.options(doc.get("options"), self.key_line(doc, "options", None))
-        actions, expects, positions = self.steps(doc["steps"], self.key_line(doc, "steps", None))
+        actions: list[A.Action] = []
+        expects: list[Expect] = []
+        if "before_run" in doc:
+            self.steps(doc["before_run"], self.key_line(doc, "before_run", None), "before_run",
+                       _BEFORE_RUN_KINDS, actions, expects)
+        before_run = len(actions)
+        self.steps(doc["steps"], self.key_line(doc, "steps", None), "steps",
+                   _NO_ARG_KINDS + tuple(A.ACTION_TYPES), actions, expects)
+        if len(actions) == before_run:
+            raise self.err(self.key_line(doc, "steps", None), "steps",
+                           "needs at least one action (not only expect steps)")
         conformance = None
         if "conformance" in doc:
             conformance = self.conformance(doc["conformance"], self.key_line(doc, "conformance", None), expects)
+            unjudged = next((r for r in conformance.eras if r.divergences), None) if judge == "expects" else None
+            if unjudged is not None:
+                raise self.err(unjudged.line, f"conformance.eras.{unjudged.era}.divergences",
+                               "not judged under `judge: expects`: list the failing expect steps only")
         return Scenario(name.strip(), " ".join(desc.split()), self.cfg, kvm, design, checker, world,
-                        tuple(actions), tuple(expects), self.source, conformance, design_line, positions)
+                        tuple(actions), tuple(expects), self.source, conformance, str(judge),
+                        tuple(self.saves), tuple(self.computed), before_run, design_line,
+                        tuple(self.positions))
 
     def cpu(self, node: Any, line: int | None) -> PmuConfig:
         try:
@@ -247,43 +278,32 @@ class _Loader:
                 raise self.err(kl, fld, f"unknown option (known: {', '.join(known)})")
         return options_from_mapping(checker), world
 
-    def steps(self, node: Any, line: int | None) -> tuple[list[A.Action], list[Expect], tuple[tuple[int, int], ...]]:
+    def steps(self, node: Any, line: int | None, fld: str, kinds: tuple[str, ...],
+              actions: list[A.Action], expects: list[Expect]) -> None:
+        """Append the actions and expect steps of the list `fld` (`steps` or `before_run`)."""
         if not isinstance(node, list) or not node:
-            raise self.err(line, "steps", "expected a non-empty list of steps")
-        actions: list[A.Action] = []
-        expects: list[Expect] = []
-        positions: list[tuple[int, int]] = []
+            raise self.err(line, fld, "expected a non-empty list of steps")
+        kinds = tuple(dict.fromkeys(kinds + ("expect",)))
         for i, step in enumerate(node):
             sl = self.item_line(node, i, line)
-            fld = f"steps[{i}]"
-            kind, args, al = self.split(step, sl, fld, _NO_ARG_KINDS + tuple(A.ACTION_TYPES) + ("expect",))
+            sf = f"{fld}[{i}]"
+            if fld == "before_run" and self.guest_step(step):
+                raise self.err(sl, sf, "before_run holds userspace set-up only (the first guest action is the "
+                               f"first KVM_RUN): one of {', '.join(_BEFORE_RUN_KINDS)}, expect")
+            kind, args, al = self.split(step, sl, sf, kinds)
             if kind == "expect":
-                expects.append(self.expect(args, al, f"{fld}.expect", len(actions) - 1, sl or 0))
+                expects.append(self.expect(args, al, f"{sf}.expect", len(actions) - 1, sl or 0))
                 continue
             if kind == "insn":
-                raise self.err(sl, fld, "insn is only allowed inside emulate/batch items")
-            actions.append(self.action(kind, args, al, f"{fld}.{kind}"))
-            positions.append((i, sl or 0))
-        if not actions:
-            raise self.err(line, "steps", "needs at least one action (not only expect steps)")
-        self.bound_wraps(actions, positions)
-        return actions, expects, tuple(positions)
+                raise self.err(sl, sf, "insn is only allowed inside emulate/batch items")
+            actions.append(self.action(kind, args, al, f"{sf}.{kind}", len(actions), None))
+            self.positions.append((sf, sl or 0))
 
-    def bound_wraps(self, actions: list[A.Action], positions: list[tuple[int, int]]) -> None:
-        """Native runs cost O(counter wraps): a scenario may ask for at most MAX_SCENARIO_WRAPS
-        wraps of its narrowest counter (what a run could take, however many counters count)."""
-        assert self.cfg is not None
-        if not self.cfg.pmc_indices:
-            return
-        narrowest = min(self.cfg.width_of(p) for p in self.cfg.pmc_indices)
-        wraps = 0
-        for a, (i, sl) in zip(actions, positions, strict=True):
-            if isinstance(a, A.Native):
-                wraps += max(a.totals().values()) >> narrowest
-                if wraps > MAX_SCENARIO_WRAPS:
-                    raise self.err(sl, f"steps[{i}].native", f"the native runs add up to more than "
-                                   f"{MAX_SCENARIO_WRAPS:,} wraps of a {narrowest}-bit counter (the most a scenario "
-                                   "may ask for: each wrap is an overflow to simulate and check)")
+    @staticmethod
+    def guest_step(step: Any) -> bool:
+        kind = step if isinstance(step, str) else next(iter(step), None) if isinstance(step, dict) else None
+        cls = A.ACTION_TYPES.get(kind) if isinstance(kind, str) else None
+        return cls is not None and (issubclass(cls, A.GUEST_ACTIONS) or kind in ("insn", "host_pmi"))
 
     def split(self, step: Any, line: int | None, fld: str, kinds: tuple[str, ...]) -> tuple[str, Any, int | None]:
         """A step is `kind` or `{kind: args}`; returns the kind, its args and their line."""
@@ -298,7 +318,8 @@ class _Loader:
             return str(kind), step[kind], line
         raise self.err(line, fld, "expected a step kind, or a mapping with exactly one step kind as key")
 
-    def action(self, kind: str, args: Any, line: int | None, fld: str) -> A.Action:
+    def action(self, kind: str, args: Any, line: int | None, fld: str, step: int, item: int | None) -> A.Action:
+        """One action of step `step` (item `item` of an emulate/batch step, else None)."""
         cls = A.ACTION_TYPES[kind]
         if kind in ("emulate", "batch"):
             if isinstance(args, dict) and set(args) == {"items"}:
@@ -309,18 +330,26 @@ class _Loader:
             for j, item in enumerate(args):
                 il = self.item_line(args, j, line)
                 ik, ia, _ = self.split(item, il, f"{fld}[{j}]", _ITEM_KINDS)
-                items.append(self.action(ik, ia, il, f"{fld}[{j}].{ik}"))
+                items.append(self.action(ik, ia, il, f"{fld}[{j}].{ik}", step, j))
             return cls(tuple(items))  # type: ignore[no-any-return]
         if kind == "native" and isinstance(args, int) and not isinstance(args, bool):
             args = {"count": args}
         if kind == "insn" and isinstance(args, str):
             args = {"name": args}
-        mapping = self.mapping(args, line, fld)
+        mapping = dict(self.mapping(args, line, fld))
+        if kind in _SAVING_KINDS and "save" in mapping:
+            self.save(mapping.pop("save"), self.key_line(args, "save", line), f"{fld}.save", step, item)
+        if kind in _COMPUTED_KINDS and self.is_expression(mapping.get("value")):
+            vl = self.key_line(args, "value", line)
+            expr = self.expression(mapping["value"], vl, f"{fld}.value")
+            self.computed.append(Computed(step, item, expr, vl or 0))
+            mapping["value"] = 0  # a placeholder: the run computes the value (vpmu.run)
         flds = _fields_of(cls)
         for key in mapping:
             if key not in flds:
-                raise self.err(self.key_line(mapping, key, line), f"{fld}.{key}",
-                               f"unknown field (expected: {', '.join(flds) or 'none'})")
+                extra = ", save" if kind in _SAVING_KINDS and item is None else ""
+                raise self.err(self.key_line(args, key, line), f"{fld}.{key}",
+                               f"unknown field (expected: {', '.join(flds) or 'none'}{extra})")
         values: dict[str, Any] = {}
         for name, f in flds.items():
             if name not in mapping:
@@ -328,7 +357,7 @@ class _Loader:
                     raise self.err(line, f"{fld}.{name}", "required field is missing")
                 continue
             v = mapping[name]
-            vl = self.key_line(mapping, name, line)
+            vl = self.key_line(args, name, line)
             vf = f"{fld}.{name}"
             if name == "msr":
                 values[name] = self.msr(v, vl, vf)
@@ -336,7 +365,7 @@ class _Loader:
                 values[name] = v  # converted below, once the MSR is known
             elif name in ("host_pmi",):
                 if v not in ("before-handler", "after-handler"):
-                    raise self.err(vl, vf, f"expected before-handler or after-handler, not {_show(v)}")
+                    raise self.err(vl, vf, f"expected before-handler or after-handler, not {shown(v)}")
                 values[name] = str(v)
             elif name == "action":
                 if isinstance(v, int) and not isinstance(v, bool):
@@ -344,10 +373,10 @@ class _Loader:
                 elif v in ("allow", "deny"):
                     values[name] = str(v)
                 else:
-                    raise self.err(vl, vf, f"expected allow, deny or the ioctl's action number, not {_show(v)}")
+                    raise self.err(vl, vf, f"expected allow, deny or the ioctl's action number, not {shown(v)}")
             elif name == "name":
                 if not isinstance(v, str) or v not in INSNS:
-                    raise self.err(vl, vf, f"expected an instruction name ({', '.join(sorted(INSNS))}), not {_show(v)}")
+                    raise self.err(vl, vf, f"expected an instruction name ({', '.join(sorted(INSNS))}), not {shown(v)}")
                 values[name] = v
             elif name == "events":
                 if not isinstance(v, list):
@@ -362,14 +391,85 @@ class _Loader:
             else:
                 values[name] = self.integer(v, vl, vf, hi=U64)
         if "value" in values:
-            values["value"] = self.msr_value(values["msr"], values["value"], self.key_line(mapping, "value", line),
+            values["value"] = self.msr_value(values["msr"], values["value"], self.key_line(args, "value", line),
                                              f"{fld}.value")
         if kind == "native" and values.get("branches", 0) > values["count"]:
             raise self.err(line, f"{fld}.branches", "expected at most `count` branches")
+        if kind == "native":  # native runs cost O(wraps): bounded per scenario
+            self.wraps += max(values[k] for k in values if k not in ("cpl", "hold_pmi")) >> self.narrowest
+            if self.wraps > MAX_SCENARIO_WRAPS:
+                raise self.err(line, fld, f"the native runs add up to more than {MAX_SCENARIO_WRAPS:,} wraps of a "
+                               f"{self.narrowest}-bit counter (each wrap is an overflow to simulate and check)")
         try:
             return cls(**values)  # type: ignore[no-any-return]
         except VpmuError as e:
             raise self.err(line, fld, str(e)) from None
+
+    # -- saved and computed values (docs/scenario-format.md "Saved values and computed values")
+
+    def save(self, name: Any, line: int | None, fld: str, step: int, item: int | None) -> None:
+        if item is not None:
+            raise self.err(line, fld, "save is only allowed on a read step of its own, not inside emulate/batch")
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+            raise self.err(line, fld, f"expected a name like C or loop_count (letters, digits, _), not {shown(name)}")
+        prev = next((s for s in self.saves if s.name == name), None)
+        if prev is not None:
+            raise self.err(line, fld, f"{name} is already saved at line {prev.line}")
+        self.saves.append(Save(step, name, line or 0))
+
+    @staticmethod
+    def is_expression(value: Any) -> bool:
+        """A string that is not an integer literal: an expression over saved names."""
+        if not isinstance(value, str):
+            return False
+        try:
+            int(value.replace("_", ""), 0)
+        except ValueError:
+            return True
+        return False
+
+    def expression(self, value: str, line: int | None, fld: str) -> Expr:
+        try:
+            expr = Expr.parse(value)
+        except ExprError as e:
+            raise self.err(line, fld, f"expected {e}, not {shown(value)}") from None
+        known = {s.name for s in self.saves}
+        missing = sorted(expr.names - known)
+        if missing:
+            raise self.err(line, fld, f"{missing[0]} is not saved by an earlier read step "
+                           f"(saved so far: {', '.join(sorted(known)) or 'none'})")
+        return expr
+
+    def operand(self, value: Any, line: int | None, fld: str, *, lo: int | None = 0) -> Operand:
+        if self.is_expression(value):
+            return self.expression(value, line, fld)
+        return self.integer(value, line, fld, lo=lo, hi=U64)
+
+    def expected(self, value: Any, line: int | None, fld: str, width: int | None) -> Operand | Condition:
+        """An expect check's value: exact (an integer or an expression), or a mapping of
+        comparisons. `width`: a counter's, where -N means 2^width - N."""
+
+        def one(v: Any, f: str) -> Operand:
+            out = self.operand(v, line, f, lo=None if width is not None else 0)
+            return (1 << width) + out if isinstance(out, int) and out < 0 and width is not None else out
+
+        if not isinstance(value, dict):
+            return one(value, fld)
+        if not value:
+            raise self.err(line, fld, f"expected a value or comparisons ({', '.join(COMPARISONS)}, range)")
+        tests: list[tuple[str, Operand]] = []
+        for op, v in value.items():
+            ol = self.key_line(value, op, line)
+            of = f"{fld}.{op}"
+            if op == "range":
+                if not isinstance(v, list) or len(v) != 2:
+                    raise self.err(ol, of, f"expected [low, high] (both included), not {shown(v)}")
+                tests += [("ge", one(v[0], of)), ("le", one(v[1], of))]
+            elif op in COMPARISONS:
+                tests.append((str(op), one(v, of)))
+            else:
+                raise self.err(ol, of, f"unknown comparison (expected: {', '.join(COMPARISONS)}, range)")
+        return Condition(tuple(tests))
 
     def expect(self, args: Any, line: int | None, fld: str, after: int, step_line: int) -> Expect:
         ident = None
@@ -377,7 +477,7 @@ class _Loader:
             il = self.key_line(args, "id", line)
             ident = args["id"]
             if not isinstance(ident, str) or not ident.strip() or ident != ident.strip():
-                raise self.err(il, f"{fld}.id", f"expected a name without spaces around it, not {_show(ident)}")
+                raise self.err(il, f"{fld}.id", f"expected a name without spaces around it, not {shown(ident)}")
             if ident in self.expect_ids:
                 raise self.err(il, f"{fld}.id", f"id {shown(ident)} is already used at line {self.expect_ids[ident]}")
             self.expect_ids[ident] = il or 0
@@ -401,14 +501,12 @@ class _Loader:
                 for ck, cv in cm.items():
                     cl = self.key_line(cm, ck, kl)
                     idx = self.counter(ck, cl, f"{kf}.{ck}")
-                    val = self.integer(cv, cl, f"{kf}.{ck}", lo=None)
-                    if val < 0:
-                        val = (1 << self.cfg.width_of(idx)) + val
+                    val = self.expected(cv, cl, f"{kf}.{ck}", self.cfg.width_of(idx))
                     checks.append((f"counter:{counter_name(idx)}", val))
             elif key == "fault":
                 checks.append(("fault", self.boolean(v, kl, kf)))
             elif key in ("global_status", "pmis", "result", "lvtpc", "insn"):
-                checks.append((key, self.integer(v, kl, kf, hi=U64)))
+                checks.append((key, self.expected(v, kl, kf, None)))
             elif key == "any_of" and not nested:
                 if not isinstance(v, list) or len(v) < 2:
                     raise self.err(kl, kf, "expected a list of at least two alternatives (each a mapping of checks)")
@@ -424,7 +522,7 @@ class _Loader:
 
     def text(self, node: Any, line: int | None, fld: str) -> str:
         if not isinstance(node, str) or not node.strip():
-            raise self.err(line, fld, f"expected a non-empty string, not {_show(node)}")
+            raise self.err(line, fld, f"expected a non-empty string, not {shown(node)}")
         return " ".join(node.split())
 
     def known_keys(self, node: dict[str, Any], line: int | None, fld: str, known: tuple[str, ...],
@@ -455,7 +553,7 @@ class _Loader:
         tols = list(tol) if isinstance(tol, list) else [tol]
         bad = next((t for t in tols if not isinstance(t, str) or t not in _TOLERANCES), None)
         if bad is not None or not tols:
-            raise self.err(tl, f"{fld}.tolerance", f"{_show(bad)} is not one of: {', '.join(_TOLERANCES)} "
+            raise self.err(tl, f"{fld}.tolerance", f"{shown(bad)} is not one of: {', '.join(_TOLERANCES)} "
                            "(one, or a list)")
         if len(set(tols)) != len(tols):
             raise self.err(tl, f"{fld}.tolerance", "lists a tolerance twice")
@@ -479,12 +577,12 @@ class _Loader:
         if node == "pass":
             return EraRecord(era, "pass", line=line)
         if not isinstance(node, dict):
-            raise self.err(line, fld, f"expected pass or a mapping with keys {', '.join(_ERA_KEYS)}, not {_show(node)}")
+            raise self.err(line, fld, f"expected pass or a mapping with keys {', '.join(_ERA_KEYS)}, not {shown(node)}")
         self.known_keys(node, line, fld, _ERA_KEYS, ("expected",))
         expected = node["expected"]
         if expected not in ("pass", "fail"):
             raise self.err(self.key_line(node, "expected", line), f"{fld}.expected",
-                           f"expected pass or fail, not {_show(expected)}")
+                           f"expected pass or fail, not {shown(expected)}")
         if expected == "pass":
             extra = [k for k in node if k != "expected"]
             if extra:
@@ -498,9 +596,9 @@ class _Loader:
         reason = self.text(node["reason"], self.key_line(node, "reason", line), f"{fld}.reason")
         spl = self.key_line(node, "spec", line)
         spec = self.text(node["spec"], spl, f"{fld}.spec")
-        if not any(f"{name} §" in spec for name in _SPEC_FILES):
-            raise self.err(spl, f"{fld}.spec", "expected a spec reference like 'kvm-vpmu.md §2.1 I8' "
-                           f"({' or '.join(_SPEC_FILES)} followed by a § section)")
+        if not _SPEC_REF.search(spec):
+            raise self.err(spl, f"{fld}.spec", "expected a spec reference like 'kvm-vpmu.md §2.1 I8' or "
+                           "'x86-pmu.md A.8' (docs/facts/)")
         labels = self.string_list(node.get("divergences", []), self.key_line(node, "divergences", line),
                                   f"{fld}.divergences")
         dl = self.key_line(node, "divergences", line)
@@ -522,17 +620,11 @@ class _Loader:
 
     def string_list(self, node: Any, line: int | None, fld: str) -> list[str]:
         if not isinstance(node, list) or not all(isinstance(x, str) for x in node):
-            raise self.err(line, fld, f"expected a list of strings, not {_show(node)}")
+            raise self.err(line, fld, f"expected a list of strings, not {shown(node)}")
         return [str(x) for x in node]
 
 
-@functools.cache
-def _fields_of(cls: type) -> dict[str, dataclasses.Field[Any]]:
-    return {f.name: f for f in dataclasses.fields(cls)}
-
-
-def _show(value: Any) -> str:
-    return shown(value)
+_fields_of = functools.cache(lambda cls: {f.name: f for f in dataclasses.fields(cls)})  # per action class
 
 
 def parse_scenario(text: str | bytes, source: str = "<memory>") -> Scenario:
@@ -552,17 +644,14 @@ def builtin_names() -> list[str]:
 
 def load_scenario(ref: str) -> Scenario:
     """A scenario file path, or the name of a built-in scenario."""
-    path = Path(ref)
+    data, path = None, Path(ref)
     try:
-        is_file = path.suffix in (".yaml", ".yml") or path.exists()
-    except (OSError, ValueError) as e:  # a name too long for the file system, a NUL byte
-        raise VpmuError(f"cannot read scenario {shown(ref)}: {getattr(e, 'strerror', None) or e}") from None
-    if is_file:
-        try:
+        if path.suffix in (".yaml", ".yml") or path.exists():
             with path.open("rb") as f:
                 data = f.read(safe_yaml.MAX_BYTES + 1)
-        except OSError as e:
-            raise VpmuError(f"cannot read scenario {shown(ref)}: {e.strerror or e}") from None
+    except (OSError, ValueError) as e:  # also a name too long for the file system, a NUL byte
+        raise VpmuError(f"cannot read scenario {shown(ref)}: {getattr(e, 'strerror', None) or e}") from None
+    if data is not None:
         return parse_scenario(data, ref)
     if ref in builtin_names():
         text = (importlib.resources.files("vpmu") / "scenarios" / f"{ref}.yaml").read_text(encoding="utf-8")

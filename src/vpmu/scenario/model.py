@@ -8,13 +8,87 @@ from typing import Any
 
 from vpmu import actions as A
 from vpmu.config import PmuConfig
+from vpmu.errors import SHOWN_LIMIT, VpmuError, clean
+from vpmu.scenario.expr import Expr
 from vpmu.tolerances import CheckerOptions
+
+#: What decides a scenario's exit code (`judge:`, `--judge`): `all` = the checker's untolerated
+#: divergences and the expect steps; `expects` = the expect steps alone (divergences are still
+#: reported, marked as not judged), as an upstream test is judged on its own asserts.
+JUDGES = ("all", "expects")
+
+#: Comparisons an expect check may make (`range: [lo, hi]` is `ge: lo, le: hi`).
+COMPARISONS = ("eq", "ne", "ge", "gt", "le", "lt", "bits_set", "bits_clear")
+
+
+class ScenarioError(VpmuError):
+    """A scenario that does not validate or cannot run: `file:line: field: what was expected`."""
+
+    def __init__(self, source: str, line: int | None, fld: str, reason: str) -> None:
+        fld = clean(str(fld))  # a field named by a file's key: shown like any offending value
+        fld = fld if len(fld) <= SHOWN_LIMIT else fld[: SHOWN_LIMIT - 3] + "..."
+        self.source, self.line, self.field, self.reason = source, line, fld, reason
+        where = f"{source}:{line}" if line is not None else source
+        super().__init__(f"{where}: {fld}: {reason}")
+
+
+#: An expected value: a constant, or computed from saved values when the check runs.
+Operand = int | Expr
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """Comparisons the observed value must all pass, as (comparison, operand) pairs in the
+    file's order, e.g. (("ge", 10), ("lt", Expr("C"))). A plain value is not a Condition: it
+    is an exact check, shown as the value itself."""
+
+    tests: tuple[tuple[str, Operand], ...]
+
+    def holds(self, observed: int, value_of: Any) -> bool:
+        """Whether `observed` passes every test; `value_of(operand)` gives an operand's integer."""
+        for op, operand in self.tests:
+            v = value_of(operand)
+            ok = {"eq": observed == v, "ne": observed != v, "ge": observed >= v, "gt": observed > v,
+                  "le": observed <= v, "lt": observed < v, "bits_set": observed & v == v,
+                  "bits_clear": observed & v == 0}[op]
+            if not ok:
+                return False
+        return True
+
+    def show(self, value_of: Any) -> str:
+        """`>= 0xa, < 0x14`: what the check expects, computed operands resolved."""
+        sym = {"eq": "==", "ne": "!=", "ge": ">=", "gt": ">", "le": "<=", "lt": "<",
+               "bits_set": "bits set", "bits_clear": "bits clear"}
+        return ", ".join(f"{sym[op]} {value_of(v):#x}" for op, v in self.tests)
+
+
+@dataclass(frozen=True, slots=True)
+class Save:
+    """`save: NAME` on a read step: the KVM and the reference side each keep their own result
+    of action `step` under `name` (a faulting read saves nothing)."""
+
+    step: int
+    name: str
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class Computed:
+    """A write whose value is computed when it runs: action `step` (item `item` of an
+    emulate/batch step, else None) takes `expr` evaluated over that machine's saved values."""
+
+    step: int
+    item: int | None
+    expr: Expr
+    line: int
 
 
 @dataclass(frozen=True, slots=True)
 class Expect:
     """Assertions about the KVM model's observation after action `after` (-1: before any).
-    `id` names the step (unique in its file) so a conformance record can refer to it."""
+    `checks` are (what, expected) pairs: `expected` is a value (int, bool or Expr: exact), a
+    Condition, or for `any_of` a tuple of alternative check lists. `id` names the step (unique
+    in its file) so a conformance record can refer to it."""
 
     after: int
     line: int
@@ -88,7 +162,9 @@ class Conformance:
 class Scenario:
     """One scenario file: the CPU, era and design to run, checker options, `world` (keyword
     arguments of `vpmu.world.WorldOptions`, only those the file sets), the actions, the expect
-    steps and the optional conformance record. `source` is the file it came from."""
+    steps and the optional conformance record. `source` is the file it came from; `judge` what
+    decides its exit code (JUDGES); `saves` and `computed` its run-time values; the first
+    `before_run` actions are its `before_run:` phase (userspace set-up before the first KVM_RUN)."""
 
     name: str
     description: str
@@ -101,7 +177,12 @@ class Scenario:
     expects: tuple[Expect, ...] = ()
     source: str = "<memory>"
     conformance: Conformance | None = None
+    judge: str = "all"
+    saves: tuple[Save, ...] = ()
+    computed: tuple[Computed, ...] = ()
+    before_run: int = 0
     design_line: int | None = None  # the line of `design:`, for the refusal of user code
-    #: each action's step in the file, (index in `steps`, line), for errors found while running
-    positions: tuple[tuple[int, int], ...] = ()
+    #: each action's step in the file (`steps[i]`, `before_run[i]`) and line, for errors found
+    #: while running
+    positions: tuple[tuple[str, int], ...] = ()
 
