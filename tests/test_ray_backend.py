@@ -7,10 +7,7 @@ One local Ray instance with 2 CPUs serves the whole module (starting Ray takes s
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +17,7 @@ import pytest
 ray = pytest.importorskip(
     "ray", reason="the Ray backend tests need the ray extra: pip install -e '.[test,ray]'")
 
+from processes import descendants, interrupt_running_search, wait_gone  # noqa: E402
 from vpmu.config import preset  # noqa: E402
 from vpmu.explore import (  # noqa: E402
     Bounds,
@@ -147,11 +145,11 @@ def test_a_joined_instance_is_left_running(backend: RayBackend) -> None:
 @linux_only
 def test_close_shuts_down_the_instance_it_started(backend: RayBackend) -> None:
     """Last test of the module: it closes the shared backend."""
-    ours = {pid: cmd for pid, cmd in _descendants(os.getpid()).items() if "ray" in cmd}
+    ours = {pid: cmd for pid, cmd in descendants(os.getpid()).items() if "ray" in cmd}
     assert any("raylet" in cmd for cmd in ours.values())
     backend.close()
     assert not ray.is_initialized()
-    assert _wait_gone(ours) == {}
+    assert wait_gone(ours) == {}
     backend.close()  # idempotent
 
 
@@ -159,69 +157,8 @@ def test_close_shuts_down_the_instance_it_started(backend: RayBackend) -> None:
 def test_interrupted_cli_leaves_no_process_behind(tmp_path: Path) -> None:
     """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) while units run:
     exit 130, and the Ray instance the command started is gone with everything it ran."""
-    code = ("import sys; from vpmu.cli import main; "
-            "sys.argv = ['vpmu', 'explore', '--backend', 'ray', '--jobs', '2', '--kvm', '6.8', "
-            "'--mode', 'exhaustive', '--depth', '9', '--no-save']; main()")
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    seen: dict[int, str] = {}
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        seen.update(_descendants(proc.pid))
-        if any(cmd.startswith("ray::run_unit") for cmd in seen.values()):
-            break
-        time.sleep(0.1)
-    assert proc.poll() is None, "the search ended before it could be interrupted"
-    assert any(cmd.startswith("ray::run_unit") for cmd in seen.values()), "no unit ever ran"
-    seen.update(_descendants(proc.pid))
-    os.killpg(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err.decode()
-    assert _wait_gone(seen) == {}
-
-
-# --- processes -------------------------------------------------------------------------------
-
-
-def _processes() -> dict[int, tuple[int, str]]:
-    """Live (not zombie) processes: pid -> (parent pid, command line)."""
-    out = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            continue
-        state, ppid = stat[stat.rindex(")") + 2:].split()[:2]
-        if state not in "ZX":
-            out[int(entry)] = (int(ppid), cmd)
-    return out
-
-
-def _descendants(root: int) -> dict[int, str]:
-    procs = _processes()
-    out: dict[int, str] = {}
-    todo = [root]
-    while todo:
-        parent = todo.pop()
-        for pid, (ppid, cmd) in procs.items():
-            if ppid == parent and pid not in out:
-                out[pid] = cmd
-                todo.append(pid)
-    return out
-
-
-def _wait_gone(pids: dict[int, str], timeout: float = 15.0) -> dict[int, str]:
-    """The processes of `pids` still alive after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        procs = _processes()
-        alive = {pid: cmd for pid, cmd in pids.items() if pid in procs and procs[pid][1] == cmd}
-        if not alive or time.monotonic() > deadline:
-            return alive
-        time.sleep(0.2)
-
+    code, err, seen = interrupt_running_search(tmp_path, [
+        "explore", "--backend", "ray", "--jobs", "2", "--kvm", "6.8", "--mode", "exhaustive", "--depth", "9",
+        "--no-save"], "ray::run_unit")
+    assert code == 130, err
+    assert wait_gone(seen, timeout=120) == {}

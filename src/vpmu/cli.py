@@ -583,6 +583,8 @@ def main(argv: list[str] | None = None) -> None:
             raise
         sys.stderr.write(f"vpmu: internal error: {type(e).__name__}: {one_line(str(e))} (rerun with --debug)\n")
         sys.exit(2)
+    if rv == 130:  # click's answer to a KeyboardInterrupt inside a command
+        sys.stderr.write("vpmu: interrupted\n")
     sys.exit(rv if isinstance(rv, int) else 0)
 
 

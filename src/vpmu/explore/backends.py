@@ -8,6 +8,8 @@ creates a backend closes it.
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -41,6 +43,10 @@ class Backend(Protocol):
         ...
 
 
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
 class LocalBackend:
     """`jobs` worker processes on this machine (spawned on first use, only when jobs > 1).
     With one job everything runs in this process, states kept in memory."""
@@ -50,8 +56,20 @@ class LocalBackend:
         self._pool: ProcessPoolExecutor | None = None
 
     def _executor(self) -> ProcessPoolExecutor:
+        """The pool, its workers started with Ctrl-C ignored (an ignored signal stays ignored
+        across the spawn): the terminal's SIGINT reaches the whole process group, and only
+        this process acts on it (`close()` stops the workers). A Ctrl-C in the moment the
+        workers start is ignored too."""
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.partitions, mp_context=get_context("spawn"))
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
+            try:
+                self._pool = ProcessPoolExecutor(max_workers=self.partitions, mp_context=get_context("spawn"))
+                # every worker now, not one per submit later: the stdlib's switch for it is private
+                self._pool._safe_to_dynamically_spawn_children = False  # type: ignore[attr-defined]
+                self._pool.submit(int).result()
+            finally:
+                if previous is not None:
+                    signal.signal(signal.SIGINT, previous)
         return self._pool
 
     def _run_units(self, units: list[Unit]) -> list[list[Successor[IndexPath, bytes]]]:
@@ -68,6 +86,13 @@ class LocalBackend:
         return list(self._executor().map(random_unit, jobs))
 
     def close(self) -> None:
+        """Stop the workers at once, busy or not (after Ctrl-C a unit may still be running:
+        its result is not wanted). Idempotent."""
         if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-            self._pool = None
+            pool, self._pool = self._pool, None
+            workers = list((getattr(pool, "_processes", None) or {}).values())  # no public handle on them
+            pool.shutdown(wait=False, cancel_futures=True)
+            for w in workers:
+                w.terminate()
+            for w in workers:
+                w.join()

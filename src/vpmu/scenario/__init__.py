@@ -7,8 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from vpmu.scenario.dump import action_to_step, dump_scenario
-from vpmu.scenario.load import DEFAULT_ERA, builtin_names, load_scenario, parse_scenario
+from vpmu.scenario.load import DEFAULT_ERA
 from vpmu.scenario.model import Conformance, ConformanceSource, EraRecord, Expect, Scenario, ScenarioError
+from vpmu.scenario.read import builtin_names, load_scenario, parse_scenario
 
 __all__ = [
     "DEFAULT_ERA", "Conformance", "ConformanceSource", "EraRecord", "Expect", "Scenario", "ScenarioError",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib.resources
 import re
 from pathlib import Path
 from typing import Any
@@ -23,10 +22,9 @@ from vpmu.config import FIXED_BASE, PRESETS, PmuConfig, config_from_mapping, pre
 from vpmu.designs import DESIGNS
 from vpmu.divergence import KINDS, parse_divergence_label
 from vpmu.eras import ERAS
-from vpmu.errors import VpmuError, clean, shown
+from vpmu.errors import VpmuError, shown
 from vpmu.insns import INSNS
 from vpmu.pmc_map import U64, counter_name, msr_write_value
-from vpmu.scenario import safe_yaml
 from vpmu.scenario.expr import NAME_RE, Expr, ExprError
 from vpmu.scenario.model import (
     COMPARISONS,
@@ -42,6 +40,7 @@ from vpmu.scenario.model import (
     Scenario,
     ScenarioError,
 )
+from vpmu.scenario.safe_yaml import YDict
 from vpmu.tolerances import CheckerOptions, options_from_mapping
 from vpmu.world import WorldOptions
 
@@ -80,23 +79,20 @@ class _Loader:
         self.computed: list[Computed] = []
         self.positions: list[tuple[str, int]] = []  # each action's step (`steps[i]`) and line
         self.wraps, self.narrowest = 0, 64
+        self.seen: dict[Any, A.Action] = {}
 
     def err(self, line: int | None, fld: str, reason: str) -> ScenarioError:
         return ScenarioError(self.source, line, fld, reason)
 
     @staticmethod
     def key_line(node: Any, key: Any, default: int | None) -> int | None:
-        try:
-            return int(node.lc.key(key)[0]) + 1
-        except Exception:  # noqa: BLE001 - plain dicts (built in code) have no line info
-            return default
+        lines = getattr(node, "lines", None)  # safe_yaml's YDict; plain dicts (built in code) have none
+        return lines[key] + 1 if type(lines) is dict and key in lines else default
 
     @staticmethod
     def item_line(node: Any, i: int, default: int | None) -> int | None:
-        try:
-            return int(node.lc.item(i)[0]) + 1
-        except Exception:  # noqa: BLE001
-            return default
+        lines = getattr(node, "lines", None)  # safe_yaml's YList
+        return lines[i] + 1 if type(lines) is list and 0 <= i < len(lines) else default
 
     def mapping(self, node: Any, line: int | None, fld: str) -> dict[str, Any]:
         if node is None:
@@ -319,7 +315,23 @@ class _Loader:
         raise self.err(line, fld, "expected a step kind, or a mapping with exactly one step kind as key")
 
     def action(self, kind: str, args: Any, line: int | None, fld: str, step: int, item: int | None) -> A.Action:
-        """One action of step `step` (item `item` of an emulate/batch step, else None)."""
+        """One action of step `step` (item `item` of an emulate/batch step, else None); a repeat
+        of a plain one (scalar arguments, no save, no computed value) is validated once."""
+        key = (kind, tuple(args.items()) if isinstance(args, dict) else args) if _plain(args) else None
+        out = self.seen.get(key) if key is not None else None
+        if out is None:
+            out = self.checked_action(kind, args, line, fld, step, item)
+            if key is not None:
+                self.seen[key] = out
+        if isinstance(out, A.Native):  # native runs cost O(wraps): bounded per scenario
+            self.wraps += max(out.totals().values()) >> self.narrowest
+            if self.wraps > MAX_SCENARIO_WRAPS:
+                raise self.err(line, fld, f"the native runs add up to more than {MAX_SCENARIO_WRAPS:,} wraps of a "
+                               f"{self.narrowest}-bit counter (each wrap is an overflow to simulate and check)")
+        return out
+
+    def checked_action(self, kind: str, args: Any, line: int | None, fld: str, step: int,
+                       item: int | None) -> A.Action:
         cls = A.ACTION_TYPES[kind]
         if kind in ("emulate", "batch"):
             if isinstance(args, dict) and set(args) == {"items"}:
@@ -395,11 +407,6 @@ class _Loader:
                                              f"{fld}.value")
         if kind == "native" and values.get("branches", 0) > values["count"]:
             raise self.err(line, f"{fld}.branches", "expected at most `count` branches")
-        if kind == "native":  # native runs cost O(wraps): bounded per scenario
-            self.wraps += max(values[k] for k in values if k not in ("cpl", "hold_pmi")) >> self.narrowest
-            if self.wraps > MAX_SCENARIO_WRAPS:
-                raise self.err(line, fld, f"the native runs add up to more than {MAX_SCENARIO_WRAPS:,} wraps of a "
-                               f"{self.narrowest}-bit counter (each wrap is an overflow to simulate and check)")
         try:
             return cls(**values)  # type: ignore[no-any-return]
         except VpmuError as e:
@@ -624,37 +631,14 @@ class _Loader:
         return [str(x) for x in node]
 
 
+def _plain(args: Any) -> bool:
+    return args is None or type(args) in (int, str) or (type(args) is YDict and "save" not in args and all(
+        type(v) in (int, bool) or (type(v) is str and k != "value") for k, v in args.items()))
+
+
 _fields_of = functools.cache(lambda cls: {f.name: f for f in dataclasses.fields(cls)})  # per action class
 
 
-def parse_scenario(text: str | bytes, source: str = "<memory>") -> Scenario:
-    """A scenario from its text (bytes: a file's, decoded as UTF-8 by `safe_yaml.decode`)."""
-    with safe_yaml.no_gc():  # many small new objects, no cycles: collecting them is wasted work
-        try:
-            doc = safe_yaml.parse(safe_yaml.decode(text) if isinstance(text, bytes) else text)
-        except safe_yaml.YamlError as e:
-            raise ScenarioError(clean(source), e.line, "<yaml>", e.message) from None
-        return _Loader(clean(source)).scenario(doc)
-
-
-def builtin_names() -> list[str]:
-    root = importlib.resources.files("vpmu") / "scenarios"
-    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
-
-
-def load_scenario(ref: str) -> Scenario:
-    """A scenario file path, or the name of a built-in scenario."""
-    data, path = None, Path(ref)
-    try:
-        if path.suffix in (".yaml", ".yml") or path.exists():
-            with path.open("rb") as f:
-                data = f.read(safe_yaml.MAX_BYTES + 1)
-    except (OSError, ValueError) as e:  # also a name too long for the file system, a NUL byte
-        raise VpmuError(f"cannot read scenario {shown(ref)}: {getattr(e, 'strerror', None) or e}") from None
-    if data is not None:
-        return parse_scenario(data, ref)
-    if ref in builtin_names():
-        text = (importlib.resources.files("vpmu") / "scenarios" / f"{ref}.yaml").read_text(encoding="utf-8")
-        return parse_scenario(text, f"builtin:{ref}")
-    raise VpmuError(f"no scenario file or built-in scenario named {shown(ref)} (built-ins: "
-                    f"{', '.join(builtin_names())})")
+def scenario_from_data(doc: Any, source: str) -> Scenario:
+    """Validate a parsed scenario document (`safe_yaml.parse`: plain data with line numbers)."""
+    return _Loader(source).scenario(doc)

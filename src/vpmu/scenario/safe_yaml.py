@@ -176,6 +176,7 @@ def _build(text: str) -> Any:  # noqa: C901 - one loop over the events, kept fla
     # node count when it started, its anchor and its line
     stack: list[list[Any]] = []
     anchors: dict[str, tuple[Any, int]] = {}
+    numbers: dict[str, Any] = {}  # plain scalars read as numbers, by their text
     root: Any = None
     documents = 0
     nodes = 0  # nodes so far, aliases counted expanded
@@ -194,7 +195,9 @@ def _build(text: str) -> Any:  # noqa: C901 - one loop over the events, kept fla
                     if value in special:
                         value = special[value]
                     elif value[:1] in _NUMERIC_START:
-                        value = _plain(value, ev.start_mark.line + 1)
+                        known = numbers.get(value, no_key)
+                        value = numbers.setdefault(value, _plain(value, ev.start_mark.line + 1)) \
+                            if known is no_key else known
                 elif ev.style == '"' and bad_char.search(value):
                     raise YamlError(ev.start_mark.line + 1, "control character or lone surrogate in a string")
                 if ev.anchor is not None:
