@@ -60,10 +60,7 @@ class YDict(dict[Any, Any]):
     """A mapping that knows the (0-based) line of each key: `d.lc.key(k)` -> (line, 0)."""
 
     __slots__ = ("lines",)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: dict[Any, int] = {}
+    lines: dict[Any, int]  # set by whoever makes one (no __init__: millions are made)
 
     @property
     def lc(self) -> YDict:
@@ -77,10 +74,7 @@ class YList(list[Any]):
     """A sequence that knows the (0-based) line of each item: `l.lc.item(i)` -> (line, 0)."""
 
     __slots__ = ("lines",)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[int] = []
+    lines: list[int]
 
     @property
     def lc(self) -> YList:
@@ -173,7 +167,7 @@ def _build(text: str) -> Any:  # noqa: C901 - one loop over the events, kept fla
     loader = _Loader(text)
     get_event = loader.get_event
     # per open collection: the container, its pending key (mappings), the key's line, the
-    # node count when it started, its anchor and its line
+    # node count when it started, its anchor, its line, its `lines` and whether it is a list
     stack: list[list[Any]] = []
     anchors: dict[str, tuple[Any, int]] = {}
     numbers: dict[str, Any] = {}  # plain scalars read as numbers, by their text
@@ -188,8 +182,9 @@ def _build(text: str) -> Any:  # noqa: C901 - one loop over the events, kept fla
             kind = type(ev)
             if kind is scalar_event:
                 nodes += 1
-                if ev.tag is not None and ev.tag != "!":
-                    raise YamlError(ev.start_mark.line + 1, f"YAML tags are not allowed ({ev.tag[:40]})")
+                tag = ev.tag
+                if tag is not None and tag != "!":
+                    raise YamlError(ev.start_mark.line + 1, f"YAML tags are not allowed ({tag[:40]})")
                 value: Any = ev.value
                 if ev.implicit[0]:
                     if value in special:
@@ -211,24 +206,25 @@ def _build(text: str) -> Any:  # noqa: C901 - one loop over the events, kept fla
                 if len(stack) >= MAX_DEPTH:
                     raise YamlError(line + 1, f"nested deeper than {MAX_DEPTH} levels")
                 nodes += 1
-                top = [YDict() if kind is mapping_start else YList(), no_key, 0, nodes - 1, ev.anchor, line]
+                new: Any = YDict() if kind is mapping_start else YList()
+                new.lines = {} if kind is mapping_start else []
+                top = [new, no_key, 0, nodes - 1, ev.anchor, line, new.lines, kind is sequence_start]
                 stack.append(top)
                 continue
             elif kind is mapping_end or kind is sequence_end:
-                value, _, _, first, anchor, line = stack.pop()
+                value, _, _, first, anchor, line, _, _ = stack.pop()
                 top = stack[-1] if stack else None
                 if anchor is not None:
                     anchors[anchor] = (value, nodes - first)
                 if top is None:
                     root = value
                     continue
-                container = top[0]
-                if type(container) is YList:
-                    container.append(value)
-                    container.lines.append(line)
+                if top[7]:
+                    top[0].append(value)
+                    top[6].append(line)
                 else:  # a collection is never a key (refused at its start)
-                    container[top[1]] = value
-                    container.lines[top[1]] = top[2]
+                    top[0][top[1]] = value
+                    top[6][top[1]] = top[2]
                     top[1] = no_key
                 continue
             elif kind is alias_event:
@@ -253,9 +249,9 @@ def _build(text: str) -> Any:  # noqa: C901 - one loop over the events, kept fla
                 root = value
                 continue
             container = top[0]
-            if type(container) is YList:
+            if top[7]:
                 container.append(value)
-                container.lines.append(ev.start_mark.line)
+                top[6].append(ev.start_mark.line)
             elif top[1] is no_key:
                 if kind is alias_event and isinstance(value, dict | list):
                     raise YamlError(ev.start_mark.line + 1, "a mapping key must be a plain value, not a collection")
@@ -264,7 +260,7 @@ def _build(text: str) -> Any:  # noqa: C901 - one loop over the events, kept fla
                 top[1], top[2] = value, ev.start_mark.line
             else:
                 container[top[1]] = value
-                container.lines[top[1]] = top[2]
+                top[6][top[1]] = top[2]
                 top[1] = no_key
     finally:
         loader.dispose()
