@@ -43,12 +43,15 @@ def _rounds(n: int) -> dict[str, Any]:
     ref_obs = [ref.step(a) for a in acts]
     kvm_obs = [kvm.step(a) for a in acts]
     t1 = time.perf_counter()
-    divs = compare(cfg, ref_obs, kvm_obs)
-    t2 = time.perf_counter()
+    checks = []
+    for _ in range(3):  # best of 3: the check is short, a loaded machine is not
+        t = time.perf_counter()
+        divs = compare(cfg, ref_obs, kvm_obs)
+        checks.append(time.perf_counter() - t)
     wraps = sum(1 for o in ref_obs for s in o.signals if s.source == "wrap")
     work = check_work(cfg, ref_obs, kvm_obs)
     return {"overflows": wraps, "steps": len(acts), "run_seconds": round(t1 - t0, 3),
-            "check_seconds": round(t2 - t1, 3), "check_work": work, "work_per_overflow": round(work / wraps, 2),
+            "check_seconds": round(min(checks), 3), "check_work": work, "work_per_overflow": round(work / wraps, 2),
             "divergences": len(divs)}
 
 
