@@ -58,7 +58,8 @@ def test_the_known_era_behaviours_are_recorded() -> None:
     pre69 = ("6.1", "6.6", "6.6.y", "6.8")
     want = (
         {("kut-emulated-instr-amd", e) for e in ("6.1", "6.6.y", "6.9", "mediated")}  # (a), (g)
-        | {("kut-emulated-instr-amd-2025", "6.1"), ("kut-counter-overflow-amd", "6.1")}  # (g)
+        | {(n, "6.1") for n in ("kut-emulated-instr-amd-2025", "kut-counter-overflow-amd",
+                                "kut-running-counter-wrmsr-amd")}                          # (g)
         | {(n, e) for n in ("st-fixed-counters-1of3", "st-fixed-counters-3of3", "st-gp-counters-fw",
                             "st-gp-counters-legacy-1gp")
            for e in pre69}                                                  # (c)
