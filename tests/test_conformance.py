@@ -61,7 +61,7 @@ def test_the_known_era_behaviours_are_recorded() -> None:
         | {(n, "6.1") for n in ("kut-emulated-instr-amd-2025", "kut-counter-overflow-amd",
                                 "kut-running-counter-wrmsr-amd")}                          # (g)
         | {(n, e) for n in ("st-fixed-counters-1of3", "st-fixed-counters-3of3", "st-gp-counters-fw",
-                            "st-gp-counters-legacy-1gp")
+                            "st-gp-counters-legacy-1gp", "st-fixed-counters-v5-enumerated")
            for e in pre69}                                                  # (c)
         | {("st-arch-event-unavailable", e) for e in pre69}                 # (h)
         | {("st-pmu-caps-guest-wrmsr", "6.1")}                              # (k)
