@@ -41,7 +41,7 @@ def test_upstream_check(name: str, era: str) -> None:
 
 
 def test_every_scenario_records_every_era() -> None:
-    assert len(SCENARIOS) >= 38
+    assert len(SCENARIOS) >= 46
     for name, scn in SCENARIOS.items():
         assert scn.conformance is not None
         assert [r.era for r in scn.conformance.eras] == list(ERAS), name
