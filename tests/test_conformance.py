@@ -41,7 +41,7 @@ def test_upstream_check(name: str, era: str) -> None:
 
 
 def test_every_scenario_records_every_era() -> None:
-    assert len(SCENARIOS) >= 32
+    assert len(SCENARIOS) >= 46
     for name, scn in SCENARIOS.items():
         assert scn.conformance is not None
         assert [r.era for r in scn.conformance.eras] == list(ERAS), name
@@ -58,8 +58,10 @@ def test_the_known_era_behaviours_are_recorded() -> None:
     pre69 = ("6.1", "6.6", "6.6.y", "6.8")
     want = (
         {("kut-emulated-instr-amd", e) for e in ("6.1", "6.6.y", "6.9", "mediated")}  # (a), (g)
-        | {("kut-emulated-instr-amd-2025", "6.1")}                          # (g)
-        | {(n, e) for n in ("st-fixed-counters-1of3", "st-gp-counters-fw", "st-gp-counters-legacy-1gp")
+        | {(n, "6.1") for n in ("kut-emulated-instr-amd-2025", "kut-counter-overflow-amd",
+                                "kut-running-counter-wrmsr-amd")}                          # (g)
+        | {(n, e) for n in ("st-fixed-counters-1of3", "st-fixed-counters-3of3", "st-gp-counters-fw",
+                            "st-gp-counters-legacy-1gp", "st-fixed-counters-v5-enumerated")
            for e in pre69}                                                  # (c)
         | {("st-arch-event-unavailable", e) for e in pre69}                 # (h)
         | {("st-pmu-caps-guest-wrmsr", "6.1")}                              # (k)
