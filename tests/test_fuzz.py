@@ -91,3 +91,11 @@ def test_a_markup_path_is_printed_as_is(tmp_path: Path, capsys: pytest.CaptureFi
     code, out, err = cli(capsys, "run", str(path))
     assert code == 0, err
     assert "[red]x[/red]" in out
+
+
+def test_anchor_names_with_dots_still_pair() -> None:
+    from vpmu.scenario.safe_yaml import parse
+
+    doc = parse('d: "keep *a.b &c.d"\nx: &as-6.6 {a: 1}\ny: [*as-6.6, *as-6.6]\n')
+    assert doc["d"] == "keep *a.b &c.d"
+    assert doc["y"] == [{"a": 1}, {"a": 1}] and doc["y"][0] is doc["x"]

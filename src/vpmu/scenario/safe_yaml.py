@@ -135,6 +135,10 @@ def parse(text: str) -> Any:
         with no_gc():
             return _build(text)
     except yaml.MarkedYAMLError as e:
+        if e.context and ("anchor" in e.context or "alias" in e.context):
+            renamed = _DOTTED_NAME.sub(_undot, text)
+            if renamed != text:  # libyaml's names have no dots; ruamel's had (`&as-6.6`)
+                return parse(renamed)
         mark = e.problem_mark or e.context_mark
         what = e.problem or "syntax error"
         if e.context and ("anchor" in e.context or "alias" in e.context):
@@ -268,4 +272,15 @@ def _build(text: str) -> Any:  # noqa: C901 - one loop over the events, kept fla
 
 
 _NUMERIC_START = frozenset("0123456789+-.")
+#: an anchor or alias whose name has a dot, where YAML puts one (renamed consistently: a name
+#: only pairs an alias with its anchor)
+def _undot(m: re.Match[str]) -> str:
+    """An anchor or alias name with its dots renamed, unless it is inside quotes or a comment."""
+    before = m.string[m.string.rfind("\n", 0, m.start()) + 1:m.start()]
+    if before.count('"') % 2 or before.count("'") % 2 or "#" in before:
+        return m.group(0)
+    return m.group(0).replace(".", "_DOT_")
+
+
+_DOTTED_NAME = re.compile(r"(?<![^\s\[{,])[&*][A-Za-z0-9_-]*\.[A-Za-z0-9_.-]*")
 _NO_KEY: Any = object()
