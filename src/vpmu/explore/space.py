@@ -29,7 +29,7 @@ from vpmu.actions import (
 )
 from vpmu.assumptions import ASSUMPTIONS, action_assumptions
 from vpmu.config import AMD_COUNTER_WIDTH, FIXED_BASE, PmuConfig
-from vpmu.errors import VpmuError
+from vpmu.errors import VpmuError, shown
 from vpmu.events import ENCODINGS, FIXED_EVENTS, FIXED_KINDS, FIXED_OS, FIXED_PMI, FIXED_USR, EventKind, make_eventsel
 from vpmu.pmc_map import (
     U64,
@@ -147,10 +147,11 @@ class Bounds:
         longest = min(MAX_WRAPS_PER_RUN << self.width, U64)
         if any(n > longest for n in self.native):
             raise bad("native", f"run lengths must be <= {longest} ({MAX_WRAPS_PER_RUN} wraps of a "
-                      f"{self.width}-bit counter), not {max(self.native)}")
+                      f"{self.width}-bit counter), not {shown(max(self.native))}")
         if any(not -(1 << self.width) <= v < 1 << self.width for v in self.values):
+            wide = next(v for v in self.values if not -(1 << self.width) <= v < 1 << self.width)
             raise bad("values", f"each value must fit a {self.width}-bit counter (-N is 2^width - N, N <= "
-                      f"2^width), not {next(v for v in self.values if not -(1 << self.width) <= v < 1 << self.width)}")
+                      f"2^width), not {shown(wide)}")
         if not 0 <= self.skid <= 64:
             raise bad("skid", f"must be 0..64 guest steps, not {self.skid}")
         if not self.kinds:
