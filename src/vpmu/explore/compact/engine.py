@@ -1,0 +1,162 @@
+"""The compact engine: which configurations the kernel covers, and its breadth-first search.
+
+`plan(target, bounds)` builds the `Kernel` and `Monitor` for a configuration or says, in one
+line, why the kernel does not cover it (the explorer then runs the object engine and prints
+that line). `kernel_bfs` is the BFS of `vpmu.explore.search.bfs` — the same levels, the same
+admission order (letters in alphabet order, states in discovery order), the same statistics
+and end conditions — over compact states: the state is the visited key, a transition is one
+`Kernel.step` and one `Monitor.advance`. A path that diverges is replayed on the object models
+(`Judge.root`), so its findings, and everything shrunk and saved from them, are exactly the
+object engine's.
+"""
+
+from __future__ import annotations
+
+import time
+
+from vpmu.config import FIXED_BASE
+from vpmu.designs import resolve_design
+from vpmu.eras import get_era
+from vpmu.events import EVENTSEL_ENABLE
+from vpmu.host import HOST_COUNTER_WIDTH
+from vpmu.world import WorldOptions
+
+from ..causes import Candidates
+from ..judge import Finding, Judge, Target
+from ..search import PROGRESS_EVERY, Progress, SearchResult, Stats, past_deadline
+from ..space import Bounds, CountedEvent, alphabet, counters_in_use, eventsel_of, setup_prefix
+from .machine import GLOBALS, K_MASKED, K_STATUS, R_MASKED, R_STATUS, Kernel
+from .monitor import Monitor, Shown, Window
+
+#: The LVTPC values the covered configurations show: a Linux guest's, and it masked.
+_LVTPC = (0x400, 0x10400)
+
+
+class Plan:
+    """A covered configuration: its kernel, monitor, alphabet and root."""
+
+    def __init__(self, target: Target, bounds: Bounds, kernel: Kernel, monitor: Monitor,
+                 letters: list[tuple[int, ...]], kinds: list[str], root: tuple[int, ...]) -> None:
+        self.target, self.bounds, self.kernel, self.monitor = target, bounds, kernel, monitor
+        self.letters, self.kinds, self.root = letters, kinds, root
+        self.counters = counters_in_use(target.cfg, bounds)
+        self.events = bounds.event_map(target.cfg)
+        self.prefix = setup_prefix(target.cfg, self.counters, self.events)
+
+    def shown(self, state: tuple[int, ...]) -> Shown:
+        ref, kvm = self.kernel.counters(state)
+        return (ref, kvm, state[R_STATUS], state[K_STATUS], _LVTPC[state[R_MASKED]], _LVTPC[state[K_MASKED]])
+
+
+def plan(target: Target, bounds: Bounds) -> Plan | str:
+    """The kernel for `target` within `bounds`, or why it does not cover them (one line)."""
+    cfg = target.cfg
+    if not cfg.is_intel or not cfg.has_global_msrs:
+        return "the compact kernel covers Intel PMUs with global MSRs (v2+), not this CPU"
+    if bounds.fixed:
+        return "the compact kernel covers GP counters only, not fixed counters"
+    if any(CountedEvent.parse(e) != CountedEvent("instructions") for e in bounds.events):
+        return "the compact kernel covers counters of instructions at every CPL only"
+    era = get_era(target.era)
+    design = resolve_design(target.design, era.default_design)
+    if design.fast is None:
+        return f"design {design.name!r} has no fast form (docs/designs.md)"
+    if type(design.backing).__name__ != "CounterBacking" or design.writes_sample_period:
+        return f"design {design.name!r} does not count with host perf events"
+    w = target.world
+    if w != WorldOptions(skid=w.skid) or w.host_counter_width != HOST_COUNTER_WIDTH:
+        return "the compact kernel covers the default world options only"
+    actions = alphabet(cfg, bounds)
+    n = bounds.gp
+    mask = cfg.gp_mask
+    events = bounds.event_map(cfg)
+    sel_on = tuple(eventsel_of(cfg, ev) | EVENTSEL_ENABLE for idx, ev in events if idx < FIXED_BASE)
+    ref, world = target.machines()
+    prefix = setup_prefix(cfg, counters_in_use(cfg, bounds), events)
+    for a in prefix:
+        ref.step(a)
+        world.step(a)
+    hw = tuple(not era.hw_event_available or world.kvm.hw_event_available(world.kvm.pmu.gp_counters[j])
+               for j in range(n))
+    kernel = Kernel(cfg, era, design.fast, n, mask, hw, sel_on)
+    letters = [kernel.letter(a) for _, a in actions]
+    uncovered = sorted({k for (k, _), lt in zip(actions, letters, strict=True) if lt is None})
+    if uncovered:
+        return f"the compact kernel does not cover the action kinds {', '.join(uncovered)}"
+    root = kernel.encode(ref, world)
+    if root is None:
+        return "the set-up state is outside the compact kernel's state"
+    layout = [cfg.pmc_indices.index(p) for p in counters_in_use(cfg, bounds)]
+    monitor = Monitor(cfg, target.checker_options, [a for _, a in actions], layout)
+    return Plan(target, bounds, kernel, monitor, [lt for lt in letters if lt is not None],
+                [k for k, _ in actions], root)
+
+
+def kernel_bfs(p: Plan, depth: int, deadline: float | None = None, progress: Progress | None = None) -> SearchResult:
+    """`vpmu.explore.search.bfs` over compact states (same levels, order and statistics)."""
+    kernel, monitor = p.kernel, p.monitor
+    step, advance, shown = kernel.step, monitor.advance, p.shown
+    letters = list(enumerate(p.letters))
+    stats = Stats(states=1)
+    found: Candidates[Finding] = Candidates()
+    start = time.perf_counter()
+    judge = Judge(p.target)
+    actions = monitor.letters
+    root_window: Window = (shown(p.root), ())
+    visited = {p.root}
+    frontier: list[tuple[tuple[int, ...], Window, tuple[int, ...]]] = [(p.root, root_window, ())]
+    reported = 0
+    for level in range(1, depth + 1):
+        nxt: list[tuple[tuple[int, ...], Window, tuple[int, ...]]] = []
+        expanded = 0
+        for state, window, path in frontier:
+            if past_deadline(deadline):
+                stats.stopped_by_budget = True
+                break
+            for li, letter in letters:
+                child, obs = step(state, letter)
+                verdict, win = advance(window, li, obs, shown(child))
+                stats.transitions += 1
+                if verdict:
+                    _record(p, judge, found, actions, path + (li,), verdict)
+                    continue
+                if child in visited:
+                    continue
+                visited.add(child)
+                stats.states += 1
+                nxt.append((child, win, path + (li,)))
+            expanded += 1
+            if progress is not None and stats.transitions - reported >= PROGRESS_EVERY:
+                reported = stats.transitions
+                stats.elapsed = time.perf_counter() - start
+                progress(stats, found.kinds)
+        if stats.stopped_by_budget:
+            stats.frontier_left = len(frontier) - expanded + len(nxt)
+            break
+        stats.depth_reached = level
+        if progress is not None:
+            reported = stats.transitions
+            stats.elapsed = time.perf_counter() - start
+            progress(stats, found.kinds)
+        frontier = nxt
+        if not frontier:
+            stats.exhausted = True
+            break
+    else:
+        stats.depth_limited = True
+        stats.frontier_left = len(frontier)
+    stats.elapsed = time.perf_counter() - start
+    return SearchResult("exhaustive", stats, found.findings())
+
+
+def _record(p: Plan, judge: Judge, found: Candidates[Finding], actions: list, path: tuple[int, ...],
+            verdict: tuple[tuple[str, str, str | None], ...]) -> None:
+    """Findings of a diverged path, built by replaying it on the object models (only when a
+    candidate of its coarse key would still be kept)."""
+    shape = frozenset(p.kinds[i] for i in path)
+    if not any(found.wants((kind, vis), ((kind, vis), counter, shape)) for kind, vis, counter in verdict):
+        return
+    suffix = tuple(actions[i] for i in path)
+    _, divs = judge.root(p.prefix + suffix)
+    for d in divs:
+        found.add(Finding.of(p.target.cfg, p.counters, suffix, d, p.events))

@@ -1,0 +1,488 @@
+"""Both machines of an explored configuration as one flat tuple of ints, and a pure step.
+
+The compact kernel's model (docs/performance.md "The compact kernel"): for the counters in
+use, the reference's and KVM's state as ints — per counter KVM's design fields (counter,
+prev_counter, emulated_counter), the event select's enable bit, the host perf event (sample
+period, count, enabled, period_left, armed), the paused flag, and the reference's value; then
+both machines' GLOBAL_STATUS and LVTPC mask bits. Everything else the object models hold is
+constant between steps in the covered configurations (`encode` checks each such fact and
+refuses a state that breaks one): one perf event per counter with the guest's config, no
+request, reprogram bit, queued NMI or in-flight host PMI left over from a step.
+
+`Kernel.step(state, letter)` mirrors `vpmu.world.World.step` and
+`vpmu.reference.ReferenceMachine.step` for the covered letters (each helper names the object
+method it follows); the object models stay the oracle: tests/test_compact.py compares the
+two on every transition of bounded spaces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from vpmu import msrs
+from vpmu.actions import Action, Batch, Cpuid, Emulate, HostPmi, Insn, Native, Rdmsr, Rdpmc, Wrmsr
+from vpmu.config import PmuConfig
+from vpmu.designs import FastForm
+from vpmu.eras import Era
+from vpmu.events import EVENTSEL_ENABLE
+from vpmu.host import max_period
+from vpmu.lapic import LINUX_GUEST_LVTPC
+from vpmu.pmc_map import counter_msr, eventsel_msr, rdpmc_ecx, status_clear_msr, status_msr
+from vpmu.reference import ReferenceMachine
+from vpmu.world import World
+
+#: Global slots: KVM's GLOBAL_STATUS, KVM's LVTPC mask bit, the reference's GLOBAL_STATUS and
+#: LVTPC mask bit.
+K_STATUS, K_MASKED, R_STATUS, R_MASKED = range(4)
+GLOBALS = 4
+#: Per-counter slots (offsets from the counter's base).
+C, P, E, EN, PERIOD, COUNT, ENABLED, LEFT, ARMED, PAUSED, REF = range(11)
+STRIDE = 11
+
+# Letter opcodes (`Kernel.letter`).
+OP_NATIVE, OP_EXIT, OP_HOSTPMI, OP_BATCH, OP_WRCTR, OP_RDPMC, OP_RDSTATUS, OP_CLEAR, OP_LVTPC, OP_TOGGLE, \
+    OP_EMULATE = range(11)
+
+REQ_PMU, REQ_PMI, REQ_NMI, REQ_EVENT = 1, 2, 4, 8
+_REQ_BIT = {"pmu": REQ_PMU, "pmi": REQ_PMI, "nmi": REQ_NMI}
+
+#: A step's observation, compact: (instructions retired, reference results, KVM results,
+#: reference PMIs, KVM PMIs, reference signals, KVM signals); PMIs and signals carry the
+#: instructions retired in the step before them, results are (value or None, fault).
+Result_ = tuple[int | None, bool]
+Signal_ = tuple[int, int, str]
+StepObs = tuple[int, tuple[Result_, ...], tuple[Result_, ...], tuple[int, ...], tuple[int, ...],
+                tuple[Signal_, ...], tuple[Signal_, ...]]
+Letter = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """The step function for one configuration: `n` GP counters of width mask `mask` counting
+    instructions at every CPL, on `era` with a design's fast form `fast`."""
+
+    cfg: PmuConfig
+    era: Era
+    fast: FastForm
+    n: int
+    mask: int
+    hw_avail: tuple[bool, ...]
+    sel_on: tuple[int, ...]
+
+    # --- letters -----------------------------------------------------------------------
+
+    def letter(self, action: Action) -> Letter | None:
+        """The opcode of a covered action (None: the kernel does not cover it)."""
+        cfg = self.cfg
+        match action:
+            case Native() if (not action.hold_pmi and action.cpl == 0 and action.count > 0
+                              and not any(v for e, v in action.totals().items() if e != "instructions")):
+                return (OP_NATIVE, action.count)
+            case Cpuid() if action.cpl == 0:
+                return (OP_EXIT,)
+            case HostPmi():
+                return (OP_HOSTPMI,)
+            case Emulate() if action.items and all(_plain(i) for i in action.items):
+                return (OP_EMULATE, len(action.items))
+            case Batch() if action.items and all(_plain(i) for i in action.items):
+                return (OP_BATCH, len(action.items), 0)
+            case Batch() if (len(action.items) > 1 and all(_plain(i) for i in action.items[:-1])
+                             and action.items[-1] == Rdmsr(status_msr(cfg))):
+                return (OP_BATCH, len(action.items) - 1, 1)
+            case Rdmsr() if action == Rdmsr(status_msr(cfg)):
+                return (OP_RDSTATUS,)
+            case Rdpmc() if action.cpl == 0 and action.ecx in [rdpmc_ecx(j) for j in range(self.n)]:
+                return (OP_RDPMC, action.ecx)
+            case Wrmsr() if action.cpl == 0:
+                return self._wrmsr_letter(action)
+        return None
+
+    def _wrmsr_letter(self, action: Wrmsr) -> Letter | None:
+        cfg, v = self.cfg, action.value
+        for j in range(self.n):
+            if action.msr == counter_msr(cfg, j) and v <= self.mask and (cfg.full_width_writes or v < 1 << 31):
+                return (OP_WRCTR, j, v)
+            if action.msr == eventsel_msr(cfg, j) and v | EVENTSEL_ENABLE == self.sel_on[j]:
+                return (OP_TOGGLE, j, 1 if v & EVENTSEL_ENABLE else 0)
+        if action.msr == status_clear_msr(cfg) and not v >> self.n:
+            return (OP_CLEAR, v)
+        if action.msr == msrs.X2APIC_LVTPC and v == LINUX_GUEST_LVTPC:
+            return (OP_LVTPC,)
+        return None
+
+    # --- the state -----------------------------------------------------------------------
+
+    def encode(self, ref: ReferenceMachine, world: World) -> tuple[int, ...] | None:
+        """Both object machines as a compact state, or None when the state holds anything the
+        compact form does not (then the kernel cannot continue from it)."""
+        k, pmu, lapic = world.kvm, world.kvm.pmu, world.lapic
+        enable = (1 << self.n) - 1
+        if (k.requests or pmu.reprogram_pmi or pmu.need_cleanup or pmu.fixed_ctr_ctrl
+                or pmu.global_ctrl != enable or k.filter is not None or world.host.fail or world.halted
+                or world.pmi_age or lapic.nmi_queued or lapic.nmi_pending or lapic.irr
+                or lapic.lvtpc & ~msrs.LVTPC_MASKED != LINUX_GUEST_LVTPC or not lapic.in_kernel
+                or pmu.event_count != self.n):
+            return None
+        a = ref.pmu
+        if (a.global_ctrl != enable or a.filter is not None or a.fixed_ctrl
+                or a.lvtpc & ~msrs.LVTPC_MASKED != LINUX_GUEST_LVTPC):
+            return None
+        out = [pmu.global_status, 1 if lapic.lvtpc & msrs.LVTPC_MASKED else 0,
+               a.global_status, 1 if a.lvtpc & msrs.LVTPC_MASKED else 0]
+        for pmc in k.valid_pmcs()[self.n:]:
+            if pmc.counter or pmc.prev_counter or pmc.emulated_counter or pmc.perf_event is not None or (
+                    pmc.idx < 32 and pmc.eventsel):
+                return None
+        if any(a.counters[i] for i in a.counters if i >= self.n) or any(a.eventsel[self.n:]):
+            return None
+        for j in range(self.n):
+            pmc, ev = pmu.gp_counters[j], pmu.gp_counters[j].perf_event
+            if (ev is None or pmc.extra or pmc.eventsel | EVENTSEL_ENABLE != self.sel_on[j] or not pmc.intr
+                    or pmc.current_config != self.sel_on[j] or ev.overflow_pending or pmc.eventsel_hw
+                    or ev.exclude_user or ev.exclude_kernel or a.eventsel[j] != pmc.eventsel
+                    or ev.config != self.sel_on[j] & k.pmu.raw_event_mask):
+                return None
+            out += [pmc.counter, pmc.prev_counter, pmc.emulated_counter, 1 if pmc.eventsel & EVENTSEL_ENABLE else 0,
+                    ev.sample_period, ev.count, int(ev.enabled), ev.period_left, ev.armed, int(pmc.is_paused),
+                    a.counters[j]]
+        return tuple(out)
+
+    # --- the step -------------------------------------------------------------------------
+
+    def step(self, state: tuple[int, ...], letter: Letter) -> tuple[tuple[int, ...], StepObs]:
+        """One letter on both machines: the next state and the step's compact observation."""
+        s = list(state)
+        st = _Step(self, s)
+        op = letter[0]
+        if op == OP_NATIVE:
+            st.native(letter[1])
+            st.ref_retire(letter[1])
+            st.t += letter[1]
+        elif op == OP_EXIT:
+            st.retire_both()
+            st.enter()
+        elif op == OP_HOSTPMI:
+            pass
+        elif op == OP_EMULATE:
+            for _ in range(letter[1]):
+                st.retire_both()
+                st.enter()
+        elif op == OP_BATCH:
+            for _ in range(letter[1]):
+                st.retire_both()
+            if letter[2]:
+                st.rres.append((s[R_STATUS], False))
+                st.kres.append((s[K_STATUS], False))
+                st.retire_both()
+            st.enter()
+        else:
+            st.msr(letter)
+            st.retire_both()
+            st.enter()
+        obs = (st.t, tuple(st.rres), tuple(st.kres), tuple(st.rpmis), tuple(st.kpmis), tuple(st.rsigs),
+               tuple(st.ksigs))
+        return tuple(s), obs
+
+    def counters(self, state: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The guest-visible values of the counters in use: reference, KVM."""
+        ref, kvm = [], []
+        for j in range(self.n):
+            b = GLOBALS + STRIDE * j
+            live = state[b + COUNT] if not state[b + PAUSED] else 0
+            ref.append(state[b + REF])
+            kvm.append(self.fast.read((state[b + C], state[b + P], state[b + E]), live, self.mask))
+        return tuple(ref), tuple(kvm)
+
+
+def _plain(item: object) -> bool:
+    """An emulated instruction the kernel covers: a plain non-branch instruction at CPL 0."""
+    return isinstance(item, Insn) and not item.branch and not item.name and item.cpl == 0
+
+
+class _Step:
+    """The mutable work of one `Kernel.step` (the state list and what the step shows)."""
+
+    __slots__ = ("k", "s", "t", "req", "nmi_queued", "nmi_pending", "rres", "kres", "rpmis", "kpmis",
+                 "rsigs", "ksigs", "reprogram")
+
+    def __init__(self, k: Kernel, s: list[int]) -> None:
+        self.k, self.s = k, s
+        self.t = 0
+        self.req = self.nmi_queued = self.nmi_pending = self.reprogram = 0
+        self.rres: list[Result_] = []
+        self.kres: list[Result_] = []
+        self.rpmis: list[int] = []
+        self.kpmis: list[int] = []
+        self.rsigs: list[Signal_] = []
+        self.ksigs: list[Signal_] = []
+
+    # -- KVM: perf event (vpmu.host.PerfEvent)
+
+    def set_period(self, b: int) -> None:
+        """PerfEvent._set_period (x86_perf_event_set_period)."""
+        s = self.s
+        period, left = s[b + PERIOD], s[b + LEFT]
+        if left <= -period:
+            left = period
+        elif left <= 0:
+            left += period
+        s[b + LEFT] = left
+        s[b + ARMED] = min(max(left, 2), _MAX_PERIOD)
+
+    def note_silent(self, j: int, b: int) -> None:
+        """KvmVcpu._note_silent_period: a period elapsed under perf's minimum of 2."""
+        s = self.s
+        if s[b + ENABLED] and s[b + PERIOD] > 0 and s[b + LEFT] <= 0:
+            self.ksigs.append((j, self.t, "min-period"))
+
+    def sample_period(self, value: int) -> int:
+        """KvmVcpu.get_sample_period."""
+        period = (-value) & self.k.mask
+        return period if period else self.k.mask + 1
+
+    def live(self, b: int) -> int:
+        return self.s[b + COUNT] if not self.s[b + PAUSED] else 0
+
+    def fields(self, b: int) -> tuple[int, int, int]:
+        s = self.s
+        return (s[b + C], s[b + P], s[b + E])
+
+    def put(self, b: int, f: tuple[int, int, int]) -> None:
+        s = self.s
+        s[b + C], s[b + P], s[b + E] = f
+
+    # -- KVM: pmu.c
+
+    def read(self, b: int) -> int:
+        """KvmVcpu.pmc_read_counter via the design's fast form."""
+        return self.k.fast.read(self.fields(b), self.live(b), self.k.mask)
+
+    def write_counter(self, j: int, value: int) -> None:
+        """KvmVcpu.pmc_write_counter: the design's write, then pmc_update_sample_period."""
+        k, s, b = self.k, self.s, GLOBALS + STRIDE * j
+        self.put(b, k.fast.write(self.fields(b), value, self.live(b), k.mask, k.era.mask_counter_writes))
+        if s[b + PAUSED] or s[b + PERIOD] == 0:
+            return
+        self.note_silent(j, b)
+        s[b + PERIOD] = self.sample_period(s[b + C])
+        s[b + LEFT] = 0
+        if s[b + ENABLED]:
+            self.set_period(b)
+
+    def request_reprogram(self, j: int) -> None:
+        """kvm_pmu_request_counter_reprogram."""
+        self.reprogram |= 1 << j
+        self.req |= REQ_PMU
+
+    def overflow_inner(self, j: int, in_pmi: bool) -> None:
+        """KvmVcpu.kvm_perf_overflow_inner (__kvm_perf_overflow); the PMI is always requested
+        here: a hardware overflow is handled inside the NMI VM-exit."""
+        self.s[K_STATUS] |= 1 << j
+        self.ksigs.append((j, self.t, "hw" if in_pmi else "emulated"))
+        self.req |= REQ_PMI
+
+    def perf_overflow(self, j: int) -> None:
+        """KvmVcpu.kvm_perf_overflow."""
+        if self.reprogram >> j & 1:
+            self.ksigs.append((j, self.t, "ignored"))
+            return
+        self.reprogram |= 1 << j
+        self.overflow_inner(j, True)
+        self.req |= REQ_PMU
+
+    def reprogram_counter(self, j: int) -> None:
+        """KvmVcpu.reprogram_counter (the perf event exists and keeps its config)."""
+        k, s, b = self.k, self.s, GLOBALS + STRIDE * j
+        live = 0
+        if not s[b + PAUSED]:  # perf_pause
+            self.note_silent(j, b)
+            live = s[b + COUNT]
+            s[b + ENABLED] = s[b + ARMED] = s[b + COUNT] = 0
+        f, wrapped = k.fast.pause(self.fields(b), live, k.mask)
+        self.put(b, f)
+        s[b + PAUSED] = 1
+        if not (s[b + EN] and k.hw_avail[j]):
+            if wrapped:
+                self.ksigs.append((j, self.t, "disallowed"))
+            self.complete(j, b)
+            return
+        if wrapped:
+            self.overflow_inner(j, False)
+        # pmc_resume_counter: perf_event_period, then perf_event_enable
+        s[b + PERIOD] = self.sample_period(s[b + C])
+        s[b + LEFT] = 0
+        s[b + ENABLED] = 1
+        self.set_period(b)
+        s[b + PAUSED] = 0
+        self.complete(j, b)
+
+    def complete(self, j: int, b: int) -> None:
+        """KvmVcpu.reprogram_complete."""
+        if not self.k.era.snapshot_reprogram_bitmap:
+            self.reprogram &= ~(1 << j)
+        self.put(b, self.k.fast.complete(self.fields(b)))
+
+    def handle_event(self) -> None:
+        """KvmVcpu.kvm_pmu_handle_event."""
+        if self.k.era.snapshot_reprogram_bitmap:
+            snapshot = self.reprogram
+            self.reprogram = 0
+            for j in range(self.k.n):
+                if snapshot >> j & 1:
+                    self.reprogram_counter(j)
+        else:
+            todo = self.reprogram
+            for j in range(self.k.n):
+                if todo >> j & 1 and self.reprogram >> j & 1:
+                    self.reprogram_counter(j)
+
+    def deliver_pmi(self) -> None:
+        """KvmVcpu.kvm_pmu_deliver_pmi -> Lapic.local_deliver_lvtpc (NMI mode)."""
+        s = self.s
+        if s[K_MASKED]:
+            return
+        self.nmi_queued += 1
+        if self.k.era.auto_mask_lvtpc(self.k.cfg.vendor):
+            s[K_MASKED] = 1
+        self.req |= REQ_NMI
+
+    def enter(self) -> None:
+        """World.vcpu_enter_guest: requests in the era's order, then NMI injection."""
+        order = self.k.era.request_order
+        for _ in range(8):
+            for name in order:
+                bit = _REQ_BIT[name]
+                if not self.req & bit:
+                    continue
+                self.req &= ~bit
+                if bit == REQ_PMU:
+                    self.handle_event()
+                elif bit == REQ_PMI:
+                    self.deliver_pmi()
+                else:
+                    total = self.nmi_pending + self.nmi_queued
+                    self.nmi_queued = 0
+                    self.nmi_pending = min(total, 2)
+                    if self.nmi_pending:
+                        self.req |= REQ_EVENT
+            if self.req & REQ_EVENT:
+                self.req &= ~REQ_EVENT
+                self.kpmis.extend([self.t] * self.nmi_pending)
+                self.nmi_pending = 0
+            if not self.req:
+                return
+
+    def kvm_retire(self) -> None:
+        """World.kvm_skip_emulated_instruction: kvm_pmu_trigger_event(instructions)."""
+        k, s = self.k, self.s
+        for j in range(k.n):
+            b = GLOBALS + STRIDE * j
+            if s[b + EN] and k.hw_avail[j]:
+                self.put(b, k.fast.incr(self.fields(b), k.mask))
+                self.request_reprogram(j)
+
+    def native(self, count: int) -> None:
+        """World._native for a run of instructions without hold_pmi: perf counts up to each
+        interrupt; a real overflow lands at once as an NMI VM-exit."""
+        k, s = self.k, self.s
+        pos = 0
+        t0 = self.t
+        while pos < count:
+            step = count - pos
+            sources = [GLOBALS + STRIDE * j for j in range(k.n) if s[GLOBALS + STRIDE * j + ENABLED]]
+            for b in sources:
+                if 0 < s[b + ARMED] < step:
+                    step = s[b + ARMED]
+            pending = []
+            for b in sources:  # PerfEvent.advance
+                s[b + COUNT] += step
+                s[b + LEFT] -= step
+                if s[b + ARMED] == 0:
+                    continue
+                s[b + ARMED] -= step
+                if s[b + ARMED] > 0:
+                    continue
+                if s[b + LEFT] <= 0:
+                    pending.append(b)
+                else:
+                    self.set_period(b)
+            pos += step
+            self.t = t0 + pos
+            if pending:  # World._nmi_exit -> land_host_pmi
+                for b in pending:
+                    self.set_period(b)
+                    self.perf_overflow((b - GLOBALS) // STRIDE)
+                self.enter()
+        self.t = t0
+
+    def msr(self, letter: Letter) -> None:
+        """The intercepted WRMSR/RDMSR/RDPMC's effect on both machines (kvm_set_msr_common /
+        kvm_get_msr_common / kvm_pmu_rdpmc; ArchPmu.wrmsr / rdmsr / rdpmc)."""
+        s, op = self.s, letter[0]
+        if op == OP_WRCTR:
+            j, v = letter[1], letter[2]
+            self.write_counter(j, v)
+            s[GLOBALS + STRIDE * j + REF] = v
+            self.rres.append((None, False))
+            self.kres.append((None, False))
+        elif op == OP_RDPMC:
+            b = GLOBALS + STRIDE * letter[1]
+            self.rres.append((s[b + REF], False))
+            self.kres.append((self.read(b), False))
+        elif op == OP_RDSTATUS:
+            self.rres.append((s[R_STATUS], False))
+            self.kres.append((s[K_STATUS], False))
+        elif op == OP_CLEAR:
+            s[R_STATUS] &= ~letter[1]
+            s[K_STATUS] &= ~letter[1]
+            self.rres.append((None, False))
+            self.kres.append((None, False))
+        elif op == OP_LVTPC:
+            s[R_MASKED] = s[K_MASKED] = 0
+            self.rres.append((None, False))
+            self.kres.append((None, False))
+        else:  # OP_TOGGLE: intel_pmu_set_msr's event select write
+            j, en = letter[1], letter[2]
+            b = GLOBALS + STRIDE * j
+            if s[b + EN] != en:
+                s[b + EN] = en
+                self.request_reprogram(j)
+            self.rres.append((None, False))
+            self.kres.append((None, False))
+
+    # -- the reference (vpmu.arch.ArchPmu.retire)
+
+    def ref_retire(self, count: int) -> None:
+        """ArchPmu.retire of `count` instructions at CPL 0: every wrap at its instruction, one
+        PMI per group of counters wrapping on the same instruction (masked LVTPC: dropped)."""
+        k, s = self.k, self.s
+        period = k.mask + 1
+        wraps: list[tuple[int, int]] = []
+        for j in range(k.n):
+            b = GLOBALS + STRIDE * j
+            if not s[b + EN]:
+                continue
+            first = period - s[b + REF]
+            wraps.extend((off, j) for off in range(first, count + 1, period))
+            s[b + REF] = (s[b + REF] + count) & k.mask
+        wraps.sort()
+        last = -1
+        for off, j in wraps:
+            self.rsigs.append((j, self.t + off, "wrap"))
+            s[R_STATUS] |= 1 << j
+            if off != last:
+                last = off
+                if not s[R_MASKED]:
+                    self.rpmis.append(self.t + off)
+                    s[R_MASKED] = 1
+
+    def retire_both(self) -> None:
+        """One intercepted or emulated instruction retires on both machines (its effect done)."""
+        self.ref_retire(1)
+        self.t += 1
+        self.kvm_retire()
+
+
+#: perf's max_period for the host's 48-bit counters.
+_MAX_PERIOD = max_period()
