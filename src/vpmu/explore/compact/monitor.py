@@ -42,9 +42,10 @@ Window = tuple[Shown, tuple[Entry, ...]]
 Verdict = tuple[tuple[str, str, str | None], ...]
 
 
-def settled(entries: Sequence[Entry]) -> bool:
+def settled(entries: Sequence[Entry], losses: frozenset[str] = frozenset()) -> bool:
     """Every obligation of the window is met at its end (judge.py `_balanced`, plus equal
-    values and LVTPC): the next window may start here."""
+    values and LVTPC): the next window may start here. A wrap whose loss the options tolerate
+    (`losses`: the KVM signal sources recording it, e.g. "min-period" under R3) is met too."""
     last = entries[-1][2]
     if last[0] != last[1] or last[2] != last[3] or last[4] != last[5]:
         return False
@@ -55,7 +56,7 @@ def settled(entries: Sequence[Entry]) -> bool:
         for pmc, _, _ in obs[5]:
             wraps[pmc] = wraps.get(pmc, 0) + 1
         for pmc, _, source in obs[6]:
-            if source in ("hw", "emulated"):
+            if source in ("hw", "emulated") or source in losses:
                 wraps[pmc] = wraps.get(pmc, 0) - 1
     return not pmis and not any(wraps.values())
 
@@ -78,6 +79,11 @@ class Monitor:
     memo: dict[tuple[Shown, tuple[Entry, ...]], Verdict] = field(default_factory=dict)
     judged: int = 0
 
+    def __post_init__(self) -> None:
+        o = self.options
+        self.losses = frozenset(src for src, on in (("min-period", o.r3_min_period), ("ignored", o.r7_ignored_overflow),
+                                                    ("disallowed", o.r11_disallowed_overflow)) if on)
+
     def advance(self, window: Window, letter: int, obs: StepObs, shown: Shown) -> tuple[Verdict, Window]:
         """The verdict of one more step, and the window after it."""
         base, entries = window
@@ -91,7 +97,7 @@ class Monitor:
             self.memo[key] = verdict
         if verdict:
             return verdict, window
-        return (), ((shown, ()) if settled(full) else (base, full))
+        return (), ((shown, ()) if settled(full, self.losses) else (base, full))
 
     def judge(self, base: Shown, entries: Sequence[Entry]) -> Verdict:
         """`compare(..., open_end=True)` on the window: a settled start, then its steps."""
