@@ -78,7 +78,9 @@ def plan(target: Target, bounds: Bounds) -> Plan | str:
         world.step(a)
     hw = tuple(not era.hw_event_available or world.kvm.hw_event_available(world.kvm.pmu.gp_counters[j])
                for j in range(n))
-    kernel = Kernel(cfg, era, design.fast, n, mask, hw, sel_on)
+    valid = world.kvm.valid_pmcs()
+    kernel = Kernel(cfg, era, design.fast, n, mask, hw, sel_on, target.world.skid,
+                    sum(1 << pmc.idx for pmc in valid), sum(1 << pmc.idx for pmc in valid[n:]))
     letters = [kernel.letter(a) for _, a in actions]
     uncovered = sorted({k for (k, _), lt in zip(actions, letters, strict=True) if lt is None})
     if uncovered:
