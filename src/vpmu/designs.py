@@ -266,6 +266,25 @@ class MediatedDesign(CounterDesign):
         pmc.counter = value & kvm.pmc_bitmask(pmc)
 
 
+#: The hooks a fast form stands for (`FastForm`).
+HOOKS = ("incr_counter", "pause_counter", "read_counter", "write_counter", "reset_counter", "reprogram_complete")
+
+
+def fast_form(design: CounterDesign) -> FastForm | str:
+    """The design's fast form, or why it has none usable (one line). A fast form speaks only
+    for the hooks of the class that declares it: a subclass that overrides a hook without
+    declaring its own `fast` has none (else the kernel would run the parent's hooks)."""
+    cls = type(design)
+    owner = next((c for c in cls.__mro__ if "fast" in c.__dict__), None)
+    if design.fast is None or owner is None:
+        return f"design {design.name!r} has no fast form"
+    for c in cls.__mro__[: cls.__mro__.index(owner)]:
+        for hook in HOOKS:
+            if hook in c.__dict__:
+                return (f"design {design.name!r} overrides {hook} of {owner.__name__} without its own fast form")
+    return design.fast
+
+
 DESIGNS: dict[str, type[CounterDesign]] = {
     "prev-counter": PrevCounterDesign,
     "emulated-counter": EmulatedCounterDesign,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 
 from vpmu.config import FIXED_BASE
-from vpmu.designs import resolve_design
+from vpmu.designs import fast_form, resolve_design
 from vpmu.eras import get_era
 from vpmu.events import EVENTSEL_ENABLE
 from vpmu.host import HOST_COUNTER_WIDTH
@@ -59,8 +59,9 @@ def plan(target: Target, bounds: Bounds) -> Plan | str:
         return "the compact kernel covers counters of instructions at every CPL only"
     era = get_era(target.era)
     design = resolve_design(target.design, era.default_design)
-    if design.fast is None:
-        return f"design {design.name!r} has no fast form (docs/designs.md)"
+    fast = fast_form(design)
+    if isinstance(fast, str):
+        return f"{fast} (docs/designs.md)"
     if type(design.backing).__name__ != "CounterBacking" or design.writes_sample_period:
         return f"design {design.name!r} does not count with host perf events"
     w = target.world
@@ -79,7 +80,7 @@ def plan(target: Target, bounds: Bounds) -> Plan | str:
     hw = tuple(not era.hw_event_available or world.kvm.hw_event_available(world.kvm.pmu.gp_counters[j])
                for j in range(n))
     valid = world.kvm.valid_pmcs()
-    kernel = Kernel(cfg, era, design.fast, n, mask, hw, sel_on, target.world.skid,
+    kernel = Kernel(cfg, era, fast, n, mask, hw, sel_on, target.world.skid,
                     sum(1 << pmc.idx for pmc in valid), sum(1 << pmc.idx for pmc in valid[n:]))
     letters = [kernel.letter(a) for _, a in actions]
     uncovered = sorted({k for (k, _), lt in zip(actions, letters, strict=True) if lt is None})
