@@ -144,7 +144,7 @@ SPACES = [(era, design, gp) for era in ERAS_WITH_FAST_DEFAULT for design in ("em
           for gp in (1, 2)]
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(space=st.sampled_from(SPACES), data=st.data())
 def test_each_step_and_verdict_equals_the_object_models_and_the_checker(space: tuple[str, str, int],
                                                                         data: st.DataObject) -> None:
@@ -156,7 +156,10 @@ def test_each_step_and_verdict_equals_the_object_models_and_the_checker(space: t
     p = plan(target, b)
     assert isinstance(p, Plan)
     letters = alphabet(target.cfg, b)
-    path = data.draw(st.lists(st.integers(0, len(letters) - 1), min_size=1, max_size=8))
+    # swarm: a few letters per path, so that rare interleavings (a period of 1 elapsing
+    # silently, a held PMI meeting a filter) come up often
+    few = data.draw(st.lists(st.integers(0, len(letters) - 1), min_size=1, max_size=4, unique=True))
+    path = data.draw(st.lists(st.sampled_from(few), min_size=1, max_size=8))
     ref, world = target.machines()
     prefix_obs = [(ref.step(a), world.step(a)) for a in p.prefix]
     ref_obs, kvm_obs = [o[0] for o in prefix_obs], [o[1] for o in prefix_obs]
