@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 ERAS_WITH_FAST_DEFAULT = [e for e in ERAS if e != "mediated"]
 
 
-def _target(era: str, design: str | None = None, cpu: str = "intel-v2", bounds: Bounds | None = None) -> tuple[Target, Bounds]:
+def _target(era: str, design: str | None = None, cpu: str = "intel-v2",
+            bounds: Bounds | None = None) -> tuple[Target, Bounds]:
     b = bounds or Bounds(depth=3)
     cfg = b.fit(preset(cpu))
     t = Target(cfg, era, design)
@@ -123,7 +124,8 @@ def test_a_fast_form_speaks_only_for_the_class_that_declares_it() -> None:
 
     assert isinstance(fast_form(resolve_design("emulated-counter", "6.8")), EmulatedCounterFast)
     assert isinstance(fast_form(resolve_design("prev-counter", "6.8")), PrevCounterFast)
-    assert fast_form(Overrides()) == "design 'overrides' overrides read_counter of EmulatedCounterDesign without its own fast form"
+    assert fast_form(Overrides()) == ("design 'overrides' overrides read_counter of EmulatedCounterDesign "
+                                      "without its own fast form")
     assert set(DESIGNS) - {"mediated"} == {n for n, cls in DESIGNS.items() if not isinstance(fast_form(cls()), str)}
 
 

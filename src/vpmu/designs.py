@@ -68,6 +68,10 @@ class DesignHost(Protocol):
 # --- fast forms: the hooks as pure functions over a PMC's integer fields ----------------------
 
 
+#: A PMC's design fields as a fast form sees them: (counter, prev_counter, emulated_counter).
+Fields = tuple[int, int, int]
+
+
 class FastForm:
     """A design's hooks as pure functions over one PMC's integer fields, for the explorer's
     compact kernel (vpmu.explore.compact). `fields` = (counter, prev_counter, emulated_counter);
@@ -77,23 +81,23 @@ class FastForm:
     the object engine.
     """
 
-    def incr(self, f: tuple[int, int, int], mask: int) -> tuple[int, int, int]:
+    def incr(self, f: Fields, mask: int) -> Fields:
         """incr_counter: one KVM-emulated event (the caller requests the reprogram)."""
         raise NotImplementedError
 
-    def pause(self, f: tuple[int, int, int], live: int, mask: int) -> tuple[tuple[int, int, int], bool]:
+    def pause(self, f: Fields, live: int, mask: int) -> tuple[Fields, bool]:
         """pause_counter with the perf count `live` folded in: new fields, emulated wrap?"""
         raise NotImplementedError
 
-    def read(self, f: tuple[int, int, int], live: int, mask: int) -> int:
+    def read(self, f: Fields, live: int, mask: int) -> int:
         """read_counter: the guest-visible value."""
         raise NotImplementedError
 
-    def write(self, f: tuple[int, int, int], value: int, live: int, mask: int, mask_writes: bool) -> tuple[int, int, int]:
+    def write(self, f: Fields, value: int, live: int, mask: int, mask_writes: bool) -> Fields:
         """write_counter (the caller re-arms perf); `mask_writes` is the era's switch."""
         raise NotImplementedError
 
-    def complete(self, f: tuple[int, int, int]) -> tuple[int, int, int]:
+    def complete(self, f: Fields) -> Fields:
         """reprogram_complete."""
         return f
 
@@ -101,40 +105,40 @@ class FastForm:
 class PrevCounterFast(FastForm):
     """`PrevCounterDesign`'s hooks over (counter, prev_counter, emulated_counter)."""
 
-    def incr(self, f: tuple[int, int, int], mask: int) -> tuple[int, int, int]:
+    def incr(self, f: Fields, mask: int) -> Fields:
         return ((f[0] + 1) & mask, f[0], f[2])
 
-    def pause(self, f: tuple[int, int, int], live: int, mask: int) -> tuple[tuple[int, int, int], bool]:
+    def pause(self, f: Fields, live: int, mask: int) -> tuple[Fields, bool]:
         counter = (f[0] + live) & mask
         return (counter, f[1], f[2]), counter < f[1]
 
-    def read(self, f: tuple[int, int, int], live: int, mask: int) -> int:
+    def read(self, f: Fields, live: int, mask: int) -> int:
         return (f[0] + live) & mask
 
-    def write(self, f: tuple[int, int, int], value: int, live: int, mask: int, mask_writes: bool) -> tuple[int, int, int]:
+    def write(self, f: Fields, value: int, live: int, mask: int, mask_writes: bool) -> Fields:
         counter = f[0] + value - ((f[0] + live) & mask)
         return (counter & (mask if mask_writes else U64), f[1], f[2])
 
-    def complete(self, f: tuple[int, int, int]) -> tuple[int, int, int]:
+    def complete(self, f: Fields) -> Fields:
         return (f[0], 0, f[2])
 
 
 class EmulatedCounterFast(FastForm):
     """`EmulatedCounterDesign`'s hooks over (counter, prev_counter, emulated_counter)."""
 
-    def incr(self, f: tuple[int, int, int], mask: int) -> tuple[int, int, int]:
+    def incr(self, f: Fields, mask: int) -> Fields:
         return (f[0], f[1], f[2] + 1)
 
-    def pause(self, f: tuple[int, int, int], live: int, mask: int) -> tuple[tuple[int, int, int], bool]:
+    def pause(self, f: Fields, live: int, mask: int) -> tuple[Fields, bool]:
         counter = f[0] + live
         prev = counter & mask
         new = (counter + f[2]) & mask
         return (new, f[1], 0), new < prev
 
-    def read(self, f: tuple[int, int, int], live: int, mask: int) -> int:
+    def read(self, f: Fields, live: int, mask: int) -> int:
         return (f[0] + f[2] + live) & mask
 
-    def write(self, f: tuple[int, int, int], value: int, live: int, mask: int, mask_writes: bool) -> tuple[int, int, int]:
+    def write(self, f: Fields, value: int, live: int, mask: int, mask_writes: bool) -> Fields:
         return ((f[0] + value - ((f[0] + live) & mask)) & mask, f[1], 0)
 
 

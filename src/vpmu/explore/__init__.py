@@ -29,8 +29,8 @@ from vpmu.errors import VpmuError
 from vpmu.pmc_map import counter_name
 
 from .backends import Backend, LocalBackend
-from .compact import Plan, kernel_bfs, plan
 from .causes import MAX_COUNTEREXAMPLES, Candidates, select_causes, signature
+from .compact import Plan, kernel_bfs, plan
 from .judge import Finding, Judge, Node, Target
 from .search import (
     Expander,

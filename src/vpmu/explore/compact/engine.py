@@ -13,7 +13,9 @@ object engine's.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
+from vpmu.actions import Action
 from vpmu.config import FIXED_BASE
 from vpmu.designs import fast_form, resolve_design
 from vpmu.eras import get_era
@@ -25,7 +27,7 @@ from ..causes import Candidates
 from ..judge import Finding, Judge, Target
 from ..search import PROGRESS_EVERY, Progress, SearchResult, Stats, past_deadline
 from ..space import Bounds, CountedEvent, alphabet, counters_in_use, eventsel_of, setup_prefix
-from .machine import GLOBALS, K_MASKED, K_STATUS, R_MASKED, R_STATUS, Kernel
+from .machine import K_MASKED, K_STATUS, R_MASKED, R_STATUS, Kernel
 from .monitor import Monitor, Shown, Window
 
 #: The LVTPC values the covered configurations show: a Linux guest's, and it masked.
@@ -152,7 +154,7 @@ def kernel_bfs(p: Plan, depth: int, deadline: float | None = None, progress: Pro
     return SearchResult("exhaustive", stats, found.findings())
 
 
-def _record(p: Plan, judge: Judge, found: Candidates[Finding], actions: list, path: tuple[int, ...],
+def _record(p: Plan, judge: Judge, found: Candidates[Finding], actions: Sequence[Action], path: tuple[int, ...],
             verdict: tuple[tuple[str, str, str | None], ...]) -> None:
     """Findings of a diverged path, built by replaying it on the object models (only when a
     candidate of its coarse key would still be kept)."""

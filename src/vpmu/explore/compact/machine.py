@@ -473,7 +473,7 @@ class _Step:
 
     def kvm_retire(self) -> None:
         """World.kvm_skip_emulated_instruction: kvm_pmu_trigger_event(instructions)."""
-        k, s = self.k, self.s
+        k = self.k
         for j in range(k.n):
             b = GLOBALS + STRIDE * j
             if self.allowed(j, b):
