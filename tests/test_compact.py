@@ -167,8 +167,8 @@ def test_each_step_and_verdict_equals_the_object_models_and_the_checker(space: t
     ref_obs, kvm_obs = [o[0] for o in prefix_obs], [o[1] for o in prefix_obs]
     state = p.root
     assert p.kernel.encode(ref, world) == state
-    window = (p.shown(state), ())
     monitor = Monitor(target.cfg, target.checker_options, [a for _, a in letters], p.monitor.layout)
+    window = monitor.start(p.shown(state))
     for li in path:
         insn = ref_obs[-1].insn
         state, obs = p.kernel.step(state, p.letters[li])

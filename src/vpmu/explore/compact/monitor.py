@@ -21,7 +21,8 @@ that a settled prefix does not matter, which tests/test_compact.py checks agains
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import NamedTuple
 
 from vpmu.actions import Action, Cpuid
 from vpmu.checker import compare
@@ -34,31 +35,28 @@ from .machine import StepObs
 #: The values both machines show after a step: (reference counters, KVM counters, reference
 #: status, KVM status, reference LVTPC, KVM LVTPC); counters are the counters in use.
 Shown = tuple[tuple[int, ...], tuple[int, ...], int, int, int, int]
-#: One judged step of a window: the letter's index, its compact observation, what it shows.
-Entry = tuple[int, StepObs, Shown]
-#: A window: the values at its start and the steps since.
-Window = tuple[Shown, tuple[Entry, ...]]
 #: An untolerated divergence as the kernel reports it: (kind, visibility, counter).
 Verdict = tuple[tuple[str, str, str | None], ...]
 
 
-def settled(entries: Sequence[Entry], losses: frozenset[str] = frozenset()) -> bool:
-    """Every obligation of the window is met at its end (judge.py `_balanced`, plus equal
-    values and LVTPC): the next window may start here. A wrap whose loss the options tolerate
-    (`losses`: the KVM signal sources recording it, e.g. "min-period" under R3) is met too."""
-    last = entries[-1][2]
-    if last[0] != last[1] or last[2] != last[3] or last[4] != last[5]:
-        return False
-    pmis = 0
-    wraps: dict[int, int] = {}
-    for _, obs, _ in entries:
-        pmis += len(obs[3]) - len(obs[4])
-        for pmc, _, _ in obs[5]:
-            wraps[pmc] = wraps.get(pmc, 0) + 1
-        for pmc, _, source in obs[6]:
-            if source in ("hw", "emulated") or source in losses:
-                wraps[pmc] = wraps.get(pmc, 0) - 1
-    return not pmis and not any(wraps.values())
+class Window(NamedTuple):
+    """The trace since the last settled point, as the checker reads it: both machines'
+    observations (the first one a step without accesses or overflows that shows the settled
+    values), instructions retired since, the open wrap balance per counter in use (reference
+    wraps minus KVM signals and tolerated losses), reference PMIs minus KVM PMIs, and whether
+    the last two steps carried no overflow signal or PMI (then, with every wrap met, nothing is
+    still due: no R1/R3/skid deadline can pass)."""
+
+    ref: tuple[Observation, ...]
+    kvm: tuple[Observation, ...]
+    insn: int
+    wraps: tuple[int, ...]
+    pmis: int
+    quiet_steps: int
+
+    @property
+    def open(self) -> bool:
+        return len(self.ref) > 1
 
 
 def quiet(obs: StepObs, shown: Shown) -> bool:
@@ -76,52 +74,60 @@ class Monitor:
     options: CheckerOptions
     letters: Sequence[Action]
     layout: Sequence[int]
-    memo: dict[tuple[Shown, tuple[Entry, ...]], Verdict] = field(default_factory=dict)
     judged: int = 0
 
     def __post_init__(self) -> None:
         o = self.options
+        #: KVM signal sources recording a loss the options tolerate: they meet a wrap.
         self.losses = frozenset(src for src, on in (("min-period", o.r3_min_period), ("ignored", o.r7_ignored_overflow),
                                                     ("disallowed", o.r11_disallowed_overflow)) if on)
 
+    def start(self, shown: Shown) -> Window:
+        """A settled window showing `shown`."""
+        ref = Observation(0, Cpuid(), 0, (), self.counters(shown[0]), shown[2], shown[4])
+        kvm = Observation(0, Cpuid(), 0, (), self.counters(shown[1]), shown[3], shown[5])
+        return Window((ref,), (kvm,), 0, (0,) * len(self.layout), 0, 2)
+
     def advance(self, window: Window, letter: int, obs: StepObs, shown: Shown) -> tuple[Verdict, Window]:
-        """The verdict of one more step, and the window after it."""
-        base, entries = window
-        if not entries and quiet(obs, shown):
-            return (), (shown, ())
-        full = entries + ((letter, obs, shown),)
-        key = (base, full)
-        verdict = self.memo.get(key)
-        if verdict is None:
-            verdict = self.judge(base, full)
-            self.memo[key] = verdict
-        if verdict:
-            return verdict, window
-        return (), ((shown, ()) if settled(full, self.losses) else (base, full))
+        """The verdict of one more step, and the window after it.
 
-    def judge(self, base: Shown, entries: Sequence[Entry]) -> Verdict:
-        """`compare(..., open_end=True)` on the window: a settled start, then its steps."""
-        self.judged += 1
-        ref, kvm = self.observations(base, entries)
-        divs = compare(self.cfg, ref, kvm, self.options, open_end=True)
-        return tuple((d.kind, d.visibility, d.counter) for d in divs if not d.tolerated)
-
-    def observations(self, base: Shown, entries: Sequence[Entry]) -> tuple[list[Observation], list[Observation]]:
-        """The window as the checker's observation lists; its start is a step without
-        accesses or overflows that shows the settled values."""
-        ref = [Observation(0, Cpuid(), 0, (), self.counters(base[0]), base[2], base[4])]
-        kvm = [Observation(0, Cpuid(), 0, (), self.counters(base[1]), base[3], base[5])]
-        insn = 0
-        for step, (letter, obs, shown) in enumerate(entries, start=1):
-            action = self.letters[letter]
-            ref.append(Observation(step, action, insn + obs[0], tuple(Result(v, f) for v, f in obs[1]),
-                                   self.counters(shown[0]), shown[2], shown[4], tuple(insn + p for p in obs[3]),
-                                   tuple(Signal(p, insn + i, src) for p, i, src in obs[5])))  # type: ignore[arg-type]
-            kvm.append(Observation(step, action, insn + obs[0], tuple(Result(v, f) for v, f in obs[2]),
-                                   self.counters(shown[1]), shown[3], shown[5], tuple(insn + p for p in obs[4]),
-                                   tuple(Signal(p, insn + i, src) for p, i, src in obs[6])))  # type: ignore[arg-type]
-            insn += obs[0]
-        return ref, kvm
+        Judged by `compare(..., open_end=True)` on the window, except a quiet step from a
+        settled window (the object engine's rule) and an *inert* step — no signal, PMI or
+        read difference, the same status and LVTPC on both machines as before it, equal values
+        — from a window where every wrap is met and nothing is still due."""
+        if not window.open and quiet(obs, shown):
+            return (), self.start(shown)
+        step = len(window.ref)
+        insn = window.insn + obs[0]
+        action = self.letters[letter]
+        last_r, last_k = window.ref[-1], window.kvm[-1]
+        r = Observation(step, action, insn, tuple(Result(v, f) for v, f in obs[1]), self.counters(shown[0]),
+                        shown[2], shown[4], tuple(window.insn + p for p in obs[3]),
+                        tuple(Signal(p, window.insn + i, src) for p, i, src in obs[5]))  # type: ignore[arg-type]
+        k = Observation(step, action, insn, tuple(Result(v, f) for v, f in obs[2]), self.counters(shown[1]),
+                        shown[3], shown[5], tuple(window.insn + p for p in obs[4]),
+                        tuple(Signal(p, window.insn + i, src) for p, i, src in obs[6]))  # type: ignore[arg-type]
+        ref, kvm = window.ref + (r,), window.kvm + (k,)
+        eventful = bool(obs[3] or obs[4] or obs[5] or obs[6])
+        inert = (not eventful and obs[1] == obs[2] and shown[0] == shown[1]
+                 and (shown[2], shown[3], shown[4], shown[5])
+                 == (last_r.global_status, last_k.global_status, last_r.lvtpc, last_k.lvtpc))
+        wraps = list(window.wraps)
+        for pmc, _, _ in obs[5]:
+            wraps[pmc] += 1
+        for pmc, _, source in obs[6]:
+            if source in ("hw", "emulated") or source in self.losses:
+                wraps[pmc] -= 1
+        pmis = window.pmis + len(obs[3]) - len(obs[4])
+        if not (inert and window.quiet_steps >= 2 and not any(window.wraps)):
+            self.judged += 1
+            divs = compare(self.cfg, ref, kvm, self.options, open_end=True)
+            verdict = tuple((d.kind, d.visibility, d.counter) for d in divs if not d.tolerated)
+            if verdict:
+                return verdict, window
+        if not pmis and not any(wraps) and shown[0] == shown[1] and shown[2] == shown[3] and shown[4] == shown[5]:
+            return (), self.start(shown)
+        return (), Window(ref, kvm, insn, tuple(wraps), pmis, 0 if eventful else min(window.quiet_steps + 1, 2))
 
     def counters(self, values: Sequence[int]) -> tuple[int, ...]:
         out = [0] * len(self.cfg.pmc_indices)
