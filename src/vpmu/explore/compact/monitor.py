@@ -81,12 +81,16 @@ class Monitor:
         #: KVM signal sources recording a loss the options tolerate: they meet a wrap.
         self.losses = frozenset(src for src, on in (("min-period", o.r3_min_period), ("ignored", o.r7_ignored_overflow),
                                                     ("disallowed", o.r11_disallowed_overflow)) if on)
+        self._starts: dict[Shown, Window] = {}
 
     def start(self, shown: Shown) -> Window:
-        """A settled window showing `shown`."""
-        ref = Observation(0, Cpuid(), 0, (), self.counters(shown[0]), shown[2], shown[4])
-        kvm = Observation(0, Cpuid(), 0, (), self.counters(shown[1]), shown[3], shown[5])
-        return Window((ref,), (kvm,), 0, (0,) * len(self.layout), 0, 2)
+        """A settled window showing `shown` (one per distinct `shown`, shared)."""
+        window = self._starts.get(shown)
+        if window is None:
+            ref = Observation(0, Cpuid(), 0, (), self.counters(shown[0]), shown[2], shown[4])
+            kvm = Observation(0, Cpuid(), 0, (), self.counters(shown[1]), shown[3], shown[5])
+            window = self._starts[shown] = Window((ref,), (kvm,), 0, (0,) * len(self.layout), 0, 2)
+        return window
 
     def advance(self, window: Window, letter: int, obs: StepObs, shown: Shown) -> tuple[Verdict, Window]:
         """The verdict of one more step, and the window after it.
