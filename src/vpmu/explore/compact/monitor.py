@@ -82,6 +82,7 @@ class Monitor:
         self.losses = frozenset(src for src, on in (("min-period", o.r3_min_period), ("ignored", o.r7_ignored_overflow),
                                                     ("disallowed", o.r11_disallowed_overflow)) if on)
         self._starts: dict[Shown, Window] = {}
+        self._settled: dict[object, Verdict] = {}
 
     def start(self, shown: Shown) -> Window:
         """A settled window showing `shown` (one per distinct `shown`, shared)."""
@@ -124,9 +125,16 @@ class Monitor:
                 wraps[pmc] -= 1
         pmis = window.pmis + len(obs[3]) - len(obs[4])
         if not (inert and window.quiet_steps >= 2 and not any(window.wraps)):
-            self.judged += 1
-            divs = compare(self.cfg, ref, kvm, self.options, open_end=True)
-            verdict = tuple((d.kind, d.visibility, d.counter) for d in divs if not d.tolerated)
+            # from a settled window (one shared object per shown values, `start`) the verdict is
+            # a function of the window and the step: memoised, many states show the same values
+            key = (id(window), letter, obs, shown) if len(ref) == 2 else None
+            verdict = self._settled.get(key) if key is not None else None
+            if verdict is None:
+                self.judged += 1
+                divs = compare(self.cfg, ref, kvm, self.options, open_end=True)
+                verdict = tuple((d.kind, d.visibility, d.counter) for d in divs if not d.tolerated)
+                if key is not None:
+                    self._settled[key] = verdict
             if verdict:
                 return verdict, window
         if not pmis and not any(wraps) and shown[0] == shown[1] and shown[2] == shown[3] and shown[4] == shown[5]:
