@@ -2,20 +2,18 @@
 
 `plan(target, bounds)` builds the `Kernel` and `Monitor` for a configuration or says, in one
 line, why the kernel does not cover it (the explorer then runs the object engine and prints
-that line). `kernel_bfs` is the BFS of `vpmu.explore.search.bfs` — the same levels, the same
-admission order (letters in alphabet order, states in discovery order), the same statistics
-and end conditions — over compact states: the state is the visited key, a transition is one
-`Kernel.step` and one `Monitor.advance`. A path that diverges is replayed on the object models
+that line). `kernel_bfs` runs the one BFS driver (`vpmu.explore.search.bfs`: the same levels, admission
+order, statistics and end conditions as the object engine) with a `KernelExpander` over
+compact states: the state is the visited key, a transition is one `Kernel.step` and one
+`Monitor.advance`. A path that diverges is replayed on the object models
 (`Judge.root`), so its findings, and everything shrunk and saved from them, are exactly the
 object engine's.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
-from vpmu.actions import Action
 from vpmu.config import FIXED_BASE
 from vpmu.designs import fast_form, resolve_design
 from vpmu.eras import get_era
@@ -25,7 +23,7 @@ from vpmu.world import WorldOptions
 
 from ..causes import Candidates
 from ..judge import Finding, Judge, Target
-from ..search import PROGRESS_EVERY, Progress, SearchResult, Stats, past_deadline
+from ..search import Progress, SearchResult, Successor, bfs
 from ..space import Bounds, CountedEvent, alphabet, counters_in_use, eventsel_of, setup_prefix
 from .machine import K_MASKED, K_STATUS, R_MASKED, R_STATUS, Kernel
 from .monitor import Monitor, Shown, Window
@@ -97,71 +95,55 @@ def plan(target: Target, bounds: Bounds) -> Plan | str:
                 [k for k, _ in actions], root)
 
 
-def kernel_bfs(p: Plan, depth: int, deadline: float | None = None, progress: Progress | None = None) -> SearchResult:
-    """`vpmu.explore.search.bfs` over compact states (same levels, order and statistics)."""
-    kernel, monitor = p.kernel, p.monitor
-    step, advance, shown = kernel.step, monitor.advance, p.shown
-    letters = list(enumerate(p.letters))
-    stats = Stats(states=1)
-    found: Candidates[Finding] = Candidates()
-    start = time.perf_counter()
-    judge = Judge(p.target)
-    actions = monitor.letters
-    root_window = monitor.start(shown(p.root))
-    visited = {p.root}
-    frontier: list[tuple[tuple[int, ...], Window, tuple[int, ...]]] = [(p.root, root_window, ())]
-    reported = 0
-    for level in range(1, depth + 1):
-        nxt: list[tuple[tuple[int, ...], Window, tuple[int, ...]]] = []
-        expanded = 0
-        for state, window, path in frontier:
-            if past_deadline(deadline):
-                stats.stopped_by_budget = True
-                break
-            for li, letter in letters:
+#: A kernel search state: the compact state, its monitor window, and the letters that led to it.
+KState = tuple[tuple[int, ...], Window, tuple[int, ...]]
+
+
+class KernelExpander:
+    """The kernel as an `Expander` of the one BFS driver (`vpmu.explore.search.bfs`): the
+    compact state is the visited key; a transition is one `Kernel.step` and one
+    `Monitor.advance`. The driver admits findings through its `Candidates`; a mirror of it
+    here (fed the same findings in the same order) says which diverged paths are worth
+    replaying on the object models, the only way a finding is built."""
+
+    states_per_call: int | None = 1
+
+    def __init__(self, p: Plan) -> None:
+        self.plan = p
+        self.judge = Judge(p.target)
+        self.mirror: Candidates[Finding] = Candidates()
+
+    def root(self) -> tuple[KState, tuple[int, ...]]:
+        p = self.plan
+        return (p.root, p.monitor.start(p.shown(p.root)), ()), p.root
+
+    def expand(self, states: Sequence[tuple[KState, tuple[int, ...]]]) -> Iterator[Successor[KState, tuple[int, ...]]]:
+        p = self.plan
+        step, advance, shown = p.kernel.step, p.monitor.advance, p.shown
+        for (state, window, path), _ in states:
+            for li, letter in enumerate(p.letters):
                 child, obs = step(state, letter)
                 verdict, win = advance(window, li, obs, shown(child))
-                stats.transitions += 1
                 if verdict:
-                    _record(p, judge, found, actions, path + (li,), verdict)
-                    continue
-                if child in visited:
-                    continue
-                visited.add(child)
-                stats.states += 1
-                nxt.append((child, win, path + (li,)))
-            expanded += 1
-            if progress is not None and stats.transitions - reported >= PROGRESS_EVERY:
-                reported = stats.transitions
-                stats.elapsed = time.perf_counter() - start
-                progress(stats, found.kinds)
-        if stats.stopped_by_budget:
-            stats.frontier_left = len(frontier) - expanded + len(nxt)
-            break
-        stats.depth_reached = level
-        if progress is not None:
-            reported = stats.transitions
-            stats.elapsed = time.perf_counter() - start
-            progress(stats, found.kinds)
-        frontier = nxt
-        if not frontier:
-            stats.exhausted = True
-            break
-    else:
-        stats.depth_limited = True
-        stats.frontier_left = len(frontier)
-    stats.elapsed = time.perf_counter() - start
-    return SearchResult("exhaustive", stats, found.findings())
+                    yield Successor((child, win, path + (li,)), None, self.findings(path + (li,), verdict))
+                else:
+                    yield Successor((child, win, path + (li,)), child, [])
+
+    def findings(self, path: tuple[int, ...], verdict: tuple[tuple[str, str, str | None], ...]) -> list[Finding]:
+        """Findings of a diverged path, built by replaying it on the object models, when a
+        candidate of its coarse key would still be kept."""
+        p = self.plan
+        shape = frozenset(p.kinds[i] for i in path)
+        if not any(self.mirror.wants((kind, vis), ((kind, vis), counter, shape)) for kind, vis, counter in verdict):
+            return []
+        suffix = tuple(p.monitor.letters[i] for i in path)
+        _, divs = self.judge.root(p.prefix + suffix)
+        found = [Finding.of(p.target.cfg, p.counters, suffix, d, p.events) for d in divs]
+        for f in found:
+            self.mirror.add(f)
+        return found
 
 
-def _record(p: Plan, judge: Judge, found: Candidates[Finding], actions: Sequence[Action], path: tuple[int, ...],
-            verdict: tuple[tuple[str, str, str | None], ...]) -> None:
-    """Findings of a diverged path, built by replaying it on the object models (only when a
-    candidate of its coarse key would still be kept)."""
-    shape = frozenset(p.kinds[i] for i in path)
-    if not any(found.wants((kind, vis), ((kind, vis), counter, shape)) for kind, vis, counter in verdict):
-        return
-    suffix = tuple(actions[i] for i in path)
-    _, divs = judge.root(p.prefix + suffix)
-    for d in divs:
-        found.add(Finding.of(p.target.cfg, p.counters, suffix, d, p.events))
+def kernel_bfs(p: Plan, depth: int, deadline: float | None = None, progress: Progress | None = None) -> SearchResult:
+    """`vpmu.explore.search.bfs` over compact states (same levels, order and statistics)."""
+    return bfs(KernelExpander(p), depth, deadline, progress)
