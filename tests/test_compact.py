@@ -219,3 +219,19 @@ def test_both_engines_report_the_same_counterexamples(capsys: pytest.CaptureFixt
     assert code_k == code_o == 1
     assert (k["engine"], o["engine"]) == ("kernel", "object")
     assert k["counterexamples"] == o["counterexamples"] and k["states"] == o["states"]
+
+
+@pytest.mark.parametrize("era", ["6.6", "6.8"])
+def test_random_search_on_the_kernel_is_the_object_engines(era: str) -> None:
+    """The same restarts draw the same paths: statistics and findings are identical."""
+    from vpmu.explore import random_search
+    from vpmu.explore.compact import kernel_random
+
+    target, b = _target(era, bounds=Bounds(depth=5))
+    p = plan(target, b)
+    assert isinstance(p, Plan)
+    k = kernel_random(p, 3, range(300))
+    o = random_search(target, b, 3, range(300))
+    assert (k.stats.states, k.stats.transitions, k.stats.sequences, k.stats.depth_reached) == (
+        o.stats.states, o.stats.transitions, o.stats.sequences, o.stats.depth_reached)
+    assert _findings(k) == _findings(o) and (era != "6.6" or k.findings)

@@ -183,9 +183,10 @@ def explore(
     the result depends on (seed, bounds, restarts), not on `jobs` or the backend (unless
     the time budget cuts a search short).
 
-    engine "kernel" runs the exhaustive search on the compact kernel (in this process,
-    whatever `jobs`) when it covers the configuration, else on the object models with the
-    reason in `ExploreReport.engine_note`; "object" always uses the object models.
+    engine "kernel" runs the searches on the compact kernel when it covers the configuration
+    (the exhaustive search in this process, whatever `jobs`; the random restarts in the
+    workers), else on the object models with the reason in `ExploreReport.engine_note`;
+    "object" always uses the object models.
     """
     if engine not in ENGINES:
         raise VpmuError(f"unknown --engine {engine!r} (known: {', '.join(ENGINES)})")
@@ -196,11 +197,11 @@ def explore(
     if max_counterexamples < 1:
         raise VpmuError(f"--max-counterexamples must be >= 1, not {max_counterexamples}")
     target = replace(target, cfg=bounds.fit(target.cfg), world=replace(target.world, skid=bounds.skid))
-    used, note = "object", ""
     kernel: Plan | str | None = None
-    if engine == "kernel" and mode in ("exhaustive", "auto"):
+    if engine == "kernel":
         kernel = plan(target, bounds)
-        note = kernel if isinstance(kernel, str) else ""
+    note = kernel if isinstance(kernel, str) else ""
+    used_engine = "kernel" if isinstance(kernel, Plan) else "object"
     owned = backend is None
     run_on = LocalBackend(jobs) if backend is None else backend
     searches: list[SearchResult] = []
@@ -210,12 +211,11 @@ def explore(
         if mode in ("random", "auto"):
             parts = split_restarts(restarts, partitions)
             searches.append(merge_random(run_on.random_parts(
-                [RandomJob(target, bounds, seed, r, deadline) for r in parts], progress)))
+                [RandomJob(target, bounds, seed, r, deadline, used_engine) for r in parts], progress)))
             if progress is not None:
                 progress(searches[-1].stats, len(searches[-1].findings))
         if mode in ("exhaustive", "auto") and not past_deadline(deadline):
             if isinstance(kernel, Plan):
-                used = "kernel"
                 searches.append(kernel_bfs(kernel, bounds.depth, deadline, progress))
             else:
                 searches.append(bfs(run_on.expander(target, bounds), bounds.depth, deadline, progress))
@@ -224,4 +224,4 @@ def explore(
             run_on.close()
     candidates: Candidates[Finding] = Candidates(f for search in searches for f in search.findings)
     chosen, causes = select_causes(target, candidates.findings(), max_counterexamples)
-    return ExploreReport(target, bounds, mode, seed, searches, chosen, causes, used, note)
+    return ExploreReport(target, bounds, mode, seed, searches, chosen, causes, used_engine, note)
