@@ -235,3 +235,23 @@ def test_random_search_on_the_kernel_is_the_object_engines(era: str) -> None:
     assert (k.stats.states, k.stats.transitions, k.stats.sequences, k.stats.depth_reached) == (
         o.stats.states, o.stats.transitions, o.stats.sequences, o.stats.depth_reached)
     assert _findings(k) == _findings(o) and (era != "6.6" or k.findings)
+
+
+def test_vpmu_checks_product_search_on_the_kernel_is_the_object_engines() -> None:
+    """`vpmu check`'s exhaustive search of two designs' product: the same states, transitions
+    and differences on the kernel as on the object models."""
+    from vpmu.check import Context, KernelPairExpander, PairExpander, PairJudge
+    from vpmu.explore import counters_in_use
+    from vpmu.tolerances import CheckerOptions
+
+    b = Bounds(depth=3)
+    cfg = b.fit(preset("intel-v2"))
+    judge = PairJudge(Context(cfg, "6.6", "prev-counter", "emulated-counter", CheckerOptions(), world=(),
+                              open_end=True), counters_in_use(cfg, b), b.event_map(cfg))
+    base, patch = plan(judge.base.target, b), plan(judge.patch.target, b)
+    assert isinstance(base, Plan) and isinstance(patch, Plan)
+    k = bfs(KernelPairExpander(judge, base, patch), b.depth)
+    o = bfs(PairExpander(judge, [a for _, a in alphabet(cfg, b)]), b.depth)
+    assert (k.stats.states, k.stats.transitions) == (o.stats.states, o.stats.transitions)
+    assert [(d.record_key, d.step, d.actions) for d in k.findings] == [
+        (d.record_key, d.step, d.actions) for d in o.findings] and k.findings
