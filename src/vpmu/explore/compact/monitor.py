@@ -24,9 +24,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from vpmu.actions import Action, Cpuid
+from vpmu.actions import Action, Batch, Cpuid, Emulate, Rdmsr, Rdpmc, SetFilter, Wrmsr
 from vpmu.checker import compare
 from vpmu.config import PmuConfig
+from vpmu.pmc_map import status_msr
 from vpmu.tolerances import CheckerOptions
 from vpmu.trace import Observation, Result, Signal
 
@@ -59,6 +60,14 @@ class Window(NamedTuple):
         return len(self.ref) > 1
 
 
+def _status_reads(cfg: PmuConfig, action: Action) -> tuple[bool, ...]:
+    """For each result `action` produces (vpmu.world: one per WRMSR, RDMSR, RDPMC, also
+    inside an emulated batch, and per filter ioctl), whether it reads GLOBAL_STATUS."""
+    items = action.items if isinstance(action, Emulate | Batch) else (action,)
+    return tuple(isinstance(i, Rdmsr) and i.msr == status_msr(cfg) for i in items
+                 if isinstance(i, Rdmsr | Wrmsr | Rdpmc | SetFilter))
+
+
 def quiet(obs: StepObs, shown: Shown) -> bool:
     """judge.py `_quiet`: the same on both machines and no overflow."""
     return (not obs[3] and not obs[4] and not obs[5] and not obs[6] and obs[1] == obs[2]
@@ -82,6 +91,8 @@ class Monitor:
         self.losses = frozenset(src for src, on in (("min-period", o.r3_min_period), ("ignored", o.r7_ignored_overflow),
                                                     ("disallowed", o.r11_disallowed_overflow)) if on)
         self._starts: dict[Shown, Window] = {}
+        #: per letter, which of its results are reads of GLOBAL_STATUS
+        self._status_reads = [_status_reads(self.cfg, a) for a in self.letters]
         self._settled: dict[object, Verdict] = {}
 
     def start(self, shown: Shown) -> Window:
@@ -98,8 +109,9 @@ class Monitor:
 
         Judged by `compare(..., open_end=True)` on the window, except a quiet step from a
         settled window (the object engine's rule) and an *inert* step — no signal, PMI or
-        read difference, the same status and LVTPC on both machines as before it, equal values
-        — from a window where every wrap is met and nothing is still due."""
+        read difference (but GLOBAL_STATUS reads showing the status both machines showed
+        before), the same status and LVTPC on both machines as before it, equal values — from a
+        window where every wrap is met and nothing is still due."""
         if not window.open and quiet(obs, shown):
             return (), self.start(shown)
         step = len(window.ref)
@@ -114,9 +126,12 @@ class Monitor:
                         tuple(Signal(p, window.insn + i, src) for p, i, src in obs[6]))  # type: ignore[arg-type]
         ref, kvm = window.ref + (r,), window.kvm + (k,)
         eventful = bool(obs[3] or obs[4] or obs[5] or obs[6])
-        inert = (not eventful and obs[1] == obs[2] and shown[0] == shown[1]
+        inert = (not eventful and shown[0] == shown[1]
                  and (shown[2], shown[3], shown[4], shown[5])
-                 == (last_r.global_status, last_k.global_status, last_r.lvtpc, last_k.lvtpc))
+                 == (last_r.global_status, last_k.global_status, last_r.lvtpc, last_k.lvtpc)
+                 and (obs[1] == obs[2] or all(
+                     rr == kr or (read and rr == (last_r.global_status, False) and kr == (last_k.global_status, False))
+                     for rr, kr, read in zip(obs[1], obs[2], self._status_reads[letter], strict=True))))
         wraps = list(window.wraps)
         for pmc, _, _ in obs[5]:
             wraps[pmc] += 1
