@@ -407,10 +407,11 @@ class _Step:
 
     def enter(self) -> None:
         """World.vcpu_enter_guest: requests in the era's order, then NMI injection."""
-        order = self.k.era.request_order
+        if not self.req:
+            return
+        order = [_REQ_BIT[name] for name in self.k.era.request_order]
         for _ in range(8):
-            for name in order:
-                bit = _REQ_BIT[name]
+            for bit in order:
                 if not self.req & bit:
                     continue
                 self.req &= ~bit
@@ -436,6 +437,8 @@ class _Step:
     def land(self, in_nmi: bool) -> None:
         """World.land_host_pmi: each pending event re-arms, then kvm_perf_overflow."""
         s = self.s
+        if not self.in_flight():
+            return
         landed = False
         for j in range(self.k.n):
             b = GLOBALS + STRIDE * j
@@ -603,6 +606,22 @@ class _Step:
         PMI per group of counters wrapping on the same instruction (masked LVTPC: dropped)."""
         k, s = self.k, self.s
         if s[FILTER]:
+            return
+        if count == 1:  # the common case: one intercepted or emulated instruction
+            wrapped = False
+            for j in range(k.n):
+                b = GLOBALS + STRIDE * j
+                if s[b + EN]:
+                    if s[b + REF] == k.mask:
+                        s[b + REF] = 0
+                        self.rsigs.append((j, self.t + 1, "wrap"))
+                        s[R_STATUS] |= 1 << j
+                        wrapped = True
+                    else:
+                        s[b + REF] += 1
+            if wrapped and not s[R_MASKED]:
+                self.rpmis.append(self.t + 1)
+                s[R_MASKED] = 1
             return
         period = k.mask + 1
         wraps: list[tuple[int, int]] = []
