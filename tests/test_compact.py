@@ -73,7 +73,8 @@ def test_engines_agree_on_other_intel_presets(cpu: str) -> None:
     _agree(*_target("6.8", cpu=cpu, bounds=Bounds(depth=2)))
 
 
-@pytest.mark.parametrize("bounds", [Bounds(gp=2, depth=2), Bounds(depth=4, skid=0),
+@pytest.mark.parametrize("bounds", [Bounds(gp=2, depth=2), Bounds(gp=1, fixed=1, depth=2),
+                                    Bounds(gp=0, fixed=1, depth=3), Bounds(depth=4, skid=0),
                                     Bounds(depth=4, skid=2, kinds=("native-held", "host-pmi", "cpuid", "batch"))])
 def test_engines_agree_with_more_counters_and_other_skids(bounds: Bounds) -> None:
     _agree(*_target("6.6", bounds=bounds))
@@ -98,7 +99,7 @@ def test_a_user_design_with_a_fast_form_runs_on_the_kernel_and_agrees() -> None:
 @pytest.mark.parametrize(("cpu", "design", "bounds", "why"), [
     ("amd-perfmon-v2", None, Bounds(width=48, depth=2), "Intel PMUs"),
     ("intel-v1", None, Bounds(depth=2), "global MSRs"),
-    ("intel-v2", None, Bounds(fixed=1, depth=2), "fixed counters"),
+    ("intel-v2", None, Bounds(events=("instructions:usr",), depth=2), "instructions at every CPL"),
     ("intel-v2", None, Bounds(events=("branches",), depth=2), "instructions at every CPL"),
     ("intel-v2", None, Bounds(kinds=("native", "perf-fail"), depth=2), "perf-fail"),
     ("intel-v2", "mediated", Bounds(depth=2), "no fast form"),
@@ -143,7 +144,7 @@ def _obs_of(ref_obs: object, kvm_obs: object, insn_before: int) -> tuple[object,
 
 
 SPACES = [(era, design, gp) for era in ERAS_WITH_FAST_DEFAULT for design in ("emulated-counter", "prev-counter")
-          for gp in (1, 2)]
+          for gp in (1, 2, -1)]  # -1: one GP and one fixed counter
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -154,7 +155,7 @@ def test_each_step_and_verdict_equals_the_object_models_and_the_checker(space: t
     encoded object state, its observation the objects' observation, and the monitor's verdict
     `compare(..., open_end=True)`'s untolerated divergences, until the first one."""
     era, design, gp = space
-    target, b = _target(era, design, bounds=Bounds(gp=gp, depth=8))
+    target, b = _target(era, design, bounds=Bounds(gp=1, fixed=1, depth=8) if gp < 0 else Bounds(gp=gp, depth=8))
     p = plan(target, b)
     assert isinstance(p, Plan)
     letters = alphabet(target.cfg, b)
@@ -178,7 +179,8 @@ def test_each_step_and_verdict_equals_the_object_models_and_the_checker(space: t
         assert p.kernel.encode(ref, world) == state, letters[li]
         assert _obs_of(r, k, insn) == obs, letters[li]
         assert (r.lvtpc >> 16 & 1) == state[R_MASKED]
-        assert p.kernel.counters(state) == (tuple(r.counters[:gp]), tuple(k.counters[:gp]))
+        pos = p.monitor.layout
+        assert p.kernel.counters(state) == (tuple(r.counters[i] for i in pos), tuple(k.counters[i] for i in pos))
         verdict, window = monitor.advance(window, li, obs, p.shown(state))
         full = compare(target.cfg, ref_obs, kvm_obs, target.checker_options, open_end=True)
         assert sorted(verdict, key=str) == sorted(((d.kind, d.visibility, d.counter) for d in full if not d.tolerated),
@@ -203,8 +205,8 @@ def test_explore_says_which_engine_ran(capsys: pytest.CaptureFixture[str]) -> No
     assert code == 0 and "  engine: kernel\n" in out
     code, out, _ = cli(capsys, *args, "--engine", "object")
     assert code == 0 and "  engine: object\n" in out
-    code, out, _ = cli(capsys, *args, "--counters", "1,1")
-    assert "  engine: object (the compact kernel covers GP counters only, not fixed counters)" in out
+    code, out, _ = cli(capsys, *args, "--events", "instructions:os")
+    assert "  engine: object (the compact kernel covers counters of instructions at every CPL only)" in out
     code, _, err = cli(capsys, *args, "--engine", "fast")
     assert code == 2 and err.strip() == "vpmu: error: unknown --engine 'fast' (known: kernel, object)"
 

@@ -26,7 +26,7 @@ from vpmu.world import WorldOptions
 from ..causes import Candidates
 from ..judge import Finding, Judge, Target
 from ..search import Progress, SearchResult, Stats, Successor, bfs, past_deadline
-from ..space import Bounds, CountedEvent, alphabet, counters_in_use, eventsel_of, setup_prefix
+from ..space import Bounds, CountedEvent, alphabet, counters_in_use, setup_prefix
 from .machine import K_MASKED, K_STATUS, R_MASKED, R_STATUS, Kernel
 from .monitor import Monitor, Shown, Window
 
@@ -55,8 +55,6 @@ def plan(target: Target, bounds: Bounds) -> Plan | str:
     cfg = target.cfg
     if not cfg.is_intel or not cfg.has_global_msrs:
         return "the compact kernel covers Intel PMUs with global MSRs (v2+), not this CPU"
-    if bounds.fixed:
-        return "the compact kernel covers GP counters only, not fixed counters"
     if any(CountedEvent.parse(e) != CountedEvent("instructions") for e in bounds.events):
         return "the compact kernel covers counters of instructions at every CPL only"
     era = get_era(target.era)
@@ -70,20 +68,27 @@ def plan(target: Target, bounds: Bounds) -> Plan | str:
     if w != WorldOptions(skid=w.skid) or w.host_counter_width != HOST_COUNTER_WIDTH:
         return "the compact kernel covers the default world options only"
     actions = alphabet(cfg, bounds)
-    n = bounds.gp
     mask = cfg.gp_mask
+    if bounds.fixed and cfg.fixed_mask != mask:
+        return "the compact kernel covers GP and fixed counters of one width only"
     events = bounds.event_map(cfg)
-    sel_on = tuple(eventsel_of(cfg, ev) | EVENTSEL_ENABLE for idx, ev in events if idx < FIXED_BASE)
     ref, world = target.machines()
     prefix = setup_prefix(cfg, counters_in_use(cfg, bounds), events)
     for a in prefix:
         ref.step(a)
         world.step(a)
-    hw = tuple(not era.hw_event_available or world.kvm.hw_event_available(world.kvm.pmu.gp_counters[j])
-               for j in range(n))
+    used = counters_in_use(cfg, bounds)
+    pmcs = [world.kvm.pmc(i) for i in used]
+    if any(pmc is None or pmc.perf_event is None for pmc in pmcs):
+        return "the set-up leaves a counter in use without a perf event"
+    hw = tuple(not era.hw_event_available or world.kvm.hw_event_available(pmc) for pmc in pmcs if pmc)
+    sel_on = tuple(pmc.eventsel | (EVENTSEL_ENABLE if pmc.idx < FIXED_BASE else 0) for pmc in pmcs if pmc)
+    current = tuple(pmc.current_config for pmc in pmcs if pmc)
+    config = tuple(pmc.perf_event.config for pmc in pmcs if pmc and pmc.perf_event)
     valid = world.kvm.valid_pmcs()
-    kernel = Kernel(cfg, era, fast, n, mask, hw, sel_on, target.world.skid,
-                    sum(1 << pmc.idx for pmc in valid), sum(1 << pmc.idx for pmc in valid[n:]))
+    kernel = Kernel(cfg, era, fast, len(used), mask, hw, sel_on, target.world.skid,
+                    sum(1 << pmc.idx for pmc in valid), sum(1 << pmc.idx for pmc in valid if pmc.idx not in used),
+                    used, current, config, world.kvm.pmu.fixed_ctr_ctrl)
     letters = [kernel.letter(a) for _, a in actions]
     uncovered = sorted({k for (k, _), lt in zip(actions, letters, strict=True) if lt is None})
     if uncovered:

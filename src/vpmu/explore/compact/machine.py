@@ -83,10 +83,15 @@ Letter = tuple[int, ...]
 
 @dataclass(frozen=True)
 class Kernel:
-    """The step function for one configuration: `n` GP counters of width mask `mask` counting
-    instructions at every CPL, on `era` with a design's fast form `fast`; `skid` bounds a held
-    host PMI (WorldOptions.skid); `all_in_use` and `unused` are the index bits of every valid
-    PMC and of those not in use."""
+    """The step function for one configuration: `n` counters in use (PMC indices `idx`, GP
+    first, then fixed; all of width mask `mask`) counting instructions at every CPL, on `era`
+    with a design's fast form `fast`; `skid` bounds a held host PMI (WorldOptions.skid);
+    `all_in_use` and `unused` are the index bits of every valid PMC and of those not in use.
+
+    What the set-up programmed, per counter (KvmPmc fields, read from the object models after
+    the set-up prefix): `sel_on` its eventsel (a GP counter's with the enable bit: the toggle
+    letters clear and set it), `current` its current_config, `config` its perf event's config;
+    `fixed_ctrl` is FIXED_CTR_CTRL."""
 
     cfg: PmuConfig
     era: Era
@@ -98,6 +103,15 @@ class Kernel:
     skid: int
     all_in_use: int
     unused: int
+    idx: tuple[int, ...]
+    current: tuple[int, ...]
+    config: tuple[int, ...]
+    fixed_ctrl: int
+
+    @property
+    def gp(self) -> int:
+        """GP counters in use (the first `gp` slots)."""
+        return sum(1 for i in self.idx if i < FIXED_BASE)
 
     # --- letters -----------------------------------------------------------------------
 
@@ -121,8 +135,8 @@ class Kernel:
                 return (OP_BATCH, len(action.items) - 1, 1)
             case Rdmsr() if action.cpl == 0 and action.msr == status_msr(cfg):
                 return (OP_RDSTATUS, _point(action.host_pmi))
-            case Rdpmc() if action.cpl == 0 and action.ecx in [rdpmc_ecx(j) for j in range(self.n)]:
-                return (OP_RDPMC, _point(action.host_pmi), action.ecx)
+            case Rdpmc() if action.cpl == 0 and action.ecx in [rdpmc_ecx(i) for i in self.idx]:
+                return (OP_RDPMC, _point(action.host_pmi), [rdpmc_ecx(i) for i in self.idx].index(action.ecx))
             case Wrmsr() if action.cpl == 0:
                 return self._wrmsr_letter(action)
             case SetFilter() if action == DENY:
@@ -135,12 +149,13 @@ class Kernel:
 
     def _wrmsr_letter(self, action: Wrmsr) -> Letter | None:
         cfg, v, at = self.cfg, action.value, _point(action.host_pmi)
-        for j in range(self.n):
-            if action.msr == counter_msr(cfg, j) and v <= self.mask and (cfg.full_width_writes or v < 1 << 31):
+        for j, i in enumerate(self.idx):
+            if action.msr == counter_msr(cfg, i) and v <= self.mask and (
+                    cfg.full_width_writes or i >= FIXED_BASE or v < 1 << 31):
                 return (OP_WRCTR, at, j, v)
-            if action.msr == eventsel_msr(cfg, j) and v | EVENTSEL_ENABLE == self.sel_on[j]:
+            if i < FIXED_BASE and action.msr == eventsel_msr(cfg, i) and v | EVENTSEL_ENABLE == self.sel_on[j]:
                 return (OP_TOGGLE, at, j, 1 if v & EVENTSEL_ENABLE else 0)
-        if action.msr == status_clear_msr(cfg) and not v >> self.n:
+        if action.msr == status_clear_msr(cfg) and not v & ~sum(1 << i for i in self.idx):
             return (OP_CLEAR, at, v)
         if action.msr == msrs.X2APIC_LVTPC and v == LINUX_GUEST_LVTPC:
             return (OP_LVTPC, at)
@@ -152,35 +167,37 @@ class Kernel:
         """Both object machines as a compact state, or None when the state holds anything the
         compact form does not (then the kernel cannot continue from it)."""
         k, pmu, lapic, a = world.kvm, world.kvm.pmu, world.lapic, ref.pmu
-        enable = (1 << self.n) - 1
+        enable = sum(1 << i for i in self.idx)
         deny = DENY.to_filter(self.cfg.vendor)
-        if (k.requests or pmu.reprogram_pmi or pmu.need_cleanup or pmu.fixed_ctr_ctrl
+        if (k.requests or pmu.reprogram_pmi or pmu.need_cleanup or pmu.fixed_ctr_ctrl != self.fixed_ctrl
                 or pmu.global_ctrl != enable or k.filter not in (None, deny) or a.filter != k.filter
                 or world.host.fail or world.halted or lapic.nmi_queued or lapic.nmi_pending or lapic.irr
                 or lapic.lvtpc & ~msrs.LVTPC_MASKED != LINUX_GUEST_LVTPC or not lapic.in_kernel
-                or pmu.event_count != self.n or a.global_ctrl != enable or a.fixed_ctrl
+                or pmu.event_count != self.n or a.global_ctrl != enable or a.fixed_ctrl != self.fixed_ctrl
                 or a.lvtpc & ~msrs.LVTPC_MASKED != LINUX_GUEST_LVTPC):
             return None
-        unused = k.valid_pmcs()[self.n:]
+        unused = [pmc for pmc in k.valid_pmcs() if pmc.idx not in self.idx]
         for pmc in unused:
             if (pmc.counter or pmc.prev_counter or pmc.emulated_counter or pmc.perf_event is not None
                     or pmc.extra or (pmc.idx < FIXED_BASE and pmc.eventsel)):
                 return None
-        if any(a.counters[i] for i in a.counters if i >= self.n) or any(a.eventsel[self.n:]):
+        if any(a.counters[i] for i in a.counters if i not in self.idx) or any(a.eventsel[self.gp:]):
             return None
         out = [pmu.global_status, 1 if lapic.lvtpc & msrs.LVTPC_MASKED else 0,
                a.global_status, 1 if a.lvtpc & msrs.LVTPC_MASKED else 0, 0 if k.filter is None else 1,
                pmu.pmc_in_use, sum(1 << pmc.idx for pmc in unused if pmc.is_paused), world.pmi_age]
-        for j in range(self.n):
-            pmc, ev = pmu.gp_counters[j], pmu.gp_counters[j].perf_event
-            if (ev is None or pmc.extra or pmc.eventsel | EVENTSEL_ENABLE != self.sel_on[j] or not pmc.intr
-                    or pmc.current_config != self.sel_on[j] or pmc.eventsel_hw
-                    or ev.exclude_user or ev.exclude_kernel or a.eventsel[j] != pmc.eventsel
-                    or ev.config != self.sel_on[j] & k.pmu.raw_event_mask):
+        for j, i in enumerate(self.idx):
+            c = k.pmc(i)
+            ev = c.perf_event if c is not None else None
+            gp = i < FIXED_BASE
+            if (c is None or ev is None or c.extra or not c.intr or c.eventsel_hw
+                    or (c.eventsel | EVENTSEL_ENABLE if gp else c.eventsel) != self.sel_on[j]
+                    or c.current_config != self.current[j] or ev.config != self.config[j]
+                    or ev.exclude_user or ev.exclude_kernel or (gp and a.eventsel[i] != c.eventsel)):
                 return None
-            out += [pmc.counter, pmc.prev_counter, pmc.emulated_counter, 1 if pmc.eventsel & EVENTSEL_ENABLE else 0,
+            out += [c.counter, c.prev_counter, c.emulated_counter, 1 if not gp or c.eventsel & EVENTSEL_ENABLE else 0,
                     ev.sample_period, ev.count, int(ev.enabled), ev.period_left, ev.armed, int(ev.overflow_pending),
-                    int(pmc.is_paused), a.counters[j]]
+                    int(c.is_paused), a.counters[i]]
         return tuple(out)
 
     # --- the step -------------------------------------------------------------------------
@@ -279,7 +296,7 @@ class _Step:
         """KvmVcpu._note_silent_period: a period elapsed under perf's minimum of 2."""
         s = self.s
         if s[b + ENABLED] and s[b + PERIOD] > 0 and not s[b + PENDING] and s[b + LEFT] <= 0:
-            self.ksigs.append((j, self.t, "min-period"))
+            self.ksigs.append((self.k.idx[j], self.t, "min-period"))
 
     def sample_period(self, value: int) -> int:
         """KvmVcpu.get_sample_period."""
@@ -327,8 +344,8 @@ class _Step:
 
     def overflow_inner(self, j: int, in_pmi: bool, in_nmi: bool) -> None:
         """KvmVcpu.kvm_perf_overflow_inner (__kvm_perf_overflow)."""
-        self.s[K_STATUS] |= 1 << j
-        self.ksigs.append((j, self.t, "hw" if in_pmi else "emulated"))
+        self.s[K_STATUS] |= 1 << self.k.idx[j]
+        self.ksigs.append((self.k.idx[j], self.t, "hw" if in_pmi else "emulated"))
         if self.k.era.pmi_via_irq_work and in_pmi and not in_nmi:
             self.deliver_pmi()
         else:
@@ -337,7 +354,7 @@ class _Step:
     def perf_overflow(self, j: int, in_nmi: bool) -> None:
         """KvmVcpu.kvm_perf_overflow."""
         if self.reprogram >> j & 1:
-            self.ksigs.append((j, self.t, "ignored"))
+            self.ksigs.append((self.k.idx[j], self.t, "ignored"))
             return
         self.reprogram |= 1 << j
         self.overflow_inner(j, True, in_nmi)
@@ -360,7 +377,7 @@ class _Step:
         s[b + PAUSED] = 1
         if not self.allowed(j, b):
             if wrapped:
-                self.ksigs.append((j, self.t, "disallowed"))
+                self.ksigs.append((self.k.idx[j], self.t, "disallowed"))
             self.complete(j, b)
             return
         if wrapped:
@@ -614,8 +631,8 @@ class _Step:
                 if s[b + EN]:
                     if s[b + REF] == k.mask:
                         s[b + REF] = 0
-                        self.rsigs.append((j, self.t + 1, "wrap"))
-                        s[R_STATUS] |= 1 << j
+                        self.rsigs.append((k.idx[j], self.t + 1, "wrap"))
+                        s[R_STATUS] |= 1 << k.idx[j]
                         wrapped = True
                     else:
                         s[b + REF] += 1
@@ -635,8 +652,8 @@ class _Step:
         wraps.sort()
         last = -1
         for off, j in wraps:
-            self.rsigs.append((j, self.t + off, "wrap"))
-            s[R_STATUS] |= 1 << j
+            self.rsigs.append((k.idx[j], self.t + off, "wrap"))
+            s[R_STATUS] |= 1 << k.idx[j]
             if off != last:
                 last = off
                 if not s[R_MASKED]:

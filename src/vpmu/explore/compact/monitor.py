@@ -93,6 +93,8 @@ class Monitor:
         self._starts: dict[Shown, Window] = {}
         #: per letter, which of its results are reads of GLOBAL_STATUS
         self._status_reads = [_status_reads(self.cfg, a) for a in self.letters]
+        #: the slot (position in `layout`) of each counter in use, by PMC index
+        self._slot = {self.cfg.pmc_indices[pos]: k for k, pos in enumerate(self.layout)}
         self._settled: dict[object, Verdict] = {}
 
     def start(self, shown: Shown) -> Window:
@@ -134,10 +136,10 @@ class Monitor:
                      for rr, kr, read in zip(obs[1], obs[2], self._status_reads[letter], strict=True))))
         wraps = list(window.wraps)
         for pmc, _, _ in obs[5]:
-            wraps[pmc] += 1
+            wraps[self._slot[pmc]] += 1
         for pmc, _, source in obs[6]:
             if source in ("hw", "emulated") or source in self.losses:
-                wraps[pmc] -= 1
+                wraps[self._slot[pmc]] -= 1
         pmis = window.pmis + len(obs[3]) - len(obs[4])
         if not (inert and window.quiet_steps >= 2 and not any(window.wraps)):
             # from a settled window (one shared object per shown values, `start`) the verdict is
