@@ -1,21 +1,29 @@
-"""The incremental judge: open obligations carried per state instead of a re-read trace.
+"""The incremental judge: the open obligations carried with each state, not a re-read trace.
 
 The checker (`vpmu.checker.compare`) judges a whole trace. A search path, though, is judged
-after every step, and almost all of a path is settled: once every overflow obligation is met
-(the same GLOBAL_STATUS, as many PMIs, each reference wrap matched by one KVM overflow
-signal) and both machines show the same values and LVTPC, nothing before that point can make
-a later step diverge or be tolerated. The monitor therefore keeps only the *window* since the
-last settled point: the values at that point (`base`) and the steps after it. A step from a
-settled state that shows the same on both machines without any overflow is quiet and needs no
-judging (the object engine's rule too); any other step is judged by the checker itself on
-the window — the window's obligations are exactly what is still open (wraps not yet
-signalled, PMIs owed, status gaps and their R1/R3 deadlines) — and the verdict is memoised
-by the window, which repeats across the search. When the step settles everything the window
-closes again.
+after every step, and most of a path is settled: once every overflow obligation is met (each
+reference wrap matched by one KVM overflow signal or by a loss the options tolerate, as many
+PMIs) and both machines show the same values, GLOBAL_STATUS and LVTPC, nothing before that
+point can make a later step diverge or be tolerated. The monitor therefore keeps only the
+*window* since the last settled point (`Window`: a step showing the settled values, then the
+steps since, as the checker's observations). What is open in the window is exactly what the
+checker still has to decide: wraps not yet signalled, PMIs owed, status gaps and their
+R1/R3/skid deadlines. A step is judged by the checker itself on the window, except
+
+* a quiet step from a settled window (the same on both machines, no overflow: the object
+  engine's rule), and
+* an inert step from a window where every wrap is met and the last two steps carried no
+  signal or PMI (so no deadline can pass): no signal, PMI or differing read (but a
+  GLOBAL_STATUS read showing the status both machines already showed), the same status and
+  LVTPC on both machines as before, equal values;
+
+and the verdict of a step from a settled window is memoised (many states show the same
+values). When a step settles everything the window closes again.
 
 So the monitor is the checker, not a second implementation of it; what it adds is the claim
-that a settled prefix does not matter, which tests/test_compact.py checks against
-`compare(..., open_end=True)` on every path of the explorer's spaces.
+that a settled prefix and an inert step do not change the verdict, which tests/test_compact.py
+checks against `compare(..., open_end=True)` on the whole trace, step by step, and through
+the engines' agreement on whole bounded spaces.
 """
 
 from __future__ import annotations
