@@ -25,7 +25,7 @@ from vpmu.designs import (
 from vpmu.eras import ERAS
 from vpmu.explore import Bounds, InMemoryExpander, SearchResult, Target, alphabet, bfs, explore
 from vpmu.explore.compact import Plan, kernel_bfs, plan
-from vpmu.explore.compact.machine import GLOBALS, R_MASKED, STRIDE
+from vpmu.explore.compact.layout import GLOBALS, R_MASKED, STRIDE
 from vpmu.explore.compact.monitor import Monitor
 from vpmu.kvm import KvmPmc
 

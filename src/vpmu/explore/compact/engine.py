@@ -27,7 +27,8 @@ from ..causes import Candidates
 from ..judge import Finding, Judge, Target
 from ..search import Progress, SearchResult, Stats, Successor, bfs, past_deadline
 from ..space import Bounds, CountedEvent, alphabet, counters_in_use, setup_prefix
-from .machine import K_MASKED, K_STATUS, R_MASKED, R_STATUS, Kernel
+from .layout import K_MASKED, K_STATUS, R_MASKED, R_STATUS
+from .machine import Kernel
 from .monitor import Monitor, Shown, Window
 
 #: The LVTPC values the covered configurations show: a Linux guest's, and it masked.

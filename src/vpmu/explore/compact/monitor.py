@@ -39,7 +39,7 @@ from vpmu.pmc_map import status_msr
 from vpmu.tolerances import CheckerOptions
 from vpmu.trace import Observation, Result, Signal
 
-from .machine import StepObs
+from .layout import StepObs
 
 #: The values both machines show after a step: (reference counters, KVM counters, reference
 #: status, KVM status, reference LVTPC, KVM LVTPC); counters are the counters in use.
