@@ -11,7 +11,7 @@
     default bounds, and `--counters 2,1 --depth 8`.
 
 Run: .venv/bin/python benchmarks/bench_kernel.py   (writes benchmarks/results/kernel.json;
-needs `spin` and gcc for (a), which is skipped with a note without them; about 15 minutes)
+needs `spin` and gcc for (a), which is skipped with a note without them; about 10 minutes)
 """
 
 from __future__ import annotations
