@@ -12,8 +12,6 @@ object engine's.
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Iterator, Sequence
 
 from vpmu.config import FIXED_BASE
@@ -25,7 +23,7 @@ from vpmu.world import WorldOptions
 
 from ..causes import Candidates
 from ..judge import Finding, Judge, Target
-from ..search import Progress, SearchResult, Stats, Successor, bfs, past_deadline
+from ..search import Progress, SearchResult, Successor, bfs, random_search
 from ..space import Bounds, CountedEvent, alphabet, counters_in_use, setup_prefix
 from .layout import K_MASKED, K_STATUS, R_MASKED, R_STATUS
 from .machine import Kernel
@@ -152,46 +150,36 @@ class KernelExpander:
         return found
 
 
+class KernelWalk:
+    """The random search's walk (`vpmu.explore.search.Walk`) on the kernel: a state is the
+    compact state and its window; a diverged path is replayed on the object models."""
+
+    def __init__(self, p: Plan) -> None:
+        self.plan = p
+        self.judge = Judge(p.target)
+        self.root = (p.root, p.monitor.start(p.shown(p.root)), tuple[int, ...]())
+
+    def start(self) -> KState:
+        return self.root
+
+    def step(self, state: KState, letter: int) -> tuple[KState, list[Finding] | None]:
+        p = self.plan
+        compact, window, path = state
+        compact, obs = p.kernel.step(compact, p.letters[letter])
+        verdict, window = p.monitor.advance(window, letter, obs, p.shown(compact))
+        path += (letter,)
+        if not verdict:
+            return (compact, window, path), None
+        suffix = tuple(p.monitor.letters[i] for i in path)
+        _, divs = self.judge.root(p.prefix + suffix)
+        return (compact, window, path), [Finding.of(p.target.cfg, p.counters, suffix, d, p.events) for d in divs]
+
+
 def kernel_random(p: Plan, seed: int, restarts: range, deadline: float | None = None,
                   progress: Progress | None = None) -> SearchResult:
-    """`vpmu.explore.search.random_search` on the kernel: restart r draws the same kinds and
-    letters from (seed, r) (the same random calls on the same alphabet), so the paths, the
-    statistics and the findings (replayed on the object models) are the object engine's."""
-    step, advance, shown = p.kernel.step, p.monitor.advance, p.shown
-    judge = Judge(p.target)
-    kinds = sorted(set(p.kinds))
-    stats = Stats()
-    found: Candidates[Finding] = Candidates()
-    start = time.perf_counter()
-    root = (p.root, p.monitor.start(shown(p.root)))
-    for r in restarts:
-        if past_deadline(deadline):
-            stats.stopped_by_budget = True
-            break
-        rng = random.Random(f"{seed}:{r}")
-        enabled = [k for k in kinds if rng.random() < 0.5] or [rng.choice(kinds)]
-        choices = [i for i, k in enumerate(p.kinds) if k in enabled]
-        (state, window), path = root, tuple[int, ...]()
-        for depth in range(1, p.bounds.depth + 1):
-            li = rng.choice(choices)
-            path += (li,)
-            state, obs = step(state, p.letters[li])
-            verdict, window = advance(window, li, obs, shown(state))
-            stats.transitions += 1
-            stats.states += 1
-            stats.depth_reached = max(stats.depth_reached, depth)
-            if verdict:
-                suffix = tuple(p.monitor.letters[i] for i in path)
-                _, divs = judge.root(p.prefix + suffix)
-                for d in divs:
-                    found.add(Finding.of(p.target.cfg, p.counters, suffix, d, p.events))
-                break
-        stats.sequences += 1
-        if progress is not None and stats.sequences % 50 == 0:
-            stats.elapsed = time.perf_counter() - start
-            progress(stats, found.kinds)
-    stats.elapsed = time.perf_counter() - start
-    return SearchResult("random", stats, found.findings())
+    """`vpmu.explore.search.random_search` on the kernel: the same draws from (seed, r) on the
+    same alphabet give the same paths, statistics and findings."""
+    return random_search(p.target, p.bounds, seed, restarts, deadline, progress, KernelWalk(p))
 
 
 def kernel_bfs(p: Plan, depth: int, deadline: float | None = None, progress: Progress | None = None) -> SearchResult:
