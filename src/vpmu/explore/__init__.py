@@ -99,8 +99,8 @@ class ExploreReport:
     searches: list[SearchResult]
     counterexamples: list[Finding]
     causes_found: int = 0
-    #: The engine the exhaustive search ran on ("kernel" or "object"), and when the kernel
-    #: was asked for but does not cover the configuration, why (one line).
+    #: The engine the searches ran on ("kernel" or "object"), and when the kernel was asked
+    #: for but does not cover the configuration, why (one line).
     engine: str = "object"
     engine_note: str = ""
 
