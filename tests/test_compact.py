@@ -28,6 +28,7 @@ from vpmu.explore.compact import Plan, kernel_bfs, plan
 from vpmu.explore.compact.layout import GLOBALS, R_MASKED, STRIDE
 from vpmu.explore.compact.monitor import Monitor
 from vpmu.kvm import KvmPmc
+from vpmu.tolerances import CheckerOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 ERAS_WITH_FAST_DEFAULT = [e for e in ERAS if e != "mediated"]
@@ -257,3 +258,14 @@ def test_vpmu_checks_product_search_on_the_kernel_is_the_object_engines() -> Non
     assert (k.stats.states, k.stats.transitions) == (o.stats.states, o.stats.transitions)
     assert [(d.record_key, d.step, d.actions) for d in k.findings] == [
         (d.record_key, d.step, d.actions) for d in o.findings] and k.findings
+
+
+@pytest.mark.parametrize("options", [
+    CheckerOptions(r3_min_period=False),
+    CheckerOptions(r7_ignored_overflow=True, r11_disallowed_overflow=True, pmi_skid=1),
+])
+def test_engines_agree_under_other_checker_options(options: CheckerOptions) -> None:
+    """The monitor asks the checker itself, so any options hold; what settles a window
+    follows the options' tolerated losses."""
+    target, b = _target("6.8", bounds=Bounds(depth=3))
+    _agree(replace(target, checker_options=options), b)
