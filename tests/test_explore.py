@@ -154,12 +154,15 @@ def test_saved_scenario_replays_the_same_divergence() -> None:
         assert (f.kind, f.visibility) in {(d.kind, d.visibility) for d in res.divergences if not d.tolerated}
 
 
-def test_same_seed_same_result_and_jobs_do_not_matter() -> None:
+@pytest.mark.parametrize("engine", ["kernel", "object"])
+def test_same_seed_same_result_and_jobs_do_not_matter(engine: str) -> None:
     target = Target(CFG, "6.6")
-    one = explore(target, Bounds(depth=3), mode="auto", seed=7, restarts=300, jobs=1)
-    again = explore(target, Bounds(depth=3), mode="auto", seed=7, restarts=300, jobs=1)
-    two = explore(target, Bounds(depth=3), mode="auto", seed=7, restarts=300, jobs=2)
-    for other in (again, two):
+    one = explore(target, Bounds(depth=3), mode="auto", seed=7, restarts=300, jobs=1, engine=engine)
+    again = explore(target, Bounds(depth=3), mode="auto", seed=7, restarts=300, jobs=1, engine=engine)
+    two = explore(target, Bounds(depth=3), mode="auto", seed=7, restarts=300, jobs=2, engine=engine)
+    other_engine = explore(target, Bounds(depth=3), mode="auto", seed=7, restarts=300, jobs=2,
+                           engine="object" if engine == "kernel" else "kernel")
+    for other in (again, two, other_engine):
         assert [(f.kind, f.visibility, f.actions) for f in other.counterexamples] == [
             (f.kind, f.visibility, f.actions) for f in one.counterexamples]
         assert [(s.stats.states, s.stats.transitions) for s in other.searches] == [

@@ -76,7 +76,9 @@ def test_backend_uses_the_cluster_cpus(backend: RayBackend) -> None:
 @pytest.mark.parametrize("mode", ["exhaustive", "random"])
 def test_ray_equals_local(backend: RayBackend, local_reports: dict[tuple[str, int], ExploreReport],
                           mode: str) -> None:
-    on_ray = explore(TARGET, SMALL, mode=mode, seed=3, restarts=RESTARTS, backend=backend)
+    # exhaustive: Ray's partitioned units run the object engine; the local runs use the kernel
+    on_ray = explore(TARGET, SMALL, mode=mode, seed=3, restarts=RESTARTS, backend=backend,
+                     engine="object" if mode == "exhaustive" else "kernel")
     one, two = local_reports[mode, 1], local_reports[mode, 2]
     assert searches(on_ray) == searches(one) == searches(two)
     assert shrunk(on_ray) == shrunk(one) == shrunk(two)
@@ -114,7 +116,9 @@ def test_a_unit_whose_worker_dies_is_retried(
         dying = RayBackend(unit_fn=_dies_once(run_unit, marker))
     else:
         dying = RayBackend(random_fn=_dies_once(random_unit, marker))
-    report = explore(TARGET, SMALL, mode=mode, seed=3, restarts=RESTARTS, backend=dying)
+    # the object engine: the kernel's exhaustive search runs in this process, not in Ray units
+    report = explore(TARGET, SMALL, mode=mode, seed=3, restarts=RESTARTS, backend=dying,
+                     engine="object" if mode == "exhaustive" else "kernel")
     assert os.path.exists(marker), "no worker died: the test tested nothing"
     assert searches(report) == searches(local_reports[mode, 1])
     assert shrunk(report) == shrunk(local_reports[mode, 1])
@@ -128,7 +132,7 @@ def test_time_budget_stops_a_ray_search_cleanly(backend: RayBackend) -> None:
 
 def test_progress_is_reported_per_level(backend: RayBackend) -> None:
     seen: list[tuple[int, int]] = []
-    explore(TARGET, SMALL, mode="exhaustive", backend=backend,
+    explore(TARGET, SMALL, mode="exhaustive", backend=backend, engine="object",  # Ray's units, not the kernel
             progress=lambda stats, found: seen.append((stats.depth_reached, stats.states)))
     assert [d for d, _ in seen] == [1, 2, 3]
     assert seen == sorted(seen)

@@ -48,6 +48,7 @@ from vpmu.explore import (
     setup_prefix,
     shrink,
 )
+from vpmu.explore.compact import Plan, kernel_random, plan
 from vpmu.outputs import write_text
 from vpmu.run import RunResult, execute, run_actions
 from vpmu.scenario import Scenario
@@ -284,6 +285,44 @@ class PairExpander:
                 yield Successor(child, None if diverged else child.key(), diffs)  # type: ignore[arg-type]
 
 
+class KernelPairExpander:
+    """`PairExpander` on the explorer's compact kernel (vpmu.explore.compact): both designs'
+    compact states (each with its own reference part) are the visited key; a transition on
+    which either design's monitor reports an untolerated divergence is replayed on the object
+    models (`PairJudge`'s judges) for its differences, so findings are the object engine's."""
+
+    states_per_call: int | None = 1
+
+    def __init__(self, judge: PairJudge, base: Plan, patch: Plan) -> None:
+        self.judge, self.base, self.patch = judge, base, patch
+
+    def root(self) -> tuple[tuple[Any, ...], Hashable]:
+        b, p = self.base, self.patch
+        start = (b.root, b.monitor.start(b.shown(b.root)), p.root, p.monitor.start(p.shown(p.root)), ())
+        return start, (b.root, p.root)
+
+    def expand(self, states: Sequence[tuple[tuple[Any, ...], Hashable]]) -> Iterator[Successor[Any, Hashable]]:
+        b, p = self.base, self.patch
+        for (sb, wb, sp, wp, path), _ in states:
+            for li, (lb, lp) in enumerate(zip(b.letters, p.letters, strict=True)):
+                cb, ob = b.kernel.step(sb, lb)
+                vb, nwb = b.monitor.advance(wb, li, ob, b.shown(cb))
+                cp, op = p.kernel.step(sp, lp)
+                vp, nwp = p.monitor.advance(wp, li, op, p.shown(cp))
+                child = (cb, nwb, cp, nwp, path + (li,))
+                if vb or vp:
+                    yield Successor(child, None, self.differences(path + (li,)))  # type: ignore[arg-type]
+                else:
+                    yield Successor(child, (cb, cp), [])
+
+    def differences(self, path: tuple[int, ...]) -> list[Difference]:
+        actions = self.judge.prefix + tuple(self.base.monitor.letters[i] for i in path)
+        nb, db = self.judge.base.root(actions)
+        np_, dp = self.judge.patch.root(actions)
+        return Runs(self.judge.context, nb.path, tuple(nb.kvm_obs), tuple(np_.kvm_obs), tuple(db),
+                    tuple(dp)).differences("explore")
+
+
 def shrink_difference(diff: Difference, keep: int) -> Difference:
     """Minimise the steps after the first `keep` (an explorer's set-up prefix, never shrunk)
     while a difference of the same direction, kind and visibility stays; the result ends at
@@ -393,14 +432,21 @@ def check(
         if past_deadline(deadline):
             break
         say(f"random search on {target.design}")
-        result = random_search(target, bounds, seed, range(restarts), deadline)
+        fast = plan(target, bounds)
+        result = (kernel_random(fast, seed, range(restarts), deadline) if isinstance(fast, Plan)
+                  else random_search(target, bounds, seed, range(restarts), deadline))
         searches.append(result)
         for f in result.findings:
             _keep_shortest(explored, context.runs(f.actions).differences("explore"))
     if not past_deadline(deadline):
-        say("exhaustive search of the product")
-        letters = [a for _, a in alphabet(narrowed, bounds)]
-        result = bfs(PairExpander(judge, letters), bounds.depth, deadline)
+        base, patch = plan(judge.base.target, bounds), plan(judge.patch.target, bounds)
+        if isinstance(base, Plan) and isinstance(patch, Plan):
+            say("exhaustive search of the product (compact kernel)")
+            result = bfs(KernelPairExpander(judge, base, patch), bounds.depth, deadline)
+        else:
+            say(f"exhaustive search of the product (object models: {base if isinstance(base, str) else patch})")
+            letters = [a for _, a in alphabet(narrowed, bounds)]
+            result = bfs(PairExpander(judge, letters), bounds.depth, deadline)
         searches.append(result)
         _keep_shortest(explored, result.findings)  # type: ignore[arg-type]
 

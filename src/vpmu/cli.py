@@ -383,6 +383,9 @@ def explore(
     address: Annotated[str | None, typer.Option("--address", help="Ray cluster to join (default: start a "
                                                 "local Ray instance).")] = None,
     option: OptionOpt = None,
+    engine: Annotated[str, typer.Option("--engine", help="Search on the compact kernel where it covers the "
+                                        "configuration (else on the object models, saying why), or on the "
+                                        "object models.")] = "kernel",
 ) -> None:
     """Search guest-action interleavings for divergences; shrink and save what is found.
 
@@ -432,7 +435,7 @@ def explore(
             status.start()
         report = run_explore(target, bounds, mode=mode, seed=seed, restarts=restarts,
                              time_budget=time_budget, progress=progress, backend=chosen,
-                             max_counterexamples=max_counterexamples)
+                             max_counterexamples=max_counterexamples, engine=engine)
     finally:
         if status is not None:
             status.stop()

@@ -67,12 +67,92 @@ class DesignHost(Protocol):
         """Raise an overflow of `pmc` the way the design's backing does (vpmu.backing)."""
 
 
+# --- fast forms: the hooks as pure functions over a PMC's integer fields ----------------------
+
+
+#: A PMC's design fields as a fast form sees them: (counter, prev_counter, emulated_counter).
+Fields = tuple[int, int, int]
+
+
+class FastForm:
+    """A design's hooks as pure functions over one PMC's integer fields, for the explorer's
+    compact kernel (vpmu.explore.compact). `fields` = (counter, prev_counter, emulated_counter);
+    `live` is the perf event's count while it runs (0 when paused or absent), `mask` the PMC's
+    width mask. Each must compute exactly what the design's object hook does (the kernel's
+    equivalence test checks it on every transition); a design whose `fast` is None runs on
+    the object engine.
+    """
+
+    def incr(self, f: Fields, mask: int) -> Fields:
+        """incr_counter: one KVM-emulated event (the caller requests the reprogram)."""
+        raise NotImplementedError
+
+    def pause(self, f: Fields, live: int, mask: int) -> tuple[Fields, bool]:
+        """pause_counter with the perf count `live` folded in: new fields, emulated wrap?"""
+        raise NotImplementedError
+
+    def read(self, f: Fields, live: int, mask: int) -> int:
+        """read_counter: the guest-visible value."""
+        raise NotImplementedError
+
+    def write(self, f: Fields, value: int, live: int, mask: int, mask_writes: bool) -> Fields:
+        """write_counter (the caller re-arms perf); `mask_writes` is the era's switch."""
+        raise NotImplementedError
+
+    def complete(self, f: Fields) -> Fields:
+        """reprogram_complete."""
+        return f
+
+
+class PrevCounterFast(FastForm):
+    """`PrevCounterDesign`'s hooks over (counter, prev_counter, emulated_counter)."""
+
+    def incr(self, f: Fields, mask: int) -> Fields:
+        return ((f[0] + 1) & mask, f[0], f[2])
+
+    def pause(self, f: Fields, live: int, mask: int) -> tuple[Fields, bool]:
+        counter = (f[0] + live) & mask
+        return (counter, f[1], f[2]), counter < f[1]
+
+    def read(self, f: Fields, live: int, mask: int) -> int:
+        return (f[0] + live) & mask
+
+    def write(self, f: Fields, value: int, live: int, mask: int, mask_writes: bool) -> Fields:
+        counter = f[0] + value - ((f[0] + live) & mask)
+        return (counter & (mask if mask_writes else U64), f[1], f[2])
+
+    def complete(self, f: Fields) -> Fields:
+        return (f[0], 0, f[2])
+
+
+class EmulatedCounterFast(FastForm):
+    """`EmulatedCounterDesign`'s hooks over (counter, prev_counter, emulated_counter)."""
+
+    def incr(self, f: Fields, mask: int) -> Fields:
+        return (f[0], f[1], f[2] + 1)
+
+    def pause(self, f: Fields, live: int, mask: int) -> tuple[Fields, bool]:
+        counter = f[0] + live
+        prev = counter & mask
+        new = (counter + f[2]) & mask
+        return (new, f[1], 0), new < prev
+
+    def read(self, f: Fields, live: int, mask: int) -> int:
+        return (f[0] + f[2] + live) & mask
+
+    def write(self, f: Fields, value: int, live: int, mask: int, mask_writes: bool) -> Fields:
+        return ((f[0] + value - ((f[0] + live) & mask)) & mask, f[1], 0)
+
+
 class CounterDesign(ABC):
     """The interface a counter-tracking patch implements (see module docstring)."""
 
     name: str = "custom"
     backing: ClassVar[CounterBacking] = CounterBacking()
     writes_sample_period: bool = False
+    #: The hooks as pure functions (`FastForm`) for the explorer's compact kernel; None: the
+    #: explorer runs this design on the object engine (docs/designs.md "Fast form").
+    fast: ClassVar[FastForm | None] = None
 
     @abstractmethod
     def incr_counter(self, kvm: DesignHost, pmc: KvmPmc) -> None: ...
@@ -101,6 +181,7 @@ class PrevCounterDesign(CounterDesign):
     """v6.1-v6.7 `prev_counter` design (de0f619564f4), spec §3.1 and §4.4 "pre" column."""
 
     name = "prev-counter"
+    fast: ClassVar[FastForm | None] = PrevCounterFast()
 
     def incr_counter(self, kvm: DesignHost, pmc: KvmPmc) -> None:
         """Mirrors kvm_pmu_incr_counter() v6.1-v6.7 (pmu.c), spec §2.12: bump the base."""
@@ -135,6 +216,7 @@ class EmulatedCounterDesign(CounterDesign):
     """v6.8+ `emulated_counter` design (fd89499a5151, the seed patch), spec §4."""
 
     name = "emulated-counter"
+    fast: ClassVar[FastForm | None] = EmulatedCounterFast()
 
     def incr_counter(self, kvm: DesignHost, pmc: KvmPmc) -> None:
         """Mirrors kvm_pmu_incr_counter() v6.8+ (pmu.c), spec §4.1: defer to reprogram."""
@@ -188,6 +270,25 @@ class MediatedDesign(CounterDesign):
     def write_counter(self, kvm: DesignHost, pmc: KvmPmc, value: int) -> None:
         """Mirrors pmc_write_counter() mediated: `counter = val & M`."""
         pmc.counter = value & kvm.pmc_bitmask(pmc)
+
+
+#: The hooks a fast form stands for (`FastForm`).
+HOOKS = ("incr_counter", "pause_counter", "read_counter", "write_counter", "reset_counter", "reprogram_complete")
+
+
+def fast_form(design: CounterDesign) -> FastForm | str:
+    """The design's fast form, or why it has none usable (one line). A fast form speaks only
+    for the hooks of the class that declares it: a subclass that overrides a hook without
+    declaring its own `fast` has none (else the kernel would run the parent's hooks)."""
+    cls = type(design)
+    owner = next((c for c in cls.__mro__ if "fast" in c.__dict__), None)
+    if design.fast is None or owner is None:
+        return f"design {design.name!r} has no fast form"
+    for c in cls.__mro__[: cls.__mro__.index(owner)]:
+        for hook in HOOKS:
+            if hook in c.__dict__:
+                return (f"design {design.name!r} overrides {hook} of {owner.__name__} without its own fast form")
+    return design.fast
 
 
 DESIGNS: dict[str, type[CounterDesign]] = {

@@ -271,6 +271,9 @@ def print_explore(console: Console, report: ExploreReport, files: Sequence[str |
         f"events {','.join(b.events)}; skid {b.skid}; assume {','.join(b.assume) or 'none'}; "
         f"checker options {' '.join(options) or 'default'}"))
     console.print(Text(f"  kinds: {','.join(b.kinds)}"))
+    if report.searches:
+        why = f" ({report.engine_note})" if report.engine_note else ""
+        console.print(Text(f"  engine: {report.engine}{why}"))
     for s in report.searches:
         st = s.stats
         what = f"{st.sequences} sequences" if s.mode == "random" else _ending(st)

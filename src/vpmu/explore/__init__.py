@@ -30,6 +30,7 @@ from vpmu.pmc_map import counter_name
 
 from .backends import Backend, LocalBackend
 from .causes import MAX_COUNTEREXAMPLES, Candidates, select_causes, signature
+from .compact import Plan, kernel_bfs, plan
 from .judge import Finding, Judge, Node, Target
 from .search import (
     Expander,
@@ -71,7 +72,7 @@ from .units import (
 )
 
 __all__ = [
-    "ACTION_KINDS", "MAX_COUNTEREXAMPLES", "MODES", "Backend", "Bounds", "Candidates", "CountedEvent",
+    "ACTION_KINDS", "ENGINES", "MAX_COUNTEREXAMPLES", "MODES", "Backend", "Bounds", "Candidates", "CountedEvent",
     "EventMap", "Expander", "ExploreReport", "Finding", "InMemoryExpander", "IndexPath", "Judge", "LocalBackend",
     "Node", "Progress", "RandomJob", "ReplayExpander", "SearchResult", "Stats", "Successor", "Target", "Unit",
     "UnitRunner", "alphabet", "bfs", "counters_in_use", "default_width", "expand_unit", "explore",
@@ -81,6 +82,9 @@ __all__ = [
 ]
 
 MODES = ("random", "exhaustive", "auto")
+#: Exhaustive-search engines (`--engine`): the compact kernel where it covers the
+#: configuration (`vpmu.explore.compact`), else the object models; or the object models.
+ENGINES = ("kernel", "object")
 
 
 @dataclass
@@ -95,6 +99,10 @@ class ExploreReport:
     searches: list[SearchResult]
     counterexamples: list[Finding]
     causes_found: int = 0
+    #: The engine the searches ran on ("kernel" or "object"), and when the kernel was asked
+    #: for but does not cover the configuration, why (one line).
+    engine: str = "object"
+    engine_note: str = ""
 
     @property
     def untolerated(self) -> bool:
@@ -116,6 +124,8 @@ class ExploreReport:
             "design": t.design,
             "cpu": t.cfg.to_dict(),
             "seed": self.seed,
+            "engine": self.engine,
+            "engine_note": self.engine_note or None,
             "bounds": self.bounds.to_dict(),
             "options": t.checker_options.to_dict(),
             "states": total.states,
@@ -159,6 +169,7 @@ def explore(
     progress: Progress | None = None,
     backend: Backend | None = None,
     max_counterexamples: int = MAX_COUNTEREXAMPLES,
+    engine: str = "kernel",
 ) -> ExploreReport:
     """Check the request, run the chosen searches, then shrink one counterexample per
     cause (at most `max_counterexamples`, `vpmu.explore.causes`).
@@ -171,7 +182,14 @@ def explore(
     (seed, r) only and the exhaustive search's numbers do not depend on the expander, so
     the result depends on (seed, bounds, restarts), not on `jobs` or the backend (unless
     the time budget cuts a search short).
+
+    engine "kernel" runs the searches on the compact kernel when it covers the configuration
+    (the exhaustive search in this process, whatever `jobs`; the random restarts in the
+    workers), else on the object models with the reason in `ExploreReport.engine_note`;
+    "object" always uses the object models.
     """
+    if engine not in ENGINES:
+        raise VpmuError(f"unknown --engine {engine!r} (known: {', '.join(ENGINES)})")
     if mode not in MODES:
         raise VpmuError(f"unknown mode {mode!r} (known: {', '.join(MODES)})")
     if restarts < 1:
@@ -179,6 +197,11 @@ def explore(
     if max_counterexamples < 1:
         raise VpmuError(f"--max-counterexamples must be >= 1, not {max_counterexamples}")
     target = replace(target, cfg=bounds.fit(target.cfg), world=replace(target.world, skid=bounds.skid))
+    kernel: Plan | str | None = None
+    if engine == "kernel":
+        kernel = plan(target, bounds)
+    note = kernel if isinstance(kernel, str) else ""
+    used_engine = "kernel" if isinstance(kernel, Plan) else "object"
     owned = backend is None
     run_on = LocalBackend(jobs) if backend is None else backend
     searches: list[SearchResult] = []
@@ -188,14 +211,17 @@ def explore(
         if mode in ("random", "auto"):
             parts = split_restarts(restarts, partitions)
             searches.append(merge_random(run_on.random_parts(
-                [RandomJob(target, bounds, seed, r, deadline) for r in parts], progress)))
+                [RandomJob(target, bounds, seed, r, deadline, used_engine) for r in parts], progress)))
             if progress is not None:
                 progress(searches[-1].stats, len(searches[-1].findings))
         if mode in ("exhaustive", "auto") and not past_deadline(deadline):
-            searches.append(bfs(run_on.expander(target, bounds), bounds.depth, deadline, progress))
+            if isinstance(kernel, Plan):
+                searches.append(kernel_bfs(kernel, bounds.depth, deadline, progress))
+            else:
+                searches.append(bfs(run_on.expander(target, bounds), bounds.depth, deadline, progress))
     finally:
         if owned:
             run_on.close()
     candidates: Candidates[Finding] = Candidates(f for search in searches for f in search.findings)
     chosen, causes = select_causes(target, candidates.findings(), max_counterexamples)
-    return ExploreReport(target, bounds, mode, seed, searches, chosen, causes)
+    return ExploreReport(target, bounds, mode, seed, searches, chosen, causes, used_engine, note)

@@ -95,6 +95,14 @@ class Candidates(Generic[F]):
             self._per_key[key] = seen + 1
             self._kept.append(f)
 
+    def wants(self, kind: Hashable, key: Hashable) -> bool:
+        """Would a finding of record key `kind` and coarse key `key` be kept? (A search that
+        must replay a path to build the finding asks first.)"""
+        seen = self._per_key.get(key)
+        if seen is None:
+            return self._keys.get(kind, 0) < KEYS_PER_KIND
+        return seen < PER_KEY
+
     @property
     def kinds(self) -> int:
         """Distinct record keys (kind and visibility) found so far."""

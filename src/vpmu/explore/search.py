@@ -15,7 +15,9 @@ import random
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, NamedTuple, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
+
+from vpmu.divergence import Divergence
 
 from .causes import Candidates
 from .judge import Finding, Judge, Node, Target
@@ -86,6 +88,20 @@ def past_deadline(deadline: float | None) -> bool:
 # --- random search ---------------------------------------------------------------------------
 
 
+#: A walk's state (an object engine `Node`, or the compact kernel's state and window).
+W = TypeVar("W")
+
+
+class Walk(Protocol[W]):
+    """How the random search steps: where each restart starts, and one letter (by its index
+    in the alphabet) from a state: the next state and the path's findings if it diverged
+    (None while it did not)."""
+
+    def start(self) -> W: ...
+
+    def step(self, state: W, letter: int) -> tuple[W, list[Finding] | None]: ...
+
+
 def random_search(
     target: Target,
     bounds: Bounds,
@@ -93,36 +109,35 @@ def random_search(
     restarts: range,
     deadline: float | None = None,
     progress: Progress | None = None,
+    walk: Walk[Any] | None = None,
 ) -> SearchResult:
     """Swarm search over the restarts in `restarts`: restart r draws (from seed and r alone)
     a random subset of the action kinds and a random sequence of up to `depth` actions from
-    it. Splitting the range over workers therefore does not change what is found."""
-    judge = Judge(target)
-    counters = counters_in_use(target.cfg, bounds)
-    events = bounds.event_map(target.cfg)
-    prefix = setup_prefix(target.cfg, counters, events)
-    letters = alphabet(target.cfg, bounds)
-    kinds = sorted({k for k, _ in letters})
+    it. Splitting the range over workers therefore does not change what is found. `walk`
+    (default: the object engine's `InMemoryExpander`) steps the paths; the compact kernel brings its
+    own, and the same draws give it the same paths."""
+    walker: Walk[Any] = walk if walk is not None else InMemoryExpander(target, bounds)
+    letter_kinds = [k for k, _ in alphabet(target.cfg, bounds)]
+    kinds = sorted(set(letter_kinds))
     stats = Stats()
     found: Candidates[Finding] = Candidates()
     start = time.perf_counter()
-    root, _ = judge.root(prefix)
     for r in restarts:
         if past_deadline(deadline):
             stats.stopped_by_budget = True
             break
         rng = random.Random(f"{seed}:{r}")
         enabled = [k for k in kinds if rng.random() < 0.5] or [rng.choice(kinds)]
-        choices = [a for k, a in letters if k in enabled]
-        node = root.copy()
+        choices = [i for i, k in enumerate(letter_kinds) if k in enabled]
+        state = walker.start()
         for depth in range(1, bounds.depth + 1):
-            node, divs = judge.advance(node, rng.choice(choices), copy=False)
+            state, findings = walker.step(state, rng.choice(choices))
             stats.transitions += 1
             stats.states += 1
             stats.depth_reached = max(stats.depth_reached, depth)
-            if divs:
-                for d in divs:
-                    found.add(Finding.of(target.cfg, counters, node.path[len(prefix):], d, events))
+            if findings is not None:
+                for f in findings:
+                    found.add(f)
                 break
         stats.sequences += 1
         if progress is not None and stats.sequences % 50 == 0:
@@ -191,7 +206,8 @@ class Expander(Protocol[S, K]):
 
 class InMemoryExpander:
     """Frontier states kept as `Node`s; each transition clones both machines. The fast
-    single-process expander, and the one units use after rebuilding a state."""
+    single-process expander, and the one units use after rebuilding a state; also the
+    random search's walk (`Walk`: a node cloned once per restart, stepped in place)."""
 
     states_per_call: int | None = 1
 
@@ -202,6 +218,7 @@ class InMemoryExpander:
         self.events = bounds.event_map(target.cfg)
         self.prefix = setup_prefix(target.cfg, self.counters, self.events)
         self.letters = [a for _, a in alphabet(target.cfg, bounds)]
+        self._start: Node | None = None
 
     def root(self) -> tuple[Node, Hashable]:
         node, _ = self.judge.root(self.prefix)
@@ -217,11 +234,25 @@ class InMemoryExpander:
             for action in self.letters:
                 child, divs = self.judge.advance(node, action)
                 if divs:
-                    suffix = child.path[len(self.prefix):]
-                    yield Successor(child, None, [Finding.of(self.cfg, self.counters, suffix, d, self.events)
-                                                  for d in divs])
+                    yield Successor(child, None, self.findings(child, divs))
                 else:
                     yield Successor(child, child.key(), [])
+
+    def findings(self, node: Node, divs: Sequence[Divergence]) -> list[Finding]:
+        """The findings of a path that diverged with `divs`."""
+        suffix = node.path[len(self.prefix):]
+        return [Finding.of(self.cfg, self.counters, suffix, d, self.events) for d in divs]
+
+    def start(self) -> Node:
+        """`Walk.start`: a copy of the state after the set-up prefix."""
+        if self._start is None:
+            self._start = self.root()[0]
+        return self._start.copy()
+
+    def step(self, node: Node, letter: int) -> tuple[Node, list[Finding] | None]:
+        """`Walk.step`: one letter, in place."""
+        node, divs = self.judge.advance(node, self.letters[letter], copy=False)
+        return node, (self.findings(node, divs) if divs else None)
 
 
 def bfs(

@@ -14,6 +14,7 @@ import hashlib
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
+from .compact import Plan, kernel_random, plan
 from .judge import Target
 from .search import InMemoryExpander, Progress, SearchResult, Successor, random_search
 from .space import Bounds
@@ -40,6 +41,8 @@ class RandomJob:
     seed: int
     restarts: range
     deadline: float | None = None
+    #: "kernel": on the compact kernel where it covers the target (vpmu.explore.compact).
+    engine: str = "object"
 
 
 def state_digest(key: Hashable) -> bytes:
@@ -72,7 +75,12 @@ def run_unit(unit: Unit) -> list[Successor[IndexPath, bytes]]:
 
 
 def random_unit(job: RandomJob, progress: Progress | None = None) -> SearchResult:
-    """`random_search` for a `RandomJob`: the task a worker process or Ray runs."""
+    """`random_search` for a `RandomJob`: the task a worker process or Ray runs (on the
+    compact kernel when the job asks for it and the kernel covers the target)."""
+    if job.engine == "kernel":
+        p = plan(job.target, job.bounds)
+        if isinstance(p, Plan):
+            return kernel_random(p, job.seed, job.restarts, job.deadline, progress)
     return random_search(job.target, job.bounds, job.seed, job.restarts, job.deadline, progress)
 
 

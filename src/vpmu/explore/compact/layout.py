@@ -1,0 +1,34 @@
+"""The compact state's layout: slot offsets, letter opcodes and the shape of a step's
+observation (vpmu.explore.compact.machine builds states and letters, .step runs them)."""
+
+from __future__ import annotations
+
+#: Global slots: KVM's GLOBAL_STATUS and LVTPC mask bit, the reference's GLOBAL_STATUS and
+#: LVTPC mask bit, the deny filter installed (both machines), KVM's pmc_in_use bitmap, which
+#: PMCs not in use are marked paused (a reprogram of one does that), and the age of
+#: an in-flight host PMI (World.pmi_age).
+K_STATUS, K_MASKED, R_STATUS, R_MASKED, FILTER, IN_USE, UNUSED_PAUSED, AGE = range(8)
+GLOBALS = 8
+#: Per-counter slots (offsets from the counter's base): KVM's design fields, the event
+#: select's enable bit (both machines), the perf event (sample period, count, enabled,
+#: period_left, armed, overflow pending), KVM's paused flag, the reference's value.
+C, P, E, EN, PERIOD, COUNT, ENABLED, LEFT, ARMED, PENDING, PAUSED, REF = range(12)
+STRIDE = 12
+
+# Letter opcodes (`Kernel.letter`).
+OP_NATIVE, OP_EXIT, OP_HOSTPMI, OP_BATCH, OP_WRCTR, OP_RDPMC, OP_RDSTATUS, OP_CLEAR, OP_LVTPC, OP_TOGGLE, \
+    OP_EMULATE, OP_SETFILTER, OP_CLEARFILTER, OP_SAVERESTORE = range(14)
+#: Where an exit's in-flight host PMI lands: before or after KVM's handler.
+BEFORE, AFTER = 0, 1
+
+#: KVM request bits (vpmu.kvm's REQ_*), as the step keeps them.
+REQ_PMU, REQ_PMI, REQ_NMI, REQ_EVENT = 1, 2, 4, 8
+
+#: A step's observation, compact: (instructions retired, reference results, KVM results,
+#: reference PMIs, KVM PMIs, reference signals, KVM signals); PMIs and signals carry the
+#: instructions retired in the step before them, results are (value or None, fault).
+Result_ = tuple[int | None, bool]
+Signal_ = tuple[int, int, str]
+StepObs = tuple[int, tuple[Result_, ...], tuple[Result_, ...], tuple[int, ...], tuple[int, ...],
+                tuple[Signal_, ...], tuple[Signal_, ...]]
+Letter = tuple[int, ...]
