@@ -163,6 +163,7 @@ def test_interrupted_cli_leaves_no_process_behind(tmp_path: Path) -> None:
     exit 130, and the Ray instance the command started is gone with everything it ran."""
     code, err, seen = interrupt_running_search(tmp_path, [
         "explore", "--backend", "ray", "--jobs", "2", "--kvm", "6.8", "--mode", "exhaustive", "--depth", "9",
+        "--engine", "object",  # the object engine runs its levels as Ray units (the kernel in-process)
         "--no-save"], "ray::run_unit")
     assert code == 130, err
     assert wait_gone(seen, timeout=120) == {}
