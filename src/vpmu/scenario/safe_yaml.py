@@ -5,8 +5,8 @@ turns the text into events; `parse` builds the values itself, one pass, no recur
 
 * YAML 1.2 core scalars (as the scenario format always had them): `true`/`false`, `null`/`~`,
   integers (decimal, 0x, 0o, 0b, `_` separators), floats; anything quoted is a string.
-* mappings become `YDict`, sequences `YList`; both keep the line of each key / item, read the
-  way the loader always read them (`node.lc.key(k)`, `node.lc.item(i)`: 0-based line, column).
+* mappings become `YDict`, sequences `YList`; both keep the (0-based) line of each key / item
+  in `lines`, which `vpmu.scenario.load` reads for its messages.
 
 Hostile input is refused with a `YamlError(line, message)`, never a Python error: a file over
 `MAX_BYTES`, text that is not UTF-8 (a UTF-8 BOM is skipped), YAML tags (`!!python/...`,
@@ -57,31 +57,17 @@ class YamlError(Exception):
 
 
 class YDict(dict[Any, Any]):
-    """A mapping that knows the (0-based) line of each key: `d.lc.key(k)` -> (line, 0)."""
+    """A mapping that knows the (0-based) line of each key: `d.lines[k]`."""
 
     __slots__ = ("lines",)
     lines: dict[Any, int]  # set by whoever makes one (no __init__: millions are made)
 
-    @property
-    def lc(self) -> YDict:
-        return self
-
-    def key(self, k: Any) -> tuple[int, int]:
-        return self.lines[k], 0
-
 
 class YList(list[Any]):
-    """A sequence that knows the (0-based) line of each item: `l.lc.item(i)` -> (line, 0)."""
+    """A sequence that knows the (0-based) line of each item: `l.lines[i]`."""
 
     __slots__ = ("lines",)
     lines: list[int]
-
-    @property
-    def lc(self) -> YList:
-        return self
-
-    def item(self, i: int) -> tuple[int, int]:
-        return self.lines[i], 0
 
 
 def decode(data: bytes) -> str:
