@@ -136,6 +136,21 @@ def test_patches_are_judged_against_upstream(design: str, regressed: bool) -> No
         assert d.actions and d.step < len(d.actions)
 
 
+def test_a_scenario_with_computed_presets_is_checked_as_one_concrete_program() -> None:
+    """kut-counter-overflow-amd-legacy presets `1 - C` from a calibration read: its differences
+    shrink, replay and save as the reference's concrete values (a placeholder 0 would not)."""
+    from vpmu.scenario import load_scenario
+
+    scn = load_scenario(str(Path(__file__).parents[1] / "conformance" / "kut-counter-overflow-amd-legacy.yaml"))
+    assert scn.computed
+    report = check(f"{PATCHES}:ForgetClearEmulated", "6.8", scn.cpu, Bounds(depth=1, width=48), [scn], restarts=1)
+    found = [d for d in report.regressions if d.origin == f"scenario {scn.name}" and d.kind != "expect"]
+    assert found
+    for d in found:
+        replay = d.context.runs(d.actions).differences(d.origin)
+        assert any(r.kind == d.kind and r.direction == d.direction for r in replay)
+
+
 def test_a_width_bug_invisible_to_48_bit_scenarios_is_found_by_the_explorer() -> None:
     from vpmu.scenario import load_scenario
 

@@ -201,7 +201,14 @@ class ScenarioVerdict:
 
 def check_scenario(scn: Scenario, era: str, baseline: str, patched: str) -> ScenarioVerdict:
     """Run `scn` on `era` with both designs (the file's checker and world options). A failed
-    expect step counts as a difference too (kind "expect", at the step it checks)."""
+    expect step counts as a difference too (kind "expect", at the step it checks).
+
+    A scenario with computed writes (`value: "1 - C"`) is first resolved into one concrete
+    program, the values the architectural reference computes: both designs then run the same
+    actions, as in the explorer, so a difference replays, shrinks and saves as plain actions."""
+    if scn.computed:
+        program = execute(scn, kvm=era, design=baseline).ref_obs
+        scn = replace(scn, actions=tuple(o.action for o in program), computed=())
     context = Context(scn.cpu, era, baseline, patched, scn.checker, tuple(sorted(scn.world.items())))
     base = execute(scn, kvm=era, design=baseline)
     patch = execute(scn, kvm=era, design=patched)
