@@ -277,3 +277,14 @@ def test_save_names_first_cause_of_a_kind_plainly(tmp_path: Path) -> None:
     assert len(set(paths)) == len(report.counterexamples)
     text = paths[0].read_text()
     assert "assumes:" in text and "options" not in text  # default skid is not written
+
+
+def test_saved_names_carry_a_design_other_than_the_eras_own(tmp_path: Path) -> None:
+    """Two designs' searches saved into one directory do not overwrite each other."""
+    own = explore(Target(CFG, "6.6"), Bounds(depth=2), mode="exhaustive")
+    other = explore(Target(CFG, "6.6", "emulated-counter"), Bounds(depth=3), mode="exhaustive")
+    names = {Path(p).name for p in save_counterexamples(own, str(tmp_path)) if p}
+    assert names and all(n.startswith("explore-6.6-") and "emulated-counter" not in n for n in names)
+    more = {Path(p).name for p in save_counterexamples(other, str(tmp_path)) if p}
+    assert more and all(n.startswith("explore-6.6-emulated-counter-") for n in more)
+    assert len(list(tmp_path.iterdir())) == len(names) + len(more)

@@ -7,7 +7,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vpmu.designs import absolute_reference
+from vpmu.designs import absolute_reference, short_name
+from vpmu.eras import get_era
 from vpmu.errors import VpmuError
 from vpmu.outputs import write_text
 from vpmu.scenario.dump import dump_scenario
@@ -20,11 +21,11 @@ if TYPE_CHECKING:
 
 
 def save_counterexamples(report: ExploreReport, directory: str | None) -> list[str | None]:
-    """Write each counterexample to `directory` as `explore-ERA-KIND-VISIBILITY.yaml` (the
-    first of its kind and visibility; further causes add their signature digest:
-    `...-VISIBILITY-1a2b3c4d.yaml`), with the CPU at the explored width, the era, the design,
-    the checker options and the skid; the paths, in counterexample order (None when not
-    saved: no directory, or nothing found)."""
+    """Write each counterexample to `directory` as `explore-ERA-KIND-VISIBILITY.yaml`
+    (`explore-ERA-DESIGN-...` for a design other than the era's own; the first of its kind and
+    visibility; further causes add their signature digest: `...-VISIBILITY-1a2b3c4d.yaml`), with
+    the CPU at the explored width, the era, the design, the checker options and the skid; the
+    paths, in counterexample order (None when not saved: no directory, or nothing found)."""
     if directory is None or not report.counterexamples:
         return [None] * len(report.counterexamples)
     t = report.target
@@ -38,8 +39,11 @@ def save_counterexamples(report: ExploreReport, directory: str | None) -> list[s
              if getattr(t.world, f.name) != getattr(plain, f.name)}
     paths: list[str | None] = []
     named: set[tuple[str, str]] = set()
+    # a design other than the era's own is part of the name, so that searches of two designs
+    # saved into one directory do not overwrite each other's counterexamples
+    label = t.era if t.design in (None, get_era(t.era).default_design) else f"{t.era}-{short_name(t.design)}"
     for f in report.counterexamples:
-        name = f"explore-{t.era}-{f.kind}-{f.visibility}"
+        name = f"explore-{label}-{f.kind}-{f.visibility}"
         if (f.kind, f.visibility) in named:
             name += f"-{digest(f)}"
         named.add((f.kind, f.visibility))
