@@ -175,7 +175,7 @@ def test_run_time_value_errors_name_the_step_line() -> None:
     """A computed write that does not fit its MSR is an error at the write's line, not a crash."""
     text = scenario("  - rdmsr: {msr: IA32_PERF_GLOBAL_CTRL, save: G}\n"
                     "  - wrmsr: {msr: IA32_PERF_GLOBAL_STATUS_RESET, value: 'G - 1'}\n")
-    with pytest.raises(ScenarioError, match=r"t.yaml:6: value: G - 1: negative values are only allowed"):
+    with pytest.raises(ScenarioError, match=r"t.yaml:6: value: 'G - 1': negative values are only allowed"):
         run(text)
 
 

@@ -22,7 +22,7 @@ from vpmu.config import PmuConfig
 from vpmu.designs import is_user_reference
 from vpmu.divergence import Divergence, failed, summary
 from vpmu.eras import get_era
-from vpmu.errors import DesignError, StepError, VpmuError, clean
+from vpmu.errors import DesignError, StepError, VpmuError, clean, shown
 from vpmu.pmc_map import counter_name, msr_write_value
 from vpmu.reference import ReferenceMachine
 from vpmu.scenario.expr import Expr, ExprError
@@ -202,7 +202,7 @@ def _computed_action(action: A.Action, c: Computed, saved: dict[str, int], cfg: 
     try:
         value = msr_write_value(cfg, target.msr, c.expr.evaluate(saved))
     except (ExprError, ValueError) as e:
-        raise ScenarioError(source, c.line, "value", f"{c.expr}: {e}") from None
+        raise ScenarioError(source, c.line, "value", f"{shown(str(c.expr))}: {e}") from None
     written = replace(target, value=value)
     if c.item is None:
         return written
@@ -284,7 +284,7 @@ def _check_expect(e: Expect, obs: Sequence[Observation], cfg: PmuConfig, saved: 
         try:
             v = operand.evaluate(saved)
         except ExprError as err:
-            raise ScenarioError(source, e.line, "expect", f"{operand}: {err}") from None
+            raise ScenarioError(source, e.line, "expect", f"{shown(str(operand))}: {err}") from None
         return (1 << width) + v if v < 0 and width is not None else v
 
     def holds(what: str, expected: Any, observed: Any) -> tuple[bool, Any]:
