@@ -175,12 +175,14 @@ def _drive(step: Callable[[A.Action], Observation], cfg: PmuConfig, actions: Seq
     bad value found on the way is a `StepError` naming the step (a user design's failure, a
     `DesignError`, already names it)."""
     save_at = {s.step: s for s in saves}
+    computed_at: dict[int, list[Computed]] = {}
+    for c in computed:
+        computed_at.setdefault(c.step, []).append(c)
     saved: dict[str, int] = {}
     obs = []
     for i, action in enumerate(actions):
-        for c in computed:
-            if c.step == i:
-                action = _computed_action(action, c, saved, cfg, source)
+        for c in computed_at.get(i, ()):
+            action = _computed_action(action, c, saved, cfg, source)
         try:
             o = step(action)
         except (DesignError, StepError):

@@ -52,7 +52,7 @@ class Expr:
             raise ExprError(f"an expression of at most {MAX_TEXT} characters")
         try:
             tree = ast.parse(text.strip(), mode="eval")
-        except SyntaxError:
+        except (SyntaxError, ValueError):  # ValueError: a NUL character
             raise ExprError("an integer, or an expression over saved names like '1 - C'") from None
         names: set[str] = set()
         for node in ast.walk(tree):

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,8 +19,15 @@ from vpmu.tolerances import CheckerOptions
 #: reported, marked as not judged), as an upstream test is judged on its own asserts.
 JUDGES = ("all", "expects")
 
+#: What each comparison tests, and how a failed check shows it.
+_TESTS: dict[str, Callable[[int, int], bool]] = {
+    "eq": operator.eq, "ne": operator.ne, "ge": operator.ge, "gt": operator.gt, "le": operator.le,
+    "lt": operator.lt, "bits_set": lambda v, m: v & m == m, "bits_clear": lambda v, m: v & m == 0,
+}
+_SYMBOLS = {"eq": "==", "ne": "!=", "ge": ">=", "gt": ">", "le": "<=", "lt": "<",
+            "bits_set": "bits set", "bits_clear": "bits clear"}
 #: Comparisons an expect check may make (`range: [lo, hi]` is `ge: lo, le: hi`).
-COMPARISONS = ("eq", "ne", "ge", "gt", "le", "lt", "bits_set", "bits_clear")
+COMPARISONS = tuple(_TESTS)
 
 
 class ScenarioError(VpmuError):
@@ -44,22 +53,13 @@ class Condition:
 
     tests: tuple[tuple[str, Operand], ...]
 
-    def holds(self, observed: int, value_of: Any) -> bool:
+    def holds(self, observed: int, value_of: Callable[[Operand], int]) -> bool:
         """Whether `observed` passes every test; `value_of(operand)` gives an operand's integer."""
-        for op, operand in self.tests:
-            v = value_of(operand)
-            ok = {"eq": observed == v, "ne": observed != v, "ge": observed >= v, "gt": observed > v,
-                  "le": observed <= v, "lt": observed < v, "bits_set": observed & v == v,
-                  "bits_clear": observed & v == 0}[op]
-            if not ok:
-                return False
-        return True
+        return all(_TESTS[op](observed, value_of(operand)) for op, operand in self.tests)
 
-    def show(self, value_of: Any) -> str:
+    def show(self, value_of: Callable[[Operand], int]) -> str:
         """`>= 0xa, < 0x14`: what the check expects, computed operands resolved."""
-        sym = {"eq": "==", "ne": "!=", "ge": ">=", "gt": ">", "le": "<=", "lt": "<",
-               "bits_set": "bits set", "bits_clear": "bits clear"}
-        return ", ".join(f"{sym[op]} {value_of(v):#x}" for op, v in self.tests)
+        return ", ".join(f"{_SYMBOLS[op]} {value_of(v):#x}" for op, v in self.tests)
 
 
 @dataclass(frozen=True, slots=True)

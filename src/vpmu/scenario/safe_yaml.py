@@ -258,8 +258,8 @@ def _build(text: str) -> Any:  # noqa: C901 - one loop over the events, kept fla
 
 
 _NUMERIC_START = frozenset("0123456789+-.")
-#: an anchor or alias whose name has a dot, where YAML puts one (renamed consistently: a name
-#: only pairs an alias with its anchor)
+
+
 def _undot(m: re.Match[str]) -> str:
     """An anchor or alias name with its dots renamed, unless it is inside quotes or a comment."""
     before = m.string[m.string.rfind("\n", 0, m.start()) + 1:m.start()]
@@ -268,5 +268,7 @@ def _undot(m: re.Match[str]) -> str:
     return m.group(0).replace(".", "_DOT_")
 
 
+#: an anchor or alias whose name has a dot, where YAML puts one (renamed consistently: a name
+#: only pairs an alias with its anchor)
 _DOTTED_NAME = re.compile(r"(?<![^\s\[{,])[&*][A-Za-z0-9_-]*\.[A-Za-z0-9_.-]*")
 _NO_KEY: Any = object()

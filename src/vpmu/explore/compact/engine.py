@@ -70,13 +70,11 @@ def plan(target: Target, bounds: Bounds) -> Plan | str:
     mask = cfg.gp_mask
     if bounds.fixed and cfg.fixed_mask != mask:
         return "the compact kernel covers GP and fixed counters of one width only"
-    events = bounds.event_map(cfg)
+    used = counters_in_use(cfg, bounds)
     ref, world = target.machines()
-    prefix = setup_prefix(cfg, counters_in_use(cfg, bounds), events)
-    for a in prefix:
+    for a in setup_prefix(cfg, used, bounds.event_map(cfg)):
         ref.step(a)
         world.step(a)
-    used = counters_in_use(cfg, bounds)
     pmcs = [world.kvm.pmc(i) for i in used]
     if any(pmc is None or pmc.perf_event is None for pmc in pmcs):
         return "the set-up leaves a counter in use without a perf event"
@@ -95,7 +93,7 @@ def plan(target: Target, bounds: Bounds) -> Plan | str:
     root = kernel.encode(ref, world)
     if root is None:
         return "the set-up state is outside the compact kernel's state"
-    layout = [cfg.pmc_indices.index(p) for p in counters_in_use(cfg, bounds)]
+    layout = [cfg.pmc_indices.index(p) for p in used]
     monitor = Monitor(cfg, target.checker_options, [a for _, a in actions], layout)
     return Plan(target, bounds, kernel, monitor, [lt for lt in letters if lt is not None],
                 [k for k, _ in actions], root)
@@ -130,10 +128,11 @@ class KernelExpander:
             for li, letter in enumerate(p.letters):
                 child, obs = step(state, letter)
                 verdict, win = advance(window, li, obs, shown(child))
+                to = path + (li,)
                 if verdict:
-                    yield Successor((child, win, path + (li,)), None, self.findings(path + (li,), verdict))
+                    yield Successor((child, win, to), None, self.findings(to, verdict))
                 else:
-                    yield Successor((child, win, path + (li,)), child, [])
+                    yield Successor((child, win, to), child, [])
 
     def findings(self, path: tuple[int, ...], verdict: tuple[tuple[str, str, str | None], ...]) -> list[Finding]:
         """Findings of a diverged path, built by replaying it on the object models, when a
