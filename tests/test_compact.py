@@ -34,6 +34,19 @@ ROOT = Path(__file__).resolve().parents[1]
 ERAS_WITH_FAST_DEFAULT = [e for e in ERAS if e != "mediated"]
 
 
+@pytest.fixture(autouse=True)
+def _monitor_rules_verified(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every monitor of these tests also asks the checker where one of its rules decided a
+    step, and fails on any difference (`Monitor.verify`)."""
+    init = Monitor.__post_init__
+
+    def post_init(self: Monitor) -> None:
+        init(self)
+        self.verify = True
+
+    monkeypatch.setattr(Monitor, "__post_init__", post_init)
+
+
 def _target(era: str, design: str | None = None, cpu: str = "intel-v2",
             bounds: Bounds | None = None) -> tuple[Target, Bounds]:
     b = bounds or Bounds(depth=3)
