@@ -32,3 +32,26 @@ Signal_ = tuple[int, int, str]
 StepObs = tuple[int, tuple[Result_, ...], tuple[Result_, ...], tuple[int, ...], tuple[int, ...],
                 tuple[Signal_, ...], tuple[Signal_, ...]]
 Letter = tuple[int, ...]
+
+# The compiled kernel's buffers (vpmu.explore.compact.kstep writes them, .compiled reads them).
+#: A letter as a row of LETTER_WIDTH ints: its opcode and operands, zero-padded.
+LETTER_WIDTH = 4
+#: A step's observation as one row of ints: instructions retired; results as pairs (reference
+#: value, KVM value; NONE for a write's "no value"); reference PMIs; KVM PMIs; reference
+#: signals; KVM signals (triples: PMC index, instructions retired in the step before it, source
+#: as an index into SOURCES). Each section starts with its count. A step that would write more
+#: than a section holds sets O_FULL instead (its caller then cannot use the row).
+MAX_RES, MAX_PMIS, MAX_SIGS = 8, 16, 32
+NONE = -1
+O_T, O_NRES, O_RES = 0, 1, 2
+O_NRPMI = O_RES + 2 * MAX_RES
+O_RPMI = O_NRPMI + 1
+O_NKPMI = O_RPMI + MAX_PMIS
+O_KPMI = O_NKPMI + 1
+O_NRSIG = O_KPMI + MAX_PMIS
+O_RSIG = O_NRSIG + 1
+O_NKSIG = O_RSIG + 3 * MAX_SIGS
+O_KSIG = O_NKSIG + 1
+O_FULL = O_KSIG + 3 * MAX_SIGS
+OBS_LEN = O_FULL + 1
+SOURCES = ("wrap", "hw", "emulated", "ignored", "min-period", "disallowed")
