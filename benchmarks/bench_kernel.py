@@ -4,9 +4,11 @@
     (../shared/anchors/seed.pml, emulated-counter design, no late PMI) for counter widths
     4-8: SPIN's BFS (pan -DBFS, as run-seed-spin.sh builds it) and vpmu's exhaustive search
     on the anchor README's matching bounds, in the same run: states and time to an exhausted
-    verdict, and the ratio. The object engine runs too where it takes under a few minutes.
-(b) States/s and peak RSS of the kernel on KVM 6.8's default bounds, depth 4-8, with 1 and 3
-    GP counters (each run in a fresh process with a time budget), and bytes per visited state.
+    verdict, and the ratio; vpmu's compiled kernel, the same kernel in pure Python, and the
+    object engine where it takes under a few minutes.
+(b) States/s and peak RSS of the compiled kernel on KVM 6.8's default bounds, depth 4-8, with
+    1 and 3 GP counters (each run in a fresh process with a time budget), and bytes per
+    visited state.
 (c) The issue's other targets: a user design in the fast form (examples/my_design.py) on the
     default bounds, and `--counters 2,1 --depth 8`.
 
@@ -43,22 +45,39 @@ BUDGET = 60.0
 
 
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
-    """Run one exhaustive search described by `spec` and report its statistics and memory."""
+    """Run one exhaustive search described by `spec` and report its statistics and memory.
+    Engines: "compiled" (the compiled kernel, `compiled_bfs`; compiled or loaded from numba's
+    cache before the clock and the memory baseline), "kernel" (the same kernel in pure Python,
+    `kernel_bfs`) and "object" (the object models)."""
     from vpmu.config import preset
     from vpmu.explore import Bounds, InMemoryExpander, Target, bfs
-    from vpmu.explore.compact import Plan, kernel_bfs, plan
+    from vpmu.explore.compact import Plan, compiled_search, kernel_bfs, plan
+    from vpmu.explore.compact.compiled import compiled_bfs
 
     b = Bounds(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["bounds"].items()})
     target = Target(b.fit(preset(spec.get("cpu", "intel-v2"))), spec["era"], spec.get("design"))
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    deadline = time.time() + spec["budget"] if spec.get("budget") else None
     engine = spec["engine"]
     note = ""
-    p = plan(target, b) if engine == "kernel" else None
-    if isinstance(p, Plan):
+    p = plan(target, b) if engine != "object" else None
+    load = 0.0
+    compiled = None
+    if isinstance(p, Plan) and engine == "compiled":
+        start = time.perf_counter()
+        compiled = compiled_search(p)
+        if isinstance(compiled, str):
+            note, engine = compiled, "kernel"
+        else:
+            compiled_bfs(p, 0, compiled)  # compiles (or loads) the search: depth 0 searches nothing
+        load = time.perf_counter() - start
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    deadline = time.time() + spec["budget"] if spec.get("budget") else None
+    if isinstance(p, Plan) and engine == "compiled" and not isinstance(compiled, str) and compiled is not None:
+        result = compiled_bfs(p, b.depth, compiled, deadline)
+    elif isinstance(p, Plan):
+        engine = "kernel"
         result = kernel_bfs(p, b.depth, deadline)
     else:
-        note = p or ""
+        note = p or note
         engine = "object"
         result = bfs(InMemoryExpander(target, b), b.depth, deadline)
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -66,6 +85,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     return {"engine": engine, "note": note, "states": st.states, "transitions": st.transitions,
             "depth_reached": st.depth_reached, "exhausted": st.exhausted, "depth_limited": st.depth_limited,
             "stopped_by_budget": st.stopped_by_budget, "seconds": round(st.elapsed, 3),
+            "load_seconds": round(load, 3),
             "states_per_second": round(st.states_per_second), "peak_rss_mb": round(rss1 / 1024, 1),
             "bytes_per_state": round((rss1 - rss0) * 1024 / max(st.states, 1)),
             "findings": len(result.findings)}
@@ -115,13 +135,20 @@ def seed_bounds(width: int) -> dict[str, Any]:
 
 def main() -> None:
     results: dict[str, Any] = {"machine": machine_info(), "budget_seconds": BUDGET}
+    # compile (or load) the compiled kernel of each design measured below once, so that the
+    # first measurement's load time is not a compile
+    run({"era": "6.8", "engine": "compiled", "bounds": {"depth": 1}})
+    design = f"{ROOT / 'examples' / 'my_design.py'}:SnapshotBeforePerf"
+    run({"era": "6.8", "engine": "compiled", "design": design, "bounds": {"depth": 1}})
     seed = []
     for width in range(4, 9):
         row: dict[str, Any] = {"width": width, "spin": spin(width)}
+        row["compiled"] = run({"era": "6.8", "engine": "compiled", "bounds": seed_bounds(width)})
         row["kernel"] = run({"era": "6.8", "engine": "kernel", "bounds": seed_bounds(width)})
         if width <= 6:
             row["object"] = run({"era": "6.8", "engine": "object", "bounds": seed_bounds(width)})
         if isinstance(row["spin"], dict):
+            row["compiled_over_spin"] = round(row["compiled"]["seconds"] / row["spin"]["seconds"], 2)
             row["kernel_over_spin"] = round(row["kernel"]["seconds"] / row["spin"]["seconds"], 1)
         seed.append(row)
         print(f"seed W={width}: {row}", flush=True)
@@ -129,17 +156,17 @@ def main() -> None:
     sweep = []
     for gp in (1, 3):
         for depth in range(4, 9):
-            r = run({"era": "6.8", "engine": "kernel", "budget": BUDGET, "bounds": {"gp": gp, "depth": depth}})
+            r = run({"era": "6.8", "engine": "compiled", "budget": BUDGET, "bounds": {"gp": gp, "depth": depth}})
             sweep.append({"gp": gp, "depth": depth, **r})
             print(f"sweep gp={gp} depth={depth}: {r}", flush=True)
             if r["stopped_by_budget"]:
                 break
     results["depth_sweep"] = sweep
-    design = f"{ROOT / 'examples' / 'my_design.py'}:SnapshotBeforePerf"
-    results["user_design_fast_form"] = run({"era": "6.8", "engine": "kernel", "design": design,
+    results["user_design_fast_form"] = run({"era": "6.8", "engine": "compiled", "design": design,
                                             "bounds": {"depth": 5}})
-    results["default_6_8"] = {e: run({"era": "6.8", "engine": e, "bounds": {"depth": 5}}) for e in ("kernel", "object")}
-    results["counters_2_1_depth_8"] = run({"era": "6.8", "engine": "kernel", "budget": BUDGET,
+    results["default_6_8"] = {e: run({"era": "6.8", "engine": e, "bounds": {"depth": 5}})
+                              for e in ("compiled", "kernel", "object")}
+    results["counters_2_1_depth_8"] = run({"era": "6.8", "engine": "compiled", "budget": BUDGET,
                                            "bounds": {"gp": 2, "fixed": 1, "depth": 8}})
     print(f"other targets: {results['user_design_fast_form']}, {results['default_6_8']}, "
           f"{results['counters_2_1_depth_8']}", flush=True)

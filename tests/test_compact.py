@@ -24,7 +24,8 @@ from vpmu.designs import (
 )
 from vpmu.eras import ERAS
 from vpmu.explore import Bounds, InMemoryExpander, SearchResult, Target, alphabet, bfs, explore
-from vpmu.explore.compact import Plan, kernel_bfs, plan
+from vpmu.explore.compact import Plan, compiled_search, kernel_bfs, plan
+from vpmu.explore.compact.compiled import compiled_bfs
 from vpmu.explore.compact.layout import GLOBALS, R_MASKED, STRIDE
 from vpmu.explore.compact.monitor import Monitor
 from vpmu.kvm import KvmPmc
@@ -59,15 +60,28 @@ def _findings(r: SearchResult) -> list[tuple[object, ...]]:
     return [(f.kind, f.visibility, f.counter, f.step, f.detail, f.suffix) for f in r.findings]
 
 
+def _ending(r: SearchResult) -> tuple[object, ...]:
+    st = r.stats
+    return st.states, st.transitions, st.exhausted, st.depth_limited, st.frontier_left, st.depth_reached
+
+
 def _agree(target: Target, bounds: Bounds) -> None:
+    """The object engine, the kernel in Python and the compiled kernel give the same states,
+    transitions, ending and findings."""
     p = plan(target, bounds)
     assert isinstance(p, Plan), p
     k = kernel_bfs(p, bounds.depth)
     o = bfs(InMemoryExpander(target, bounds), bounds.depth)
-    assert (k.stats.states, k.stats.transitions, k.stats.exhausted, k.stats.depth_limited, k.stats.frontier_left) == (
-        o.stats.states, o.stats.transitions, o.stats.exhausted, o.stats.depth_limited, o.stats.frontier_left)
+    assert _ending(k) == _ending(o)
     assert {(f.kind, f.visibility) for f in k.findings} == {(f.kind, f.visibility) for f in o.findings}
     assert _findings(k) == _findings(o)
+    p = plan(target, bounds)
+    assert isinstance(p, Plan)
+    cs = compiled_search(p)
+    assert not isinstance(cs, str), cs
+    c = compiled_bfs(p, bounds.depth, cs)
+    assert _ending(c) == _ending(o)
+    assert _findings(c) == _findings(o)
 
 
 @pytest.mark.parametrize("era", ERAS_WITH_FAST_DEFAULT)
@@ -216,7 +230,7 @@ def test_the_state_is_a_flat_tuple_of_ints() -> None:
 def test_explore_says_which_engine_ran(capsys: pytest.CaptureFixture[str]) -> None:
     args = ("explore", "--kvm", "6.8", "--mode", "exhaustive", "--depth", "2", "--no-save", "--jobs", "1")
     code, out, _ = cli(capsys, *args)
-    assert code == 0 and "  engine: kernel\n" in out
+    assert code == 0 and "  engine: kernel (compiled with numba (" in out
     code, out, _ = cli(capsys, *args, "--engine", "object")
     assert code == 0 and "  engine: object\n" in out
     code, out, _ = cli(capsys, *args, "--events", "instructions:os")

@@ -272,7 +272,7 @@ def print_explore(console: Console, report: ExploreReport, files: Sequence[str |
         f"checker options {' '.join(options) or 'default'}"))
     console.print(Text(f"  kinds: {','.join(b.kinds)}"))
     if report.searches:
-        why = f" ({report.engine_note})" if report.engine_note else ""
+        why = f" ({report.engine_note or report.kernel_note})" if report.engine_note or report.kernel_note else ""
         console.print(Text(f"  engine: {report.engine}{why}"))
     for s in report.searches:
         st = s.stats

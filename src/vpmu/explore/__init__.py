@@ -30,7 +30,7 @@ from vpmu.pmc_map import counter_name
 
 from .backends import Backend, LocalBackend
 from .causes import MAX_COUNTEREXAMPLES, Candidates, select_causes, signature
-from .compact import Plan, kernel_bfs, plan
+from .compact import Plan, kernel_bfs, kernel_search, plan
 from .judge import Finding, Judge, Node, Target
 from .search import (
     Expander,
@@ -103,6 +103,10 @@ class ExploreReport:
     #: for but does not cover the configuration, why (one line).
     engine: str = "object"
     engine_note: str = ""
+    #: The exhaustive search on the kernel: compiled (True) or in pure Python (False, the
+    #: reason in `kernel_note`); None when it did not run on the kernel.
+    kernel_compiled: bool | None = None
+    kernel_note: str = ""
 
     @property
     def untolerated(self) -> bool:
@@ -126,6 +130,8 @@ class ExploreReport:
             "seed": self.seed,
             "engine": self.engine,
             "engine_note": self.engine_note or None,
+            "kernel_compiled": self.kernel_compiled,
+            "kernel_note": self.kernel_note or None,
             "bounds": self.bounds.to_dict(),
             "options": t.checker_options.to_dict(),
             "states": total.states,
@@ -204,6 +210,8 @@ def explore(
     used_engine = "kernel" if isinstance(kernel, Plan) else "object"
     owned = backend is None
     run_on = LocalBackend(jobs) if backend is None else backend
+    kernel_compiled: bool | None = None
+    kernel_note = ""
     searches: list[SearchResult] = []
     try:
         partitions = run_on.partitions  # a Ray backend joins or starts here, before the clock runs
@@ -216,7 +224,9 @@ def explore(
                 progress(searches[-1].stats, len(searches[-1].findings))
         if mode in ("exhaustive", "auto") and not past_deadline(deadline):
             if isinstance(kernel, Plan):
-                searches.append(kernel_bfs(kernel, bounds.depth, deadline, progress))
+                result, kernel_note = kernel_search(kernel, bounds.depth, deadline, progress)
+                kernel_compiled = not isinstance(kernel.compiled, str)
+                searches.append(result)
             else:
                 searches.append(bfs(run_on.expander(target, bounds), bounds.depth, deadline, progress))
     finally:
@@ -224,4 +234,5 @@ def explore(
             run_on.close()
     candidates: Candidates[Finding] = Candidates(f for search in searches for f in search.findings)
     chosen, causes = select_causes(target, candidates.findings(), max_counterexamples)
-    return ExploreReport(target, bounds, mode, seed, searches, chosen, causes, used_engine, note)
+    return ExploreReport(target, bounds, mode, seed, searches, chosen, causes, used_engine, note,
+                         kernel_compiled, kernel_note)

@@ -34,6 +34,7 @@ import numpy as np
 from ..causes import Candidates
 from ..judge import Finding
 from ..search import PROGRESS_EVERY, Progress, SearchResult, Stats, past_deadline
+from .kstep import CompiledStep
 from .layout import (
     COUNT,
     GLOBALS,
@@ -89,10 +90,10 @@ DONE, NEED_JUDGE, DIVERGED, FULL, ROOM = 0, 1, 2, 3, 4
 M_OPEN, M_QUIET, M_PMIS, M_SHAPE, M_SRS, M_SKS, M_SRM, M_SKM, M_NRSIG, M_RSIGPMC, M_RSIGSRC, \
     M_NKSIG, M_KSIGPMC, M_KSIGSRC, M_NRPMI, M_NKPMI, M_WRAPS = range(17)
 
-#: The monitor's constants as a row: counters in use, their width mask, which KVM signal
+#: The search's constants as a row: counters in use, ints in a state, their width mask, which KVM signal
 #: sources meet a wrap (bits by SOURCES index), whether R3 is on (the tolerated-loss rule),
 #: then the PMC index of each counter in use.
-Q_N, Q_MASK, Q_MEETS, Q_R3, Q_IDX = range(5)
+Q_N, Q_WIDTH, Q_MASK, Q_MEETS, Q_R3, Q_IDX = range(6)
 
 _WRAP, _HW, _EMULATED, _MINP = (SOURCES.index(s) for s in ("wrap", "hw", "emulated", "min-period"))
 _EMPTY = -1
@@ -105,34 +106,75 @@ _EMPTY = -1
 def _hash_row(row: Any, lo: int, hi: int, seed: int) -> np.uint64:
     h = np.uint64(0xCBF29CE484222325) ^ np.uint64(seed)
     for i in range(lo, hi):
-        h = (h ^ np.uint64(row[i] & 0x7FFFFFFFFFFFFFFF)) * np.uint64(0x100000001B3)
-        h ^= np.uint64(1) if row[i] < 0 else np.uint64(0)
+        x = np.int64(row[i])
+        h = (h ^ np.uint64(x & 0x7FFFFFFFFFFFFFFF)) * np.uint64(0x100000001B3)
+        h ^= np.uint64(1) if x < 0 else np.uint64(0)
         h ^= h >> np.uint64(29)
     return h
 
 
 @jit
-def state_add(rows: Any, slots: Any, count: Any, row: Any) -> tuple[int, bool]:
-    """The index of `row` in the visited table, added if new (open addressing, linear probe)."""
-    width = rows.shape[1]
+def pack(row: Any, buf: Any) -> int:
+    """`row` as bytes (zigzag varints: most slots hold small numbers, so a state of 20-44
+    ints packs into a few dozen bytes); returns their count. The encoding is canonical, so
+    equal rows pack to equal bytes."""
+    k = 0
+    for i in range(row.shape[0]):
+        x = row[i]
+        z = np.uint64(x << 1) ^ np.uint64(x >> 63)
+        while z >= np.uint64(0x80):
+            buf[k] = np.uint8((z & np.uint64(0x7F)) | np.uint64(0x80))
+            z >>= np.uint64(7)
+            k += 1
+        buf[k] = np.uint8(z)
+        k += 1
+    return k
+
+
+@jit
+def unpack(pool: Any, off: int, row: Any) -> None:
+    """`pack`'s inverse: the row whose bytes start at `pool[off]`."""
+    k = off
+    for i in range(row.shape[0]):
+        z = np.uint64(0)
+        shift = np.uint64(0)
+        while True:
+            byte = np.uint64(pool[k])
+            k += 1
+            z |= (byte & np.uint64(0x7F)) << shift
+            if byte < np.uint64(0x80):
+                break
+            shift += np.uint64(7)
+        row[i] = np.int64(z >> np.uint64(1)) ^ -np.int64(z & np.uint64(1))
+
+
+@jit
+def state_add(pool: Any, offs: Any, slots: Any, count: Any, row: Any, buf: Any) -> tuple[int, bool]:
+    """The index of state `row` in the visited table, added if new. The table is the states'
+    packed bytes end to end in `pool` (state n at offs[n]..offs[n+1]) and an open-addressing
+    index of them (`slots`, linear probe); count = (states, bytes used)."""
+    m = pack(row, buf)
     mask = slots.shape[0] - 1
-    h = _hash_row(row, 0, width, 0)
-    pos = np.int64(h & np.uint64(mask))
+    pos = np.int64(_hash_row(buf, 0, m, 0) & np.uint64(mask))
     while True:
         at = slots[pos]
         if at == _EMPTY:
-            n = count[0]
-            rows[n, :] = row
+            n, used = count[0], count[1]
+            pool[used:used + m] = buf[:m]
+            offs[n + 1] = used + m
             slots[pos] = n
             count[0] = n + 1
+            count[1] = used + m
             return n, True
-        same = True
-        for i in range(width):
-            if rows[at, i] != row[i]:
-                same = False
-                break
-        if same:
-            return at, False
+        lo = offs[at]
+        if offs[at + 1] - lo == m:
+            same = True
+            for i in range(m):
+                if pool[lo + i] != buf[i]:
+                    same = False
+                    break
+            if same:
+                return np.int64(at), False
         pos = (pos + 1) & mask
 
 
@@ -169,12 +211,11 @@ def shape_add(parent: int, vec: Any, length: int, sparent: Any, soff: Any, slen:
 
 
 @jit
-def rehash_states(rows: Any, count: int, slots: Any) -> None:
+def rehash_states(pool: Any, offs: Any, count: int, slots: Any) -> None:
     slots[:] = _EMPTY
-    width = rows.shape[1]
     mask = slots.shape[0] - 1
     for n in range(count):
-        pos = np.int64(_hash_row(rows[n], 0, width, 0) & np.uint64(mask))
+        pos = np.int64(_hash_row(pool, offs[n], offs[n + 1], 0) & np.uint64(mask))
         while slots[pos] != _EMPTY:
             pos = (pos + 1) & mask
         slots[pos] = n
@@ -273,9 +314,9 @@ def _step_shape(vec: Any, li: int, obs: Any, reads: int, native: bool, parent: A
 
 @jit
 def expand(lo: int, hi: int, at_i: int, at_li: int, stop_i: int,
-           rows: Any, slots: Any, count: Any, parent_of: Any, via: Any,
+           pool: Any, offs: Any, slots: Any, count: Any, parent_of: Any, via: Any,
            mon: Any, nmon: Any, letters: Any, reads: Any, native: Any, prm: Any, q: Any,
-           sparent: Any, soff: Any, slen: Any, pool: Any, sslots: Any, scount: Any, verdict: Any,
+           sparent: Any, soff: Any, slen: Any, spool: Any, sslots: Any, scount: Any, verdict: Any,
            out: Any, step: Any, incr: Any, pause: Any, read: Any, write: Any, complete: Any) -> int:
     """Expand frontier states `at_i`..`stop_i` - 1 of the level `lo`..`hi` - 1, from letter
     `at_li` of the first; new states get the next indices, their windows rows of `nmon`.
@@ -284,8 +325,10 @@ def expand(lo: int, hi: int, at_i: int, at_li: int, stop_i: int,
     n = q[Q_N]
     mask = q[Q_MASK]
     nletters = letters.shape[0]
-    width = rows.shape[1]
+    width = q[Q_WIDTH]
     child = np.empty(width, dtype=np.int64)
+    parent = np.empty(width, dtype=np.int64)
+    buf = np.empty(width * 10, dtype=np.uint8)
     obs = np.empty(OBS_LEN, dtype=np.int64)
     scratch = np.zeros(16, dtype=np.int64)
     vec = np.empty(OBS_LEN * 2 + 8 * n + 16, dtype=np.int64)
@@ -293,7 +336,7 @@ def expand(lo: int, hi: int, at_i: int, at_li: int, stop_i: int,
     rec = np.empty(mon.shape[1], dtype=np.int64)
     transitions = 0
     for i in range(at_i, stop_i):
-        parent = rows[i]
+        unpack(pool, offs[i], parent)
         pr = mon[i - lo]
         for li in range((at_li if i == at_i else 0), nletters):
             child[:] = parent
@@ -305,7 +348,7 @@ def expand(lo: int, hi: int, at_i: int, at_li: int, stop_i: int,
             for j in range(n):
                 b = GLOBALS + STRIDE * j
                 live = child[b + COUNT] if not child[b + PAUSED] else 0
-                kvals[j] = read(0, (child[b + C], child[b + P], child[b + E]), live, mask)
+                kvals[j] = read((child[b + C], child[b + P], child[b + E]), live, mask)
             same = (child[R_STATUS] == child[K_STATUS] and child[R_MASKED] == child[K_MASKED])
             for j in range(n):
                 if child[GLOBALS + STRIDE * j + REF] != kvals[j]:
@@ -316,7 +359,7 @@ def expand(lo: int, hi: int, at_i: int, at_li: int, stop_i: int,
                     results_equal = False
             eventful = obs[O_NRPMI] or obs[O_NKPMI] or obs[O_NRSIG] or obs[O_NKSIG]
             if not pr[M_OPEN] and not eventful and results_equal and same:
-                _start(rec, child, sparent, soff, slen, pool, sslots, scount, vec, n)
+                _start(rec, child, sparent, soff, slen, spool, sslots, scount, vec, n)
             else:
                 inert = (not eventful and child[R_STATUS] == parent[R_STATUS] and child[K_STATUS] == parent[K_STATUS]
                          and child[R_MASKED] == parent[R_MASKED] and child[K_MASKED] == parent[K_MASKED])
@@ -354,7 +397,7 @@ def expand(lo: int, hi: int, at_i: int, at_li: int, stop_i: int,
                 shape = -1
                 if judge or not settles:
                     length = _step_shape(vec, li, obs, reads[li], native[li], parent, child, kvals, n, mask)
-                    shape = shape_add(pr[M_SHAPE], vec, length, sparent, soff, slen, pool, sslots, scount)
+                    shape = shape_add(pr[M_SHAPE], vec, length, sparent, soff, slen, spool, sslots, scount)
                 if judge:
                     v = verdict[shape]
                     if v < 0 and q[Q_R3] and _inside_loss(pr, parent, child, obs, kvals, n, inert):
@@ -368,7 +411,7 @@ def expand(lo: int, hi: int, at_i: int, at_li: int, stop_i: int,
                         out[0], out[1], out[2], out[3] = i, li, v, transitions
                         return DIVERGED
                 if settles:
-                    _start(rec, child, sparent, soff, slen, pool, sslots, scount, vec, n)
+                    _start(rec, child, sparent, soff, slen, spool, sslots, scount, vec, n)
                 else:
                     rec[M_OPEN] = 1
                     rec[M_QUIET] = 0 if eventful else min(pr[M_QUIET] + 1, 2)
@@ -382,7 +425,7 @@ def expand(lo: int, hi: int, at_i: int, at_li: int, stop_i: int,
                     rec[M_NRPMI] = min(rec[M_NRPMI] + obs[O_NRPMI], 2)
                     rec[M_NKPMI] = min(rec[M_NKPMI] + obs[O_NKPMI], 2)
             transitions += 1
-            at, new = state_add(rows, slots, count, child)
+            at, new = state_add(pool, offs, slots, count, child, buf)
             if new:
                 parent_of[at] = i
                 via[at] = li
@@ -401,33 +444,36 @@ CHUNK = 2048
 class _Tables:
     """The compiled search's arrays, grown by doubling between `expand` calls."""
 
-    def __init__(self, width: int, mon_width: int, nletters: int) -> None:
-        self.rows = np.zeros((1024, width), dtype=np.int64)
-        self.slots = np.full(2048, _EMPTY, dtype=np.int64)
-        self.count = np.zeros(1, dtype=np.int64)
+    def __init__(self, width: int, mon_width: int) -> None:
+        self.width = width
+        self.pool = np.zeros(1 << 16, dtype=np.uint8)
+        self.offs = np.zeros(1024, dtype=np.int64)
+        self.slots = np.full(2048, _EMPTY, dtype=np.int32)
+        self.count = np.zeros(2, dtype=np.int64)
         self.parent = np.zeros(1024, dtype=np.int64)
-        self.via = np.zeros(1024, dtype=np.int64)
+        self.via = np.zeros(1024, dtype=np.int16)
         self.mon = np.zeros((1, mon_width), dtype=np.int64)
         self.nmon = np.zeros((1024, mon_width), dtype=np.int64)
         self.sparent = np.zeros(1024, dtype=np.int64)
         self.soff = np.zeros(1024, dtype=np.int64)
         self.slen = np.zeros(1024, dtype=np.int64)
         self.verdict = np.full(1024, -1, dtype=np.int64)
-        self.pool = np.zeros(1 << 16, dtype=np.int64)
+        self.spool = np.zeros(1 << 16, dtype=np.int64)
         self.sslots = np.full(2048, _EMPTY, dtype=np.int64)
         self.scount = np.zeros(2, dtype=np.int64)
 
     def room(self, new: int, hi: int, vec: int) -> None:
         """Make room for `new` more states and shapes (of at most `vec` ints each)."""
         need = int(self.count[0]) + new
-        if need > len(self.rows):
-            size = _grown(len(self.rows), need)
-            self.rows = _resized(self.rows, size)
-            self.parent = _resized(self.parent, size)
-            self.via = _resized(self.via, size)
+        if need + 1 > len(self.offs):
+            size = _grown(len(self.offs), need + 1)
+            self.offs, self.parent, self.via = (_resized(a, size) for a in (self.offs, self.parent, self.via))
         if need * 2 > len(self.slots):
-            self.slots = np.full(_grown(len(self.slots), need * 2), _EMPTY, dtype=np.int64)
-            rehash_states(self.rows, int(self.count[0]), self.slots)
+            self.slots = np.full(_grown(len(self.slots), need * 2), _EMPTY, dtype=np.int32)
+            rehash_states(self.pool, self.offs, int(self.count[0]), self.slots)
+        used = int(self.count[1]) + new * self.width * 10
+        if used > len(self.pool):
+            self.pool = _resized(self.pool, _grown(len(self.pool), used))
         if need - hi > len(self.nmon):
             self.nmon = _resized(self.nmon, _grown(len(self.nmon), need - hi))
         shapes = int(self.scount[0]) + new
@@ -439,10 +485,10 @@ class _Tables:
             self.verdict = grown
         if shapes * 2 > len(self.sslots):
             self.sslots = np.full(_grown(len(self.sslots), shapes * 2), _EMPTY, dtype=np.int64)
-            rehash_shapes(self.sparent, self.soff, self.slen, self.pool, int(self.scount[0]), self.sslots)
-        used = int(self.scount[1]) + new * vec
-        if used > len(self.pool):
-            self.pool = _resized(self.pool, _grown(len(self.pool), used))
+            rehash_shapes(self.sparent, self.soff, self.slen, self.spool, int(self.scount[0]), self.sslots)
+        pooled = int(self.scount[1]) + new * vec
+        if pooled > len(self.spool):
+            self.spool = _resized(self.spool, _grown(len(self.spool), pooled))
 
     def path(self, i: int) -> list[int]:
         """The letters from the root to state `i` (its admitting path)."""
@@ -468,14 +514,11 @@ def _resized(a: Any, size: int) -> Any:
     return out
 
 
-StepFns = tuple[Callable[..., Any], ...]
-
-
-def compiled_bfs(p: Any, depth: int, step_fns: StepFns, deadline: float | None = None,
+def compiled_bfs(p: Any, depth: int, cs: CompiledStep, deadline: float | None = None,
                  progress: Progress | None = None) -> SearchResult:
-    """`kernel_bfs(p, depth, ...)` with the search in `expand`: the same levels, admission
-    order, statistics, end conditions and findings. `step_fns`: the step and the fast form's
-    five hooks as `expand` calls them (`kstep.compiled_step`)."""
+    """`kernel_bfs(p, depth, ...)` with the search in `expand`, stepping with `cs` (the plan's
+    design's `kstep.compiled_step`): the same levels, admission order, statistics, end
+    conditions and findings."""
     from .engine import KernelExpander  # the findings of a diverged path, built as there
 
     kx = KernelExpander(p)
@@ -489,19 +532,26 @@ def compiled_bfs(p: Any, depth: int, step_fns: StepFns, deadline: float | None =
                       for li in range(nletters)], dtype=np.int64)
     native = np.array(monitor._native, dtype=np.bool_)
     meets = (1 << _HW) | (1 << _EMULATED) | sum(1 << SOURCES.index(s) for s in monitor.losses)
-    q = np.array([n, p.kernel.mask, meets, int(monitor.options.r3_min_period), *p.kernel.idx], dtype=np.int64)
+    q = np.array([n, len(p.root), p.kernel.mask, meets, int(monitor.options.r3_min_period), *p.kernel.idx], dtype=np.int64)
     prm = np.array(p.kernel.params(), dtype=np.int64)
-    t = _Tables(len(p.root), M_WRAPS + n, nletters)
+    t = _Tables(len(p.root), M_WRAPS + n)
     vec_len = OBS_LEN * 2 + 8 * n + 16
     root = np.array(p.root, dtype=np.int64)
-    state_add(t.rows, t.slots, t.count, root)
+    state_add(t.pool, t.offs, t.slots, t.count, root, np.zeros(len(root) * 10, dtype=np.uint8))
     vec = np.zeros(vec_len, dtype=np.int64)
     rec = np.zeros(M_WRAPS + n, dtype=np.int64)
-    _start(rec, root, t.sparent, t.soff, t.slen, t.pool, t.sslots, t.scount, vec, n)
+    _start(rec, root, t.sparent, t.soff, t.slen, t.spool, t.sslots, t.scount, vec, n)
     t.mon = rec.reshape(1, -1).copy()
     verdicts: list[tuple[tuple[str, str, str | None], ...]] = [()]
     out = np.zeros(4, dtype=np.int64)
 
+    def call(at_i: int, at_li: int, stop: int) -> int:
+        return int(expand(lo, hi, at_i, at_li, stop, t.pool, t.offs, t.slots, t.count, t.parent, t.via, t.mon,
+                          t.nmon, letters, reads, native, prm, q, t.sparent, t.soff, t.slen, t.spool, t.sslots,
+                          t.scount, t.verdict, out, cs.step, cs.incr, cs.pause, cs.read, cs.write, cs.complete))
+
+    lo, hi = 0, 1
+    call(0, 0, 0)  # compiles (or loads) `expand` before the clock starts: an empty range
     stats = Stats(states=1)
     found: Candidates[Finding] = Candidates()
     start = time.perf_counter()
@@ -529,7 +579,6 @@ def compiled_bfs(p: Any, depth: int, step_fns: StepFns, deadline: float | None =
             verdicts.append(verdict)
         return verdicts.index(verdict)
 
-    lo, hi = 0, 1
     for level in range(1, depth + 1):
         at_i, at_li = lo, 0
         while at_i < hi:
@@ -538,9 +587,7 @@ def compiled_bfs(p: Any, depth: int, step_fns: StepFns, deadline: float | None =
                 break
             stop = min(hi, at_i + CHUNK)
             t.room((stop - at_i) * nletters, hi, vec_len)
-            code = expand(lo, hi, at_i, at_li, stop, t.rows, t.slots, t.count, t.parent, t.via, t.mon, t.nmon,
-                          letters, reads, native, prm, q, t.sparent, t.soff, t.slen, t.pool, t.sslots, t.scount,
-                          t.verdict, out, *step_fns)
+            code = call(at_i, at_li, stop)
             stats.transitions += int(out[3])
             stats.states = int(t.count[0])
             i, li = int(out[0]), int(out[1])

@@ -12,6 +12,7 @@ object engine's.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 
 from vpmu.config import FIXED_BASE
@@ -25,6 +26,7 @@ from ..causes import Candidates
 from ..judge import Finding, Judge, Target
 from ..search import Progress, SearchResult, Successor, bfs, random_search
 from ..space import Bounds, CountedEvent, alphabet, counters_in_use, setup_prefix
+from .kstep import CompiledStep
 from .layout import K_MASKED, K_STATUS, R_MASKED, R_STATUS
 from .machine import Kernel
 from .monitor import Monitor, Shown, Window
@@ -43,6 +45,8 @@ class Plan:
         self.counters = counters_in_use(target.cfg, bounds)
         self.events = bounds.event_map(target.cfg)
         self.prefix = setup_prefix(target.cfg, self.counters, self.events)
+        #: the compiled step (`compiled_search`), or why there is none; None: not built yet
+        self.compiled: CompiledStep | str | None = None
 
     def shown(self, state: tuple[int, ...]) -> Shown:
         ref, kvm = self.kernel.counters(state)
@@ -184,3 +188,30 @@ def kernel_random(p: Plan, seed: int, restarts: range, deadline: float | None = 
 def kernel_bfs(p: Plan, depth: int, deadline: float | None = None, progress: Progress | None = None) -> SearchResult:
     """`vpmu.explore.search.bfs` over compact states (same levels, order and statistics)."""
     return bfs(KernelExpander(p), depth, deadline, progress)
+
+
+def compiled_search(p: Plan) -> CompiledStep | str:
+    """The plan's design's compiled step (`kstep.compiled_step`) for `compiled_bfs`, or why
+    there is none (one line); built once per plan. numba caches the compiled code on disk,
+    so only the first process compiles it."""
+    if p.compiled is None:
+        from .compiled import COMPILER
+        from .kstep import compiled_step
+
+        p.compiled = COMPILER or compiled_step(p.kernel.fast)
+    return p.compiled
+
+
+def kernel_search(p: Plan, depth: int, deadline: float | None = None,
+                  progress: Progress | None = None) -> tuple[SearchResult, str]:
+    """The exhaustive search on the kernel: compiled when it can be (`compiled_bfs`), else
+    the same kernel in pure Python (`kernel_bfs`); with a one-line note of which ran."""
+    from .compiled import compiled_bfs
+
+    cs = compiled_search(p)
+    if isinstance(cs, str):
+        return kernel_bfs(p, depth, deadline, progress), f"pure Python: {cs}"
+    start = time.perf_counter()
+    result = compiled_bfs(p, depth, cs, deadline, progress)
+    loaded = time.perf_counter() - start - result.stats.elapsed
+    return result, f"compiled with numba ({loaded:.1f}s to compile or load)"
