@@ -26,15 +26,16 @@ explorer then prefers `kernel_bfs` and says why (`vpmu.explore.compact.engine.pl
 from __future__ import annotations
 
 import time
+import types
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from ..causes import Candidates
 from ..judge import Finding
 from ..search import PROGRESS_EVERY, Progress, SearchResult, Stats, past_deadline
-from .kstep import CompiledStep
+from .kstep import CompiledStep, step_row
 from .layout import (
     COUNT,
     GLOBALS,
@@ -312,12 +313,11 @@ def _step_shape(vec: Any, li: int, obs: Any, reads: int, native: bool, parent: A
     return k
 
 
-@jit
 def expand(lo: int, hi: int, at_i: int, at_li: int, stop_i: int,
            pool: Any, offs: Any, slots: Any, count: Any, parent_of: Any, via: Any,
            mon: Any, nmon: Any, letters: Any, reads: Any, native: Any, prm: Any, q: Any,
            sparent: Any, soff: Any, slen: Any, spool: Any, sslots: Any, scount: Any, verdict: Any,
-           out: Any, step: Any, incr: Any, pause: Any, read: Any, write: Any, complete: Any) -> int:
+           out: Any, incr: Any, pause: Any, read: Any, write: Any, complete: Any) -> int:
     """Expand frontier states `at_i`..`stop_i` - 1 of the level `lo`..`hi` - 1, from letter
     `at_li` of the first; new states get the next indices, their windows rows of `nmon`.
     Returns DONE, or where Python must act: `out` = (state, letter, shape or verdict code,
@@ -340,8 +340,7 @@ def expand(lo: int, hi: int, at_i: int, at_li: int, stop_i: int,
         pr = mon[i - lo]
         for li in range((at_li if i == at_i else 0), nletters):
             child[:] = parent
-            obs[:] = 0
-            step(child, letters[li], prm, scratch, obs, incr, pause, read, write, complete)
+            step_row(child, letters[li], prm, scratch, obs, incr, pause, read, write, complete)
             if obs[O_FULL]:
                 out[0], out[1], out[3] = i, li, transitions
                 return FULL
@@ -434,6 +433,28 @@ def expand(lo: int, hi: int, at_i: int, at_li: int, stop_i: int,
     return DONE
 
 
+_compiled: dict[str, Any] = {}
+
+
+def compiled_expand(cs: CompiledStep) -> Callable[..., int]:
+    """`expand` as `compiled_bfs` runs it: compiled, with `cs.step` (the compiled `step_row`,
+    the same for every design) as its global `step_row`, so that its only per-design
+    arguments are the fast form's hooks (first-class functions of fixed signatures) and numba
+    can cache it on disk; without the compiler, `expand` itself. Compiling takes about a
+    minute, once per machine (numba's cache beside this file, or NUMBA_CACHE_DIR)."""
+    if COMPILER is not None or not hasattr(cs.step, "py_func"):
+        return expand
+    if "expand" not in _compiled:
+        g = dict(expand.__globals__)
+        g["step_row"] = cs.step
+        fn = types.FunctionType(expand.__code__, g, "expand", expand.__defaults__, expand.__closure__)
+        fn.__qualname__ = "expand"
+        fn.__module__ = __name__
+        fn.__doc__ = expand.__doc__
+        _compiled["expand"] = jit(fn)
+    return cast(Callable[..., int], _compiled["expand"])
+
+
 # --- the Python side: the driver ---------------------------------------------------------------
 
 
@@ -521,6 +542,7 @@ def compiled_bfs(p: Any, depth: int, cs: CompiledStep, deadline: float | None = 
     conditions and findings."""
     from .engine import KernelExpander  # the findings of a diverged path, built as there
 
+    search = compiled_expand(cs)
     kx = KernelExpander(p)
     monitor = p.monitor
     n = p.kernel.n
@@ -546,9 +568,9 @@ def compiled_bfs(p: Any, depth: int, cs: CompiledStep, deadline: float | None = 
     out = np.zeros(4, dtype=np.int64)
 
     def call(at_i: int, at_li: int, stop: int) -> int:
-        return int(expand(lo, hi, at_i, at_li, stop, t.pool, t.offs, t.slots, t.count, t.parent, t.via, t.mon,
+        return int(search(lo, hi, at_i, at_li, stop, t.pool, t.offs, t.slots, t.count, t.parent, t.via, t.mon,
                           t.nmon, letters, reads, native, prm, q, t.sparent, t.soff, t.slen, t.spool, t.sslots,
-                          t.scount, t.verdict, out, cs.step, cs.incr, cs.pause, cs.read, cs.write, cs.complete))
+                          t.scount, t.verdict, out, cs.incr, cs.pause, cs.read, cs.write, cs.complete))
 
     lo, hi = 0, 1
     call(0, 0, 0)  # compiles (or loads) `expand` before the clock starts: an empty range
