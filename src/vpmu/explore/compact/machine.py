@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from vpmu import msrs
 from vpmu.actions import (
@@ -45,12 +46,26 @@ from vpmu.pmc_map import counter_msr, eventsel_msr, rdpmc_ecx, status_clear_msr,
 from vpmu.reference import ReferenceMachine
 from vpmu.world import World
 
+from .kstep import Complete, Incr, Pause, Read, Write, step_row
 from .layout import (
     AFTER,
-    AGE,
     BEFORE,
     COUNT,
     GLOBALS,
+    NONE,
+    O_FULL,
+    O_KPMI,
+    O_KSIG,
+    O_NKPMI,
+    O_NKSIG,
+    O_NRES,
+    O_NRPMI,
+    O_NRSIG,
+    O_RES,
+    O_RPMI,
+    O_RSIG,
+    O_T,
+    OBS_LEN,
     OP_BATCH,
     OP_CLEAR,
     OP_CLEARFILTER,
@@ -65,16 +80,36 @@ from .layout import (
     OP_SETFILTER,
     OP_TOGGLE,
     OP_WRCTR,
+    P_ALL_IN_USE,
+    P_AUTO_MASK,
+    P_HW,
+    P_IDX,
+    P_IRQ_WORK,
+    P_MASK,
+    P_MASK_WRITES,
+    P_N,
+    P_ORDER,
+    P_SKID,
+    P_SNAPSHOT,
+    P_STRIDE,
+    P_UNUSED,
     PAUSED,
     REF,
+    REQ_NMI,
+    REQ_PMI,
+    REQ_PMU,
+    SCRATCH_LEN,
+    SOURCES,
     STRIDE,
     C,
     E,
     Letter,
     P,
+    Result_,
+    Signal_,
     StepObs,
+    params_len,
 )
-from .step import Work
 
 #: The KVM_SET_PMU_EVENT_FILTER the covered alphabet installs: deny the counted event (and the
 #: fixed counters).
@@ -201,41 +236,45 @@ class Kernel:
 
     # --- the step -------------------------------------------------------------------------
 
+    def params(self) -> list[int]:
+        """The configuration's constants as the int row the step reads (layout: P_*)."""
+        era = self.era
+        order = [{"pmu": REQ_PMU, "pmi": REQ_PMI, "nmi": REQ_NMI}[name] for name in era.request_order]
+        assert len(order) <= 3, order
+        prm = [0] * params_len(self.n)
+        prm[P_N], prm[P_MASK], prm[P_SKID] = self.n, self.mask, self.skid
+        prm[P_ALL_IN_USE], prm[P_UNUSED] = self.all_in_use, self.unused
+        prm[P_IRQ_WORK] = int(era.pmi_via_irq_work)
+        prm[P_SNAPSHOT] = int(era.snapshot_reprogram_bitmap)
+        prm[P_AUTO_MASK] = int(era.auto_mask_lvtpc(self.cfg.vendor))
+        prm[P_MASK_WRITES] = int(era.mask_counter_writes)
+        prm[P_ORDER:P_ORDER + len(order)] = order
+        for j in range(self.n):
+            prm[P_IDX + P_STRIDE * j] = self.idx[j]
+            prm[P_HW + P_STRIDE * j] = int(self.hw_avail[j])
+        return prm
+
+    @cached_property
+    def _prm(self) -> tuple[int, ...]:
+        return tuple(self.params())
+
+    @cached_property
+    def _rows(self) -> tuple[list[int], list[int]]:
+        """The scratch and observation rows `step` reuses (`step_row` resets what it reads)."""
+        return [0] * SCRATCH_LEN, [0] * OBS_LEN
+
+    @cached_property
+    def _hooks(self) -> tuple[Incr, Pause, Read, Write, Complete]:
+        f = self.fast
+        return (f.incr, f.pause, f.read, f.write, f.complete)
+
     def step(self, state: tuple[int, ...], letter: Letter) -> tuple[tuple[int, ...], StepObs]:
         """One letter on both machines (World.step, ReferenceMachine.step): the next state
-        and the step's compact observation."""
+        and the step's compact observation (`kstep.step_row` on lists)."""
         s = list(state)
-        st = Work(self, s)
-        op = letter[0]
-        if op == OP_HOSTPMI:  # World._host_pmi (the vCPU is never halted here)
-            st.land(True)
-            st.enter()
-        elif op in (OP_SETFILTER, OP_CLEARFILTER, OP_SAVERESTORE):
-            st.userspace(op)
-        else:
-            st.bound_skid()
-            if op == OP_NATIVE:
-                st.native(letter[1], letter[2])
-                st.ref_retire(letter[1])
-                st.t += letter[1]
-            elif op == OP_EMULATE:
-                for _ in range(letter[1]):
-                    st.exit_handler(BEFORE, st.retire_both)
-                    st.enter()
-            elif op == OP_BATCH:
-                st.exit_handler(BEFORE, lambda: st.batch(letter[1], letter[2]))
-                st.enter()
-            elif op == OP_EXIT:
-                st.exit_handler(letter[1], st.retire_both)
-                st.enter()
-            else:
-                st.exit_handler(letter[1], lambda: st.msr(letter))
-                st.enter()
-        if not st.in_flight():
-            s[AGE] = 0
-        obs = (st.t, tuple(st.rres), tuple(st.kres), tuple(st.rpmis), tuple(st.kpmis), tuple(st.rsigs),
-               tuple(st.ksigs))
-        return tuple(s), obs
+        x, obs = self._rows
+        step_row(s, letter, self._prm, x, obs, *self._hooks)
+        return tuple(s), observation(obs)
 
     def counters(self, state: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """The guest-visible values of the counters in use: reference, KVM."""
@@ -246,6 +285,29 @@ class Kernel:
             ref.append(state[b + REF])
             kvm.append(self.fast.read((state[b + C], state[b + P], state[b + E]), live, self.mask))
         return tuple(ref), tuple(kvm)
+
+
+class ObservationFull(RuntimeError):
+    """A step showed more than the observation row holds (layout: MAX_RES, MAX_PMIS, MAX_SIGS)."""
+
+
+def observation(obs: Sequence[int]) -> StepObs:
+    """The compact observation (StepObs) of an observation row."""
+    if obs[O_FULL]:
+        raise ObservationFull("the step showed more results, PMIs or signals than the compact kernel's "
+                              "observation row holds")
+    nres, nrsig, nksig = obs[O_NRES], obs[O_NRSIG], obs[O_NKSIG]
+    rres: tuple[Result_, ...] = ()
+    kres: tuple[Result_, ...] = ()
+    if nres:
+        rres = tuple((None if r == NONE else r, False) for r in obs[O_RES:O_RES + 2 * nres:2])
+        kres = tuple((None if k == NONE else k, False) for k in obs[O_RES + 1:O_RES + 2 * nres:2])
+    return (obs[O_T], rres, kres, tuple(obs[O_RPMI:O_RPMI + obs[O_NRPMI]]), tuple(obs[O_KPMI:O_KPMI + obs[O_NKPMI]]),
+            _signals(obs, O_RSIG, nrsig) if nrsig else (), _signals(obs, O_KSIG, nksig) if nksig else ())
+
+
+def _signals(obs: Sequence[int], at: int, n: int) -> tuple[Signal_, ...]:
+    return tuple((obs[i], obs[i + 1], SOURCES[obs[i + 2]]) for i in range(at, at + 3 * n, 3))
 
 
 def _point(host_pmi: str) -> int:
