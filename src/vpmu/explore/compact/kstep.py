@@ -15,17 +15,15 @@ tests/test_compact_jit.py the compiled step equal to the Python one.
 
 Compiled, the rows are int64: a value >= 2**63 in Python (a pre-6.6 unmasked counter write
 keeps `counter & U64`) is that value - 2**64 in the compiled row, the same 64 bits
-(`int64_row`). The fast forms' 64-bit constants are compiled as their int64 two's
+(`kjit.int64_row`). The fast forms' 64-bit constants are compiled as their int64 two's
 complement, so `x & U64` is `x` there.
 """
 
 from __future__ import annotations
 
-import types
 from collections.abc import Callable, MutableSequence, Sequence
-from typing import Any, NamedTuple
 
-from vpmu.designs import FastForm, Fields
+from vpmu.designs import Fields
 from vpmu.host import max_period
 
 from .layout import (
@@ -648,141 +646,9 @@ def step_row(s: Row, letter: ConstRow, prm: ConstRow, x: Row, obs: Row, incr: In
     obs[O_T] = x[X_T]
 
 
-# -- compiled (numba)
-
-#: The step's functions, compiled together by `jit_step_row`.
+#: The step's functions (vpmu.explore.compact.kjit compiles them together).
 STEP_FUNCTIONS = (add_result, add_pmi, add_signal, set_period, note_silent, sample_period, live, fields, put,
                   in_flight, pmc_read, write_counter, request_reprogram, overflow_inner, perf_overflow, allowed,
                   reprogram_counter, reprogram_complete, handle_event, deliver_pmi, enter, land, nmi_exit,
                   bound_skid, exit_handler, kvm_retire, native, batch, msr, userspace, ref_retire, next_wrap,
                   retire_both, step_row)
-#: The fast form's hooks, in `step_row`'s argument order.
-HOOK_NAMES = ("incr", "pause", "read", "write", "complete")
-
-_U64_BITS = 1 << 64
-
-
-def int64_row(values: Sequence[int]) -> list[int]:
-    """A Python row as the compiled row holds it: each value's 64 bits as a signed int64."""
-    return [v - _U64_BITS if v >= 1 << 63 else v for v in values]
-
-
-class CompiledStep(NamedTuple):
-    """A design's compiled step: `step` is `step_row` compiled (one for every design), the
-    others the design's fast form as first-class compiled functions (numba cfuncs). An @njit
-    caller takes them as arguments and calls `step(s, letter, prm, x, obs, incr, pause, read,
-    write, complete)` over int64 arrays; since the hooks are first-class function values, not
-    dispatchers, such a caller compiles once for every design and can be cached."""
-
-    step: Any
-    incr: Any
-    pause: Any
-    read: Any
-    write: Any
-    complete: Any
-
-    def __call__(self, s: Row, letter: ConstRow, prm: ConstRow, x: Row, obs: Row) -> None:
-        self.step(s, letter, prm, x, obs, self.incr, self.pause, self.read, self.write, self.complete)
-
-
-_jit: dict[str, Any] = {}
-_fast: dict[type[FastForm], tuple[Any, ...] | str] = {}
-
-
-def jit_step_row() -> Any:
-    """`step_row` compiled by numba (cache=True), or why not (a one-line str). Every step
-    function is compiled from its own code in a namespace where the others are compiled too,
-    so the compiled step is this module's code, not a copy."""
-    if "step_row" in _jit:
-        return _jit["step_row"]
-    try:
-        import numba
-    except Exception as err:  # noqa: BLE001 - any failure to import numba is a reason
-        _jit["step_row"] = f"numba is not importable ({type(err).__name__}: {_first_line(err)})"
-        return _jit["step_row"]
-    ns = dict(globals())
-    for fn in STEP_FUNCTIONS:
-        ns[fn.__name__] = numba.njit(cache=True)(_rebuilt(fn, ns))
-    _jit["step_row"] = ns["step_row"]
-    return _jit["step_row"]
-
-
-def compiled_fast(fast: FastForm) -> tuple[Any, ...] | str:
-    """The fast form's hooks (HOOK_NAMES order) as numba cfuncs of fixed signatures over
-    int64 fields, or why they do not compile (one line). Each hook is its method's function
-    compiled with a dummy `self` (0: a fast form keeps no state) and its module's 64-bit
-    constants as int64 two's complement (U64 is -1: `x & U64` is `x`)."""
-    key = type(fast)
-    if key not in _fast:
-        _fast[key] = _compile_fast(key)
-    return _fast[key]
-
-
-def compiled_step(fast: FastForm) -> CompiledStep | str:
-    """The compiled step for a design's fast form, or why there is none (one line)."""
-    step = jit_step_row()
-    if isinstance(step, str):
-        return step
-    hooks = compiled_fast(fast)
-    if isinstance(hooks, str):
-        return hooks
-    return CompiledStep(step, *hooks)
-
-
-def _compile_fast(cls: type[FastForm]) -> tuple[Any, ...] | str:
-    try:
-        import numba
-    except Exception as err:  # noqa: BLE001 - any failure to import numba is a reason
-        return f"numba is not importable ({type(err).__name__}: {_first_line(err)})"
-    f = "UniTuple(int64, 3)"
-    sigs = {"incr": f"{f}({f}, int64)", "pause": f"Tuple(({f}, boolean))({f}, int64, int64)",
-            "read": f"int64({f}, int64, int64)", "write": f"{f}({f}, int64, int64, int64, boolean)",
-            "complete": f"{f}({f})"}
-    hooks = []
-    for name in HOOK_NAMES:
-        method = getattr(cls, name)
-        try:
-            raw = numba.njit(_rebuilt(method, _int64_globals(method.__globals__)))
-            hooks.append(numba.cfunc(sigs[name])(_bound(name, raw)))
-        except Exception as err:  # noqa: BLE001 - numba's typing and lowering errors vary
-            return (f"the fast form's {cls.__name__}.{name} does not compile with numba "
-                    f"({type(err).__name__}: {_first_line(err)})")
-    return tuple(hooks)
-
-
-def _bound(name: str, raw: Any) -> Callable[..., Any]:
-    """The hook `name` without its `self` (a dummy 0), calling the compiled method `raw`."""
-    if name == "incr":
-        def incr(f: Fields, mask: int) -> Any:
-            return raw(0, f, mask)
-        return incr
-    if name in ("pause", "read"):
-        def pause_or_read(f: Fields, value: int, mask: int) -> Any:
-            return raw(0, f, value, mask)
-        return pause_or_read
-    if name == "write":
-        def write(f: Fields, value: int, count: int, mask: int, mask_writes: bool) -> Any:
-            return raw(0, f, value, count, mask, mask_writes)
-        return write
-
-    def complete(f: Fields) -> Any:
-        return raw(0, f)
-    return complete
-
-
-def _rebuilt(fn: Callable[..., Any], namespace: dict[str, Any]) -> Callable[..., Any]:
-    """`fn`'s own code with the globals `namespace`."""
-    out = types.FunctionType(fn.__code__, namespace, fn.__name__, fn.__defaults__, fn.__closure__)
-    out.__qualname__ = fn.__qualname__
-    out.__module__ = fn.__module__
-    return out
-
-
-def _int64_globals(namespace: dict[str, Any]) -> dict[str, Any]:
-    """A module's globals with each unsigned 64-bit int as its int64 two's complement."""
-    return {k: v - _U64_BITS if type(v) is int and 1 << 63 <= v < _U64_BITS else v for k, v in namespace.items()}
-
-
-def _first_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return text[:200]
