@@ -23,7 +23,18 @@ from vpmu.explore import Bounds, Target
 from vpmu.explore.compact import Plan, kjit, plan
 from vpmu.explore.compact.kjit import CompiledStep, compiled_step, int64_row
 from vpmu.explore.compact.kstep import step_row
-from vpmu.explore.compact.layout import LETTER_WIDTH, MAX_SIGS, O_FULL, O_NRSIG, OBS_LEN, SCRATCH_LEN
+from vpmu.explore.compact.layout import (
+    LETTER_WIDTH,
+    MAX_SIGS,
+    O_FULL,
+    O_NKPMI,
+    O_NKSIG,
+    O_NRPMI,
+    O_NRSIG,
+    OBS_LEN,
+    OP_NATIVE,
+    SCRATCH_LEN,
+)
 from vpmu.explore.compact.machine import ObservationFull
 
 numba = pytest.importorskip("numba")
@@ -114,6 +125,9 @@ def _agree_on_every_transition(p: Plan, depth: int = 3) -> None:
     for i in range(len(states)):
         assert out[i].tolist() == int64_row(nexts[i]), (states[i], letters[i])
         assert obs[i].tolist() == observed[i], (states[i], letters[i])
+    for letter, row in zip(letters, observed, strict=True):  # what plan() relies on to cover a letter
+        shown = (row[O_NRSIG], row[O_NRPMI], row[O_NKSIG], row[O_NKPMI])
+        assert all(a <= b for a, b in zip(shown, p.kernel.shows_at_most(letter), strict=True)), (letter, shown)
 
 
 @pytest.mark.parametrize("counters", list(COUNTERS))
@@ -150,16 +164,17 @@ def test_compiled_step_equals_the_python_step_on_random_paths(space: tuple[str, 
         cs(row, np.array(_letter_row(p.letters[li]), dtype=np.int64), prm, x, obs)
         assert row.tolist() == int64_row(state), p.letters[li]
         assert obs.tolist() == expected, p.letters[li]
+        shown = (expected[O_NRSIG], expected[O_NRPMI], expected[O_NKSIG], expected[O_NKPMI])
+        assert all(a <= b for a, b in zip(shown, p.kernel.shows_at_most(p.letters[li]), strict=True))
 
 
 def test_a_step_that_shows_more_than_the_row_holds_sets_o_full() -> None:
     """A native run of 1024 instructions wraps each 4-bit counter 64 times: more signals than
-    the row holds. Both steps stop appending and set O_FULL; `Kernel.step` refuses the row."""
-    b = Bounds(gp=2, native=(1024,), kinds=("native",), depth=1)
-    t = Target(b.fit(preset("intel-v2")), "6.8", None)
-    p = plan(replace(t, world=replace(t.world, skid=b.skid)), b)
-    assert isinstance(p, Plan)
-    (letter,) = p.letters
+    the row holds. Both steps stop appending and set O_FULL; `Kernel.step` refuses the row,
+    and `plan` does not cover bounds with such a letter (the object engine runs them)."""
+    p = _plan("6.8", None, "2gp")
+    letter = (OP_NATIVE, 1024, 0)
+    assert not p.kernel.row_holds(letter) and p.kernel.row_holds(p.letters[0])
     _, expected = _python_step(p, p.root, letter)
     assert expected[O_FULL] == 1 and expected[O_NRSIG] == MAX_SIGS
     cs = _compiled(p)
@@ -169,6 +184,11 @@ def test_a_step_that_shows_more_than_the_row_holds_sets_o_full() -> None:
     assert obs.tolist() == expected
     with pytest.raises(ObservationFull):
         p.kernel.step(p.root, letter)
+    b = Bounds(gp=2, native=(1, 1024), depth=1)
+    t = Target(b.fit(preset("intel-v2")), "6.8", None)
+    why = plan(replace(t, world=replace(t.world, skid=b.skid)), b)
+    assert why == ("a step of native, native-held may show more signals or PMIs than the compact kernel's "
+                   "observation row holds")
 
 
 # --- what does not compile, and the cache ------------------------------------------------------

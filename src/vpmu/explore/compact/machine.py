@@ -40,6 +40,7 @@ from vpmu.actions import (
 from vpmu.config import FIXED_BASE, PmuConfig
 from vpmu.designs import FastForm
 from vpmu.eras import Era
+from vpmu.errors import VpmuError
 from vpmu.events import ENCODINGS, EVENTSEL_ENABLE
 from vpmu.lapic import LINUX_GUEST_LVTPC
 from vpmu.pmc_map import counter_msr, eventsel_msr, rdpmc_ecx, status_clear_msr, status_msr
@@ -52,6 +53,8 @@ from .layout import (
     BEFORE,
     COUNT,
     GLOBALS,
+    MAX_PMIS,
+    MAX_SIGS,
     NONE,
     O_FULL,
     O_KPMI,
@@ -276,6 +279,35 @@ class Kernel:
         step_row(s, letter, self._prm, x, obs, *self._hooks)
         return tuple(s), observation(obs)
 
+    def shows_at_most(self, letter: Letter) -> tuple[int, int, int, int]:
+        """Upper bounds of what one step of `letter` shows, from any state: reference signals,
+        reference PMIs, KVM signals, KVM PMIs (results: at most one). A counter lands at most
+        the host PMI it holds and one per two instructions of a native run (perf arms at least
+        2); each reprogram signals at most twice and follows a landing or a request; a masked
+        LVTPC (auto-masked, unmasked by at most one letter) delivers at most two PMIs."""
+        n, op = self.n, letter[0]
+        native = letter[1] if op == OP_NATIVE else 0
+        landed = 1 + -(-native // 2)
+        if op == OP_NATIVE:
+            insns, reprograms = native, landed  # only a landing requests a reprogram in a native run
+        else:
+            outside = op in (OP_HOSTPMI, OP_SETFILTER, OP_CLEARFILTER, OP_SAVERESTORE)  # no instruction, one entry
+            insns = 0 if outside else letter[1] if op == OP_EMULATE else letter[1] + letter[2] if op == OP_BATCH else 1
+            enters = 1 if outside else 1 + letter[1] if op == OP_EMULATE else 2
+            reprograms = min(enters, landed + insns + 1)
+        writes = n if op == OP_SAVERESTORE else 1 if op == OP_WRCTR else 0
+        rsigs = n * -(-insns // (self.mask + 1))
+        deliveries = 2 if self.era.auto_mask_lvtpc(self.cfg.vendor) else n * (landed + reprograms)
+        return rsigs, min(rsigs, 2), n * (landed + 2 * reprograms) + writes, deliveries
+
+    def row_holds(self, letter: Letter) -> bool:
+        """Whether the reference's sections of the observation row hold every step of
+        `letter` (its wraps: exact). KVM's sound bound counts a landing per two instructions
+        of a native run (perf's minimum period), far above what a design shows; a step past
+        the row is left to `step`, which refuses it (ObservationFull)."""
+        rsigs, rpmis, _, _ = self.shows_at_most(letter)
+        return rsigs <= MAX_SIGS and rpmis <= MAX_PMIS
+
     def counters(self, state: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """The guest-visible values of the counters in use: reference, KVM."""
         ref, kvm = [], []
@@ -287,15 +319,17 @@ class Kernel:
         return tuple(ref), tuple(kvm)
 
 
-class ObservationFull(RuntimeError):
-    """A step showed more than the observation row holds (layout: MAX_RES, MAX_PMIS, MAX_SIGS)."""
+class ObservationFull(VpmuError):
+    """A step showed more than the observation row holds (layout: MAX_RES, MAX_PMIS, MAX_SIGS):
+    the kernel cannot go on; the object engine can."""
 
 
 def observation(obs: Sequence[int]) -> StepObs:
     """The compact observation (StepObs) of an observation row."""
     if obs[O_FULL]:
-        raise ObservationFull("the step showed more results, PMIs or signals than the compact kernel's "
-                              "observation row holds")
+        raise ObservationFull(f"a step showed more results, PMIs or signals than the compact kernel's observation "
+                              f"row holds ({MAX_SIGS} signals and {MAX_PMIS} PMIs a machine); rerun with "
+                              f"--engine object")
     nres, nrsig, nksig = obs[O_NRES], obs[O_NRSIG], obs[O_NKSIG]
     rres: tuple[Result_, ...] = ()
     kres: tuple[Result_, ...] = ()
