@@ -64,7 +64,7 @@ def jit_step_row() -> Any:
     """`kstep.step_row` compiled by numba, or why not (a one-line str). Every step function
     is compiled from its own code in a namespace where the others are compiled too, so the
     compiled step is kstep's code, not a copy. They are cached on disk (`keyed_njit`:
-    a new process loads them instead of compiling, ~0.03 s against ~30 s), inlined into each
+    a new process loads them in ~0.06 s instead of compiling for 12-30 s), inlined into each
     other (forceinline: twice as fast as calls, which pass every array as seven words) and
     compiled without reference counting (_nrt=False: they allocate nothing, and an array's
     count changing on each call cost more than the step)."""
