@@ -81,6 +81,12 @@ class FastForm:
     width mask. Each must compute exactly what the design's object hook does (the kernel's
     equivalence test checks it on every transition); a design whose `fast` is None runs on
     the object engine.
+
+    The compiled kernel (vpmu.explore.compact.kstep.compiled_step) compiles these methods with
+    numba, `self` a dummy: they may not keep state, and there the fields are int64. A field's
+    64 bits are the same, but a u64 value >= 2**63 (`counter & U64` of a pre-6.6 unmasked
+    write) is negative there, so a comparison with such a field must say what the kernel's
+    unsigned one does (as `PrevCounterFast.pause` does); masked values compare alike.
     """
 
     def incr(self, f: Fields, mask: int) -> Fields:
@@ -112,7 +118,9 @@ class PrevCounterFast(FastForm):
 
     def pause(self, f: Fields, live: int, mask: int) -> tuple[Fields, bool]:
         counter = (f[0] + live) & mask
-        return (counter, f[1], f[2]), counter < f[1]
+        # u64 compare: a prev_counter >= 2**63 (an unmasked write's, then incr) is above any
+        # masked counter; only compiled (int64 fields) is it negative
+        return (counter, f[1], f[2]), counter < f[1] or f[1] < 0
 
     def read(self, f: Fields, live: int, mask: int) -> int:
         return (f[0] + live) & mask

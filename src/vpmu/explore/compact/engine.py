@@ -94,6 +94,10 @@ def plan(target: Target, bounds: Bounds) -> Plan | str:
     uncovered = sorted({k for (k, _), lt in zip(actions, letters, strict=True) if lt is None})
     if uncovered:
         return f"the compact kernel does not cover the action kinds {', '.join(uncovered)}"
+    crowded = sorted({k for (k, _), lt in zip(actions, letters, strict=True) if lt and not kernel.row_holds(lt)})
+    if crowded:
+        return (f"a step of {', '.join(crowded)} may show more signals or PMIs than the compact kernel's "
+                "observation row holds")
     root = kernel.encode(ref, world)
     if root is None:
         return "the set-up state is outside the compact kernel's state"

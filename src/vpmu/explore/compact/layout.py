@@ -1,5 +1,5 @@
 """The compact state's layout: slot offsets, letter opcodes and the shape of a step's
-observation (vpmu.explore.compact.machine builds states and letters, .step runs them)."""
+observation (vpmu.explore.compact.machine builds states and letters, .kstep runs them)."""
 
 from __future__ import annotations
 
@@ -55,3 +55,23 @@ O_KSIG = O_NKSIG + 1
 O_FULL = O_KSIG + 3 * MAX_SIGS
 OBS_LEN = O_FULL + 1
 SOURCES = ("wrap", "hw", "emulated", "ignored", "min-period", "disallowed")
+
+#: The configuration's constants as one row of ints (`Kernel.params()`): counters in use, their
+#: width mask, the skid bound, the index bits of every valid PMC and of those not in use; the
+#: era's switches (0/1: pmi_via_irq_work, snapshot_reprogram_bitmap, the LVTPC auto-mask for the
+#: vendor, mask_counter_writes); the era's request order as up to 3 REQ_* bits (0 pads); then
+#: per counter j its PMC index at P_IDX + P_STRIDE * j and hw_avail (0/1) at P_HW + P_STRIDE * j.
+P_N, P_MASK, P_SKID, P_ALL_IN_USE, P_UNUSED, P_IRQ_WORK, P_SNAPSHOT, P_AUTO_MASK, P_MASK_WRITES = range(9)
+P_ORDER = 9
+P_IDX, P_HW = 12, 13
+P_STRIDE = 2
+#: A step's scratch (`kstep.step_row` zeroes it): instructions retired so far, KVM requests
+#: (REQ_*), the reprogram bitmap (bit j: counter j; bit 62: every PMC not in use), NMIs queued
+#: and pending at the local APIC.
+X_T, X_REQ, X_REPROGRAM, X_NMI_QUEUED, X_NMI_PENDING = range(5)
+SCRATCH_LEN = 5
+
+
+def params_len(n: int) -> int:
+    """The length of the parameter row of `n` counters in use."""
+    return P_IDX + P_STRIDE * n

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from vpmu import msrs
 from vpmu.actions import (
@@ -39,18 +40,35 @@ from vpmu.actions import (
 from vpmu.config import FIXED_BASE, PmuConfig
 from vpmu.designs import FastForm
 from vpmu.eras import Era
+from vpmu.errors import VpmuError
 from vpmu.events import ENCODINGS, EVENTSEL_ENABLE
 from vpmu.lapic import LINUX_GUEST_LVTPC
 from vpmu.pmc_map import counter_msr, eventsel_msr, rdpmc_ecx, status_clear_msr, status_msr
 from vpmu.reference import ReferenceMachine
 from vpmu.world import World
 
+from .kstep import Complete, Incr, Pause, Read, Write, step_row
 from .layout import (
     AFTER,
-    AGE,
     BEFORE,
     COUNT,
     GLOBALS,
+    MAX_PMIS,
+    MAX_SIGS,
+    NONE,
+    O_FULL,
+    O_KPMI,
+    O_KSIG,
+    O_NKPMI,
+    O_NKSIG,
+    O_NRES,
+    O_NRPMI,
+    O_NRSIG,
+    O_RES,
+    O_RPMI,
+    O_RSIG,
+    O_T,
+    OBS_LEN,
     OP_BATCH,
     OP_CLEAR,
     OP_CLEARFILTER,
@@ -65,16 +83,36 @@ from .layout import (
     OP_SETFILTER,
     OP_TOGGLE,
     OP_WRCTR,
+    P_ALL_IN_USE,
+    P_AUTO_MASK,
+    P_HW,
+    P_IDX,
+    P_IRQ_WORK,
+    P_MASK,
+    P_MASK_WRITES,
+    P_N,
+    P_ORDER,
+    P_SKID,
+    P_SNAPSHOT,
+    P_STRIDE,
+    P_UNUSED,
     PAUSED,
     REF,
+    REQ_NMI,
+    REQ_PMI,
+    REQ_PMU,
+    SCRATCH_LEN,
+    SOURCES,
     STRIDE,
     C,
     E,
     Letter,
     P,
+    Result_,
+    Signal_,
     StepObs,
+    params_len,
 )
-from .step import Work
 
 #: The KVM_SET_PMU_EVENT_FILTER the covered alphabet installs: deny the counted event (and the
 #: fixed counters).
@@ -201,41 +239,74 @@ class Kernel:
 
     # --- the step -------------------------------------------------------------------------
 
+    def params(self) -> list[int]:
+        """The configuration's constants as the int row the step reads (layout: P_*)."""
+        era = self.era
+        order = [{"pmu": REQ_PMU, "pmi": REQ_PMI, "nmi": REQ_NMI}[name] for name in era.request_order]
+        assert len(order) <= 3, order
+        prm = [0] * params_len(self.n)
+        prm[P_N], prm[P_MASK], prm[P_SKID] = self.n, self.mask, self.skid
+        prm[P_ALL_IN_USE], prm[P_UNUSED] = self.all_in_use, self.unused
+        prm[P_IRQ_WORK] = int(era.pmi_via_irq_work)
+        prm[P_SNAPSHOT] = int(era.snapshot_reprogram_bitmap)
+        prm[P_AUTO_MASK] = int(era.auto_mask_lvtpc(self.cfg.vendor))
+        prm[P_MASK_WRITES] = int(era.mask_counter_writes)
+        prm[P_ORDER:P_ORDER + len(order)] = order
+        for j in range(self.n):
+            prm[P_IDX + P_STRIDE * j] = self.idx[j]
+            prm[P_HW + P_STRIDE * j] = int(self.hw_avail[j])
+        return prm
+
+    @cached_property
+    def _prm(self) -> tuple[int, ...]:
+        return tuple(self.params())
+
+    @cached_property
+    def _rows(self) -> tuple[list[int], list[int]]:
+        """The scratch and observation rows `step` reuses (`step_row` resets what it reads)."""
+        return [0] * SCRATCH_LEN, [0] * OBS_LEN
+
+    @cached_property
+    def _hooks(self) -> tuple[Incr, Pause, Read, Write, Complete]:
+        f = self.fast
+        return (f.incr, f.pause, f.read, f.write, f.complete)
+
     def step(self, state: tuple[int, ...], letter: Letter) -> tuple[tuple[int, ...], StepObs]:
         """One letter on both machines (World.step, ReferenceMachine.step): the next state
-        and the step's compact observation."""
+        and the step's compact observation (`kstep.step_row` on lists)."""
         s = list(state)
-        st = Work(self, s)
-        op = letter[0]
-        if op == OP_HOSTPMI:  # World._host_pmi (the vCPU is never halted here)
-            st.land(True)
-            st.enter()
-        elif op in (OP_SETFILTER, OP_CLEARFILTER, OP_SAVERESTORE):
-            st.userspace(op)
+        x, obs = self._rows
+        step_row(s, letter, self._prm, x, obs, *self._hooks)
+        return tuple(s), observation(obs)
+
+    def shows_at_most(self, letter: Letter) -> tuple[int, int, int, int]:
+        """Upper bounds of what one step of `letter` shows, from any state: reference signals,
+        reference PMIs, KVM signals, KVM PMIs (results: at most one). A counter lands at most
+        the host PMI it holds and one per two instructions of a native run (perf arms at least
+        2); each reprogram signals at most twice and follows a landing or a request; a masked
+        LVTPC (auto-masked, unmasked by at most one letter) delivers at most two PMIs."""
+        n, op = self.n, letter[0]
+        native = letter[1] if op == OP_NATIVE else 0
+        landed = 1 + -(-native // 2)
+        if op == OP_NATIVE:
+            insns, reprograms = native, landed  # only a landing requests a reprogram in a native run
         else:
-            st.bound_skid()
-            if op == OP_NATIVE:
-                st.native(letter[1], letter[2])
-                st.ref_retire(letter[1])
-                st.t += letter[1]
-            elif op == OP_EMULATE:
-                for _ in range(letter[1]):
-                    st.exit_handler(BEFORE, st.retire_both)
-                    st.enter()
-            elif op == OP_BATCH:
-                st.exit_handler(BEFORE, lambda: st.batch(letter[1], letter[2]))
-                st.enter()
-            elif op == OP_EXIT:
-                st.exit_handler(letter[1], st.retire_both)
-                st.enter()
-            else:
-                st.exit_handler(letter[1], lambda: st.msr(letter))
-                st.enter()
-        if not st.in_flight():
-            s[AGE] = 0
-        obs = (st.t, tuple(st.rres), tuple(st.kres), tuple(st.rpmis), tuple(st.kpmis), tuple(st.rsigs),
-               tuple(st.ksigs))
-        return tuple(s), obs
+            outside = op in (OP_HOSTPMI, OP_SETFILTER, OP_CLEARFILTER, OP_SAVERESTORE)  # no instruction, one entry
+            insns = 0 if outside else letter[1] if op == OP_EMULATE else letter[1] + letter[2] if op == OP_BATCH else 1
+            enters = 1 if outside else 1 + letter[1] if op == OP_EMULATE else 2
+            reprograms = min(enters, landed + insns + 1)
+        writes = n if op == OP_SAVERESTORE else 1 if op == OP_WRCTR else 0
+        rsigs = n * -(-insns // (self.mask + 1))
+        deliveries = 2 if self.era.auto_mask_lvtpc(self.cfg.vendor) else n * (landed + reprograms)
+        return rsigs, min(rsigs, 2), n * (landed + 2 * reprograms) + writes, deliveries
+
+    def row_holds(self, letter: Letter) -> bool:
+        """Whether the reference's sections of the observation row hold every step of
+        `letter` (its wraps: exact). KVM's sound bound counts a landing per two instructions
+        of a native run (perf's minimum period), far above what a design shows; a step past
+        the row is left to `step`, which refuses it (ObservationFull)."""
+        rsigs, rpmis, _, _ = self.shows_at_most(letter)
+        return rsigs <= MAX_SIGS and rpmis <= MAX_PMIS
 
     def counters(self, state: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """The guest-visible values of the counters in use: reference, KVM."""
@@ -246,6 +317,31 @@ class Kernel:
             ref.append(state[b + REF])
             kvm.append(self.fast.read((state[b + C], state[b + P], state[b + E]), live, self.mask))
         return tuple(ref), tuple(kvm)
+
+
+class ObservationFull(VpmuError):
+    """A step showed more than the observation row holds (layout: MAX_RES, MAX_PMIS, MAX_SIGS):
+    the kernel cannot go on; the object engine can."""
+
+
+def observation(obs: Sequence[int]) -> StepObs:
+    """The compact observation (StepObs) of an observation row."""
+    if obs[O_FULL]:
+        raise ObservationFull(f"a step showed more results, PMIs or signals than the compact kernel's observation "
+                              f"row holds ({MAX_SIGS} signals and {MAX_PMIS} PMIs a machine); rerun with "
+                              f"--engine object")
+    nres, nrsig, nksig = obs[O_NRES], obs[O_NRSIG], obs[O_NKSIG]
+    rres: tuple[Result_, ...] = ()
+    kres: tuple[Result_, ...] = ()
+    if nres:
+        rres = tuple((None if r == NONE else r, False) for r in obs[O_RES:O_RES + 2 * nres:2])
+        kres = tuple((None if k == NONE else k, False) for k in obs[O_RES + 1:O_RES + 2 * nres:2])
+    return (obs[O_T], rres, kres, tuple(obs[O_RPMI:O_RPMI + obs[O_NRPMI]]), tuple(obs[O_KPMI:O_KPMI + obs[O_NKPMI]]),
+            _signals(obs, O_RSIG, nrsig) if nrsig else (), _signals(obs, O_KSIG, nksig) if nksig else ())
+
+
+def _signals(obs: Sequence[int], at: int, n: int) -> tuple[Signal_, ...]:
+    return tuple((obs[i], obs[i + 1], SOURCES[obs[i + 2]]) for i in range(at, at + 3 * n, 3))
 
 
 def _point(host_pmi: str) -> int:
