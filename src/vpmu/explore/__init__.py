@@ -30,7 +30,8 @@ from vpmu.pmc_map import counter_name
 
 from .backends import Backend, LocalBackend
 from .causes import MAX_COUNTEREXAMPLES, Candidates, select_causes, signature
-from .compact import Plan, kernel_bfs, kernel_search, plan
+from .compact import Plan, kernel_search, plan
+from .compact.machine import OBSERVATION_FULL_WHY, ObservationFull
 from .judge import Finding, Judge, Node, Target
 from .search import (
     Expander,
@@ -223,12 +224,16 @@ def explore(
             if progress is not None:
                 progress(searches[-1].stats, len(searches[-1].findings))
         if mode in ("exhaustive", "auto") and not past_deadline(deadline):
+            done = None
             if isinstance(kernel, Plan):
-                result, kernel_note = kernel_search(kernel, bounds.depth, deadline, progress)
-                kernel_compiled = not isinstance(kernel.compiled, str)
-                searches.append(result)
-            else:
-                searches.append(bfs(run_on.expander(target, bounds), bounds.depth, deadline, progress))
+                try:
+                    done, kernel_note = kernel_search(kernel, bounds.depth, deadline, progress)
+                    kernel_compiled = not isinstance(kernel.compiled, str)
+                except ObservationFull:  # a step the kernel cannot show: the object models can
+                    used_engine, note = "object", OBSERVATION_FULL_WHY
+            if done is None:
+                done = bfs(run_on.expander(target, bounds), bounds.depth, deadline, progress)
+            searches.append(done)
     finally:
         if owned:
             run_on.close()

@@ -1,26 +1,26 @@
 """The compiled kernel: the whole breadth-first search of compact states in one numba loop.
 
-`compiled_bfs(plan, depth)` is `kernel_bfs` with the visited set, the frontier, the step and
-the monitor's rules inside compiled code (`expand`): states live as rows of an int64 table
-(their index is their BFS admission order, so a level is a range of indices and a path is
-followed back through `parent`/`via`), each frontier state carries its window as a row of
-ints (`M_*`: open or settled, quiet steps, PMI and wrap balances, the interned window shape,
-what the window holds for the tolerated-loss rule), and window shapes are interned in a second
-table whose rows point into a pool of step shapes. The loop leaves compiled code only where
-Python must act:
+`compiled_bfs(plan, depth, step)` is `kernel_bfs` with the visited set, the frontier, the
+step and the monitor's rules inside compiled code (`expand`): states are packed in the
+visited table (vpmu.explore.compact.tables; a state's index is its BFS admission order, so a
+level is a range of indices and a path is followed back through `parent`/`via`), each
+frontier state carries its window as a row of ints (`M_*`: open or settled, quiet steps, PMI
+and wrap balances, the interned window shape, what the window holds for the tolerated-loss
+rule), and window shapes are interned in a second table. The loop leaves compiled code only
+where Python must act:
 
 * a step no rule decides (`NEED_JUDGE`): the path is replayed on the Python kernel and
   monitor (`Monitor.advance`, the checker itself), and its verdict is stored for the window
   shape — the monitor's rule 1 says the verdict is a function of that shape;
 * a step that diverges (`DIVERGED`): its findings are built as `KernelExpander.findings`
   builds them, by replaying the path on the object models;
-* a full buffer (`FULL`): a step wrote more than an observation row holds; the search is
-  then left to the Python kernel.
+* a full row (`FULL`): a step showed more than an observation row holds; as in the Python
+  kernel, `ObservationFull` is raised (the explorer then runs the object engine).
 
 So the verdicts are the Python monitor's, the states and transitions the Python kernel's, in
-the same admission order: tests/test_compact_jit.py holds the statistics and findings equal
-to `kernel_bfs`'s. Without numba the same `expand` runs as plain Python (slowly); the
-explorer then prefers `kernel_bfs` and says why (`vpmu.explore.compact.engine.plan`).
+the same admission order: tests/test_compact.py holds the statistics and findings of all
+three engines equal. Without numba `expand` would run as plain Python (slowly), so the
+explorer runs `kernel_bfs` instead and says why (`engine.kernel_search`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ import numpy as np
 from ..causes import Candidates
 from ..judge import Finding
 from ..search import PROGRESS_EVERY, Progress, SearchResult, Stats, past_deadline
-from .kstep import CompiledStep, step_row
+from .kjit import JIT_MAX_WIDTH, CompiledStep, int64_row
+from .kstep import step_row
 from .layout import (
     COUNT,
     GLOBALS,
@@ -52,7 +53,6 @@ from .layout import (
     O_NRPMI,
     O_NRSIG,
     O_RES,
-    O_RPMI,
     O_RSIG,
     O_T,
     OBS_LEN,
@@ -60,25 +60,15 @@ from .layout import (
     R_MASKED,
     R_STATUS,
     REF,
+    SCRATCH_LEN,
     SOURCES,
     STRIDE,
     C,
     E,
     P,
 )
-
-try:  # the compiler is optional: without it `expand` runs as Python
-    from numba import njit as _njit
-
-    def jit(fn: Any) -> Any:
-        return _njit(cache=True, nogil=True)(fn)
-
-    COMPILER: str | None = None
-except ImportError as err:  # pragma: no cover - numba is a dependency; this is the fallback
-    def jit(fn: Any) -> Any:
-        return fn
-
-    COMPILER = f"numba is not importable ({err})"
+from .machine import OBSERVATION_FULL, ObservationFull
+from .tables import COMPILER, Tables, jit, shape_add, state_add, unpack
 
 #: `expand`'s return codes.
 DONE, NEED_JUDGE, DIVERGED, FULL, ROOM = 0, 1, 2, 3, 4
@@ -97,140 +87,6 @@ M_OPEN, M_QUIET, M_PMIS, M_SHAPE, M_SRS, M_SKS, M_SRM, M_SKM, M_NRSIG, M_RSIGPMC
 Q_N, Q_WIDTH, Q_MASK, Q_MEETS, Q_R3, Q_IDX = range(6)
 
 _WRAP, _HW, _EMULATED, _MINP = (SOURCES.index(s) for s in ("wrap", "hw", "emulated", "min-period"))
-_EMPTY = -1
-
-
-# --- interning rows of ints -------------------------------------------------------------------
-
-
-@jit
-def _hash_row(row: Any, lo: int, hi: int, seed: int) -> np.uint64:
-    h = np.uint64(0xCBF29CE484222325) ^ np.uint64(seed)
-    for i in range(lo, hi):
-        x = np.int64(row[i])
-        h = (h ^ np.uint64(x & 0x7FFFFFFFFFFFFFFF)) * np.uint64(0x100000001B3)
-        h ^= np.uint64(1) if x < 0 else np.uint64(0)
-        h ^= h >> np.uint64(29)
-    return h
-
-
-@jit
-def pack(row: Any, buf: Any) -> int:
-    """`row` as bytes (zigzag varints: most slots hold small numbers, so a state of 20-44
-    ints packs into a few dozen bytes); returns their count. The encoding is canonical, so
-    equal rows pack to equal bytes."""
-    k = 0
-    for i in range(row.shape[0]):
-        x = row[i]
-        z = np.uint64(x << 1) ^ np.uint64(x >> 63)
-        while z >= np.uint64(0x80):
-            buf[k] = np.uint8((z & np.uint64(0x7F)) | np.uint64(0x80))
-            z >>= np.uint64(7)
-            k += 1
-        buf[k] = np.uint8(z)
-        k += 1
-    return k
-
-
-@jit
-def unpack(pool: Any, off: int, row: Any) -> None:
-    """`pack`'s inverse: the row whose bytes start at `pool[off]`."""
-    k = off
-    for i in range(row.shape[0]):
-        z = np.uint64(0)
-        shift = np.uint64(0)
-        while True:
-            byte = np.uint64(pool[k])
-            k += 1
-            z |= (byte & np.uint64(0x7F)) << shift
-            if byte < np.uint64(0x80):
-                break
-            shift += np.uint64(7)
-        row[i] = np.int64(z >> np.uint64(1)) ^ -np.int64(z & np.uint64(1))
-
-
-@jit
-def state_add(pool: Any, offs: Any, slots: Any, count: Any, row: Any, buf: Any) -> tuple[int, bool]:
-    """The index of state `row` in the visited table, added if new. The table is the states'
-    packed bytes end to end in `pool` (state n at offs[n]..offs[n+1]) and an open-addressing
-    index of them (`slots`, linear probe); count = (states, bytes used)."""
-    m = pack(row, buf)
-    mask = slots.shape[0] - 1
-    pos = np.int64(_hash_row(buf, 0, m, 0) & np.uint64(mask))
-    while True:
-        at = slots[pos]
-        if at == _EMPTY:
-            n, used = count[0], count[1]
-            pool[used:used + m] = buf[:m]
-            offs[n + 1] = used + m
-            slots[pos] = n
-            count[0] = n + 1
-            count[1] = used + m
-            return n, True
-        lo = offs[at]
-        if offs[at + 1] - lo == m:
-            same = True
-            for i in range(m):
-                if pool[lo + i] != buf[i]:
-                    same = False
-                    break
-            if same:
-                return np.int64(at), False
-        pos = (pos + 1) & mask
-
-
-@jit
-def shape_add(parent: int, vec: Any, length: int, sparent: Any, soff: Any, slen: Any, pool: Any,
-              slots: Any, count: Any) -> int:
-    """The id of window shape (`parent`, step shape `vec[:length]`), interned if new; count
-    holds (shapes, pool ints used)."""
-    mask = slots.shape[0] - 1
-    h = _hash_row(vec, 0, length, parent + 7)
-    pos = np.int64(h & np.uint64(mask))
-    while True:
-        at = slots[pos]
-        if at == _EMPTY:
-            n, used = count[0], count[1]
-            sparent[n] = parent
-            soff[n] = used
-            slen[n] = length
-            pool[used:used + length] = vec[:length]
-            slots[pos] = n
-            count[0] = n + 1
-            count[1] = used + length
-            return n
-        if sparent[at] == parent and slen[at] == length:
-            off = soff[at]
-            same = True
-            for i in range(length):
-                if pool[off + i] != vec[i]:
-                    same = False
-                    break
-            if same:
-                return at
-        pos = (pos + 1) & mask
-
-
-@jit
-def rehash_states(pool: Any, offs: Any, count: int, slots: Any) -> None:
-    slots[:] = _EMPTY
-    mask = slots.shape[0] - 1
-    for n in range(count):
-        pos = np.int64(_hash_row(pool, offs[n], offs[n + 1], 0) & np.uint64(mask))
-        while slots[pos] != _EMPTY:
-            pos = (pos + 1) & mask
-        slots[pos] = n
-
-
-@jit
-def rehash_shapes(sparent: Any, soff: Any, slen: Any, pool: Any, count: int, slots: Any) -> None:
-    slots[:] = _EMPTY
-    mask = slots.shape[0] - 1
-    for n in range(count):
-        pos = np.int64(_hash_row(pool[soff[n]:soff[n] + slen[n]], 0, slen[n], sparent[n] + 7) & np.uint64(mask))
-        while slots[pos] != _EMPTY:
-            pos = (pos + 1) & mask
-        slots[pos] = n
 
 
 # --- the monitor's rules on rows --------------------------------------------------------------
@@ -272,7 +128,7 @@ def _inside_loss(pr: Any, parent: Any, child: Any, obs: Any, kvals: Any, n: int,
             return False
     if inert:
         return True
-    return (obs[O_NRSIG] == 1 and obs[O_NKSIG] == 1 and obs[O_NRPMI] == 0 and obs[O_NKPMI] == 1
+    return bool(obs[O_NRSIG] == 1 and obs[O_NKSIG] == 1 and obs[O_NRPMI] == 0 and obs[O_NKPMI] == 1
             and obs[O_RSIG] == pmc and obs[O_KSIG] == pmc and obs[O_RSIG + 2] == _WRAP
             and (obs[O_KSIG + 2] == _HW or obs[O_KSIG + 2] == _EMULATED) and obs[O_KSIG + 1] >= obs[O_RSIG + 1]
             and obs[O_KPMI] >= obs[O_RSIG + 1]
@@ -326,11 +182,11 @@ def expand(lo: int, hi: int, at_i: int, at_li: int, stop_i: int,
     mask = q[Q_MASK]
     nletters = letters.shape[0]
     width = q[Q_WIDTH]
-    child = np.empty(width, dtype=np.int64)
-    parent = np.empty(width, dtype=np.int64)
+    child: Any = np.empty(width, dtype=np.int64)
+    parent: Any = np.empty(width, dtype=np.int64)
     buf = np.empty(width * 10, dtype=np.uint8)
-    obs = np.empty(OBS_LEN, dtype=np.int64)
-    scratch = np.zeros(16, dtype=np.int64)
+    obs: Any = np.empty(OBS_LEN, dtype=np.int64)
+    scratch: Any = np.zeros(SCRATCH_LEN, dtype=np.int64)
     vec = np.empty(OBS_LEN * 2 + 8 * n + 16, dtype=np.int64)
     kvals = np.empty(n, dtype=np.int64)
     rec = np.empty(mon.shape[1], dtype=np.int64)
@@ -442,7 +298,7 @@ def compiled_expand(cs: CompiledStep) -> Callable[..., int]:
     arguments are the fast form's hooks (first-class functions of fixed signatures) and numba
     can cache it on disk; without the compiler, `expand` itself. Compiling takes about a
     minute, once per machine (numba's cache beside this file, or NUMBA_CACHE_DIR)."""
-    if COMPILER is not None or not hasattr(cs.step, "py_func"):
+    if COMPILER is not None:
         return expand
     if "expand" not in _compiled:
         g = dict(expand.__globals__)
@@ -455,6 +311,13 @@ def compiled_expand(cs: CompiledStep) -> Callable[..., int]:
     return cast(Callable[..., int], _compiled["expand"])
 
 
+def refusal(p: Any) -> str | None:
+    """Why the compiled search cannot run plan `p` exactly (one line), or None."""
+    if p.kernel.mask >= 1 << JIT_MAX_WIDTH:
+        return f"counters wider than {JIT_MAX_WIDTH} bits leave the compiled kernel's 64-bit arithmetic"
+    return None
+
+
 # --- the Python side: the driver ---------------------------------------------------------------
 
 
@@ -462,87 +325,15 @@ def compiled_expand(cs: CompiledStep) -> Callable[..., int]:
 CHUNK = 2048
 
 
-class _Tables:
-    """The compiled search's arrays, grown by doubling between `expand` calls."""
-
-    def __init__(self, width: int, mon_width: int) -> None:
-        self.width = width
-        self.pool = np.zeros(1 << 16, dtype=np.uint8)
-        self.offs = np.zeros(1024, dtype=np.int64)
-        self.slots = np.full(2048, _EMPTY, dtype=np.int32)
-        self.count = np.zeros(2, dtype=np.int64)
-        self.parent = np.zeros(1024, dtype=np.int64)
-        self.via = np.zeros(1024, dtype=np.int16)
-        self.mon = np.zeros((1, mon_width), dtype=np.int64)
-        self.nmon = np.zeros((1024, mon_width), dtype=np.int64)
-        self.sparent = np.zeros(1024, dtype=np.int64)
-        self.soff = np.zeros(1024, dtype=np.int64)
-        self.slen = np.zeros(1024, dtype=np.int64)
-        self.verdict = np.full(1024, -1, dtype=np.int64)
-        self.spool = np.zeros(1 << 16, dtype=np.int64)
-        self.sslots = np.full(2048, _EMPTY, dtype=np.int64)
-        self.scount = np.zeros(2, dtype=np.int64)
-
-    def room(self, new: int, hi: int, vec: int) -> None:
-        """Make room for `new` more states and shapes (of at most `vec` ints each)."""
-        need = int(self.count[0]) + new
-        if need + 1 > len(self.offs):
-            size = _grown(len(self.offs), need + 1)
-            self.offs, self.parent, self.via = (_resized(a, size) for a in (self.offs, self.parent, self.via))
-        if need * 2 > len(self.slots):
-            self.slots = np.full(_grown(len(self.slots), need * 2), _EMPTY, dtype=np.int32)
-            rehash_states(self.pool, self.offs, int(self.count[0]), self.slots)
-        used = int(self.count[1]) + new * self.width * 10
-        if used > len(self.pool):
-            self.pool = _resized(self.pool, _grown(len(self.pool), used))
-        if need - hi > len(self.nmon):
-            self.nmon = _resized(self.nmon, _grown(len(self.nmon), need - hi))
-        shapes = int(self.scount[0]) + new
-        if shapes > len(self.sparent):
-            size = _grown(len(self.sparent), shapes)
-            self.sparent, self.soff, self.slen = (_resized(a, size) for a in (self.sparent, self.soff, self.slen))
-            grown = np.full(size, -1, dtype=np.int64)
-            grown[:len(self.verdict)] = self.verdict
-            self.verdict = grown
-        if shapes * 2 > len(self.sslots):
-            self.sslots = np.full(_grown(len(self.sslots), shapes * 2), _EMPTY, dtype=np.int64)
-            rehash_shapes(self.sparent, self.soff, self.slen, self.spool, int(self.scount[0]), self.sslots)
-        pooled = int(self.scount[1]) + new * vec
-        if pooled > len(self.spool):
-            self.spool = _resized(self.spool, _grown(len(self.spool), pooled))
-
-    def path(self, i: int) -> list[int]:
-        """The letters from the root to state `i` (its admitting path)."""
-        out = []
-        while i:
-            out.append(int(self.via[i]))
-            i = int(self.parent[i])
-        return out[::-1]
-
-    def nbytes(self) -> int:
-        return sum(a.nbytes for a in vars(self).values() if isinstance(a, np.ndarray))
-
-
-def _grown(size: int, need: int) -> int:
-    while size < need:
-        size *= 2
-    return size
-
-
-def _resized(a: Any, size: int) -> Any:
-    out = np.zeros((size,) + a.shape[1:], dtype=a.dtype)
-    out[:len(a)] = a
-    return out
-
-
 def compiled_bfs(p: Any, depth: int, cs: CompiledStep, deadline: float | None = None,
-                 progress: Progress | None = None) -> SearchResult:
+                 progress: Progress | None = None, search: Callable[..., int] | None = None) -> SearchResult:
     """`kernel_bfs(p, depth, ...)` with the search in `expand`, stepping with `cs` (the plan's
-    design's `kstep.compiled_step`): the same levels, admission order, statistics, end
-    conditions and findings."""
+    design's `kjit.compiled_step`): the same levels, admission order, statistics, end
+    conditions and findings. `search`: `expand` as it runs (default: compiled,
+    `compiled_expand`; tests pass `expand` itself with Python hooks to run it as Python)."""
     from .engine import KernelExpander  # the findings of a diverged path, built as there
 
-    search = compiled_expand(cs)
+    search = search or compiled_expand(cs)
     kx = KernelExpander(p)
     monitor = p.monitor
     n = p.kernel.n
@@ -554,9 +345,10 @@ def compiled_bfs(p: Any, depth: int, cs: CompiledStep, deadline: float | None = 
                       for li in range(nletters)], dtype=np.int64)
     native = np.array(monitor._native, dtype=np.bool_)
     meets = (1 << _HW) | (1 << _EMULATED) | sum(1 << SOURCES.index(s) for s in monitor.losses)
-    q = np.array([n, len(p.root), p.kernel.mask, meets, int(monitor.options.r3_min_period), *p.kernel.idx], dtype=np.int64)
-    prm = np.array(p.kernel.params(), dtype=np.int64)
-    t = _Tables(len(p.root), M_WRAPS + n)
+    q = np.array([n, len(p.root), p.kernel.mask, meets, int(monitor.options.r3_min_period), *p.kernel.idx],
+                 dtype=np.int64)
+    prm = np.array(int64_row(p.kernel.params()), dtype=np.int64)
+    t = Tables(len(p.root), M_WRAPS + n)
     vec_len = OBS_LEN * 2 + 8 * n + 16
     root = np.array(p.root, dtype=np.int64)
     state_add(t.pool, t.offs, t.slots, t.count, root, np.zeros(len(root) * 10, dtype=np.uint8))
@@ -623,7 +415,7 @@ def compiled_bfs(p: Any, depth: int, cs: CompiledStep, deadline: float | None = 
                     found.add(f)
                 at_i, at_li = i, li + 1
             else:
-                raise RuntimeError("a step wrote more than an observation row holds")
+                raise ObservationFull(OBSERVATION_FULL)
             if stats.transitions - reported >= PROGRESS_EVERY and at_i < hi:
                 report()
         if stats.stopped_by_budget:

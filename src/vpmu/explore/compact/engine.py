@@ -26,7 +26,7 @@ from ..causes import Candidates
 from ..judge import Finding, Judge, Target
 from ..search import Progress, SearchResult, Successor, bfs, random_search
 from ..space import Bounds, CountedEvent, alphabet, counters_in_use, setup_prefix
-from .kstep import CompiledStep
+from .kjit import CompiledStep
 from .layout import K_MASKED, K_STATUS, R_MASKED, R_STATUS
 from .machine import Kernel
 from .monitor import Monitor, Shown, Window
@@ -199,10 +199,11 @@ def compiled_search(p: Plan) -> CompiledStep | str:
     there is none (one line); built once per plan. numba caches the compiled code on disk,
     so only the first process compiles it."""
     if p.compiled is None:
-        from .compiled import COMPILER
-        from .kstep import compiled_step
+        from .compiled import refusal
+        from .kjit import compiled_step
+        from .tables import COMPILER
 
-        p.compiled = COMPILER or compiled_step(p.kernel.fast)
+        p.compiled = COMPILER or refusal(p) or compiled_step(p.kernel.fast)
     return p.compiled
 
 

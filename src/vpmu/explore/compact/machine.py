@@ -319,6 +319,12 @@ class Kernel:
         return tuple(ref), tuple(kvm)
 
 
+#: Why the kernel cannot go on from a step that showed more than an observation row holds.
+OBSERVATION_FULL_WHY = (f"a step showed more results, PMIs or signals than the compact kernel's observation row "
+                        f"holds ({MAX_SIGS} signals and {MAX_PMIS} PMIs a machine)")
+OBSERVATION_FULL = f"{OBSERVATION_FULL_WHY}; rerun with --engine object"
+
+
 class ObservationFull(VpmuError):
     """A step showed more than the observation row holds (layout: MAX_RES, MAX_PMIS, MAX_SIGS):
     the kernel cannot go on; the object engine can."""
@@ -327,9 +333,7 @@ class ObservationFull(VpmuError):
 def observation(obs: Sequence[int]) -> StepObs:
     """The compact observation (StepObs) of an observation row."""
     if obs[O_FULL]:
-        raise ObservationFull(f"a step showed more results, PMIs or signals than the compact kernel's observation "
-                              f"row holds ({MAX_SIGS} signals and {MAX_PMIS} PMIs a machine); rerun with "
-                              f"--engine object")
+        raise ObservationFull(OBSERVATION_FULL)
     nres, nrsig, nksig = obs[O_NRES], obs[O_NRSIG], obs[O_NKSIG]
     rres: tuple[Result_, ...] = ()
     kres: tuple[Result_, ...] = ()

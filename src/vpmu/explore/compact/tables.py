@@ -1,0 +1,247 @@
+"""The compiled search's tables: visited states packed as bytes, and interned window shapes.
+
+A state row packs into zigzag varints (`pack`/`unpack`: most slots hold small numbers, so a
+row of 20-44 ints takes a few dozen bytes); the visited table is the packed states end to end
+in one byte pool with an open-addressing index over them (`state_add`), so a state's index is
+its admission order. Window shapes (vpmu.explore.compact.monitor, rule 1) are interned the
+same way in a pool of ints (`shape_add`). `Tables` holds the arrays and grows them between
+compiled calls. Compiled by numba where it is importable (`jit`: cached on disk and keyed by
+what the code reads, kjit.keyed_njit), else run as Python.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+
+from . import layout
+from .kjit import cache_key, keyed_njit
+
+try:  # the compiler is optional: without it `expand` runs as Python
+    import numba  # noqa: F401
+
+    COMPILER: str | None = None
+except ImportError as err:  # pragma: no cover - numba is a dependency; this is the fallback
+    COMPILER = f"numba is not importable ({err})"
+
+
+def _key() -> str:
+    """What this module's compiled code depends on besides its own file (which numba's cache
+    checks): the step's key and the layout's constants."""
+    consts = sorted((k, v) for k, v in vars(layout).items() if isinstance(v, int | tuple) and not k.startswith("_"))
+    return cache_key() + hashlib.sha256(repr(consts).encode()).hexdigest()[:8]
+
+
+def jit(fn: Any) -> Any:
+    """`fn` compiled by numba and cached on disk under `_key()` too (kjit.keyed_njit), or
+    `fn` itself without numba."""
+    return fn if COMPILER else keyed_njit(fn, _key(), cache=True, nogil=True)
+
+
+#: An empty slot of an index.
+EMPTY = -1
+
+
+@jit
+def _hash_row(row: Any, lo: int, hi: int, seed: int) -> np.uint64:
+    h = np.uint64(0xCBF29CE484222325) ^ np.uint64(seed)
+    for i in range(lo, hi):
+        x = np.int64(row[i])
+        h = (h ^ np.uint64(x & 0x7FFFFFFFFFFFFFFF)) * np.uint64(0x100000001B3)
+        h ^= np.uint64(1) if x < 0 else np.uint64(0)
+        h ^= h >> np.uint64(29)
+    return h
+
+
+@jit
+def pack(row: Any, buf: Any) -> int:
+    """`row` as bytes (zigzag varints: most slots hold small numbers, so a state of 20-44
+    ints packs into a few dozen bytes); returns their count. The encoding is canonical, so
+    equal rows pack to equal bytes."""
+    k = 0
+    for i in range(row.shape[0]):
+        x = row[i]
+        z = np.uint64(x << 1) ^ np.uint64(x >> 63)
+        while z >= np.uint64(0x80):
+            buf[k] = np.uint8((z & np.uint64(0x7F)) | np.uint64(0x80))
+            z >>= np.uint64(7)
+            k += 1
+        buf[k] = np.uint8(z)
+        k += 1
+    return k
+
+
+@jit
+def unpack(pool: Any, off: int, row: Any) -> None:
+    """`pack`'s inverse: the row whose bytes start at `pool[off]`."""
+    k = off
+    for i in range(row.shape[0]):
+        z = np.uint64(0)
+        shift = np.uint64(0)
+        while True:
+            byte = np.uint64(pool[k])
+            k += 1
+            z |= (byte & np.uint64(0x7F)) << shift
+            if byte < np.uint64(0x80):
+                break
+            shift += np.uint64(7)
+        row[i] = np.int64(z >> np.uint64(1)) ^ -np.int64(z & np.uint64(1))
+
+
+@jit
+def state_add(pool: Any, offs: Any, slots: Any, count: Any, row: Any, buf: Any) -> tuple[Any, bool]:
+    """The index of state `row` in the visited table, added if new. The table is the states'
+    packed bytes end to end in `pool` (state n at offs[n]..offs[n+1]) and an open-addressing
+    index of them (`slots`, linear probe); count = (states, bytes used)."""
+    m = pack(row, buf)
+    mask = slots.shape[0] - 1
+    pos = np.int64(_hash_row(buf, 0, m, 0) & np.uint64(mask))
+    while True:
+        at = slots[pos]
+        if at == EMPTY:
+            n, used = count[0], count[1]
+            pool[used:used + m] = buf[:m]
+            offs[n + 1] = used + m
+            slots[pos] = n
+            count[0] = n + 1
+            count[1] = used + m
+            return n, True
+        lo = offs[at]
+        if offs[at + 1] - lo == m:
+            same = True
+            for i in range(m):
+                if pool[lo + i] != buf[i]:
+                    same = False
+                    break
+            if same:
+                return np.int64(at), False
+        pos = (pos + 1) & mask
+
+
+@jit
+def shape_add(parent: int, vec: Any, length: int, sparent: Any, soff: Any, slen: Any, pool: Any,
+              slots: Any, count: Any) -> Any:
+    """The id of window shape (`parent`, step shape `vec[:length]`), interned if new; count
+    holds (shapes, pool ints used)."""
+    mask = slots.shape[0] - 1
+    h = _hash_row(vec, 0, length, parent + 7)
+    pos = np.int64(h & np.uint64(mask))
+    while True:
+        at = slots[pos]
+        if at == EMPTY:
+            n, used = count[0], count[1]
+            sparent[n] = parent
+            soff[n] = used
+            slen[n] = length
+            pool[used:used + length] = vec[:length]
+            slots[pos] = n
+            count[0] = n + 1
+            count[1] = used + length
+            return n
+        if sparent[at] == parent and slen[at] == length:
+            off = soff[at]
+            same = True
+            for i in range(length):
+                if pool[off + i] != vec[i]:
+                    same = False
+                    break
+            if same:
+                return at
+        pos = (pos + 1) & mask
+
+
+@jit
+def rehash_states(pool: Any, offs: Any, count: int, slots: Any) -> None:
+    slots[:] = EMPTY
+    mask = slots.shape[0] - 1
+    for n in range(count):
+        pos = np.int64(_hash_row(pool, offs[n], offs[n + 1], 0) & np.uint64(mask))
+        while slots[pos] != EMPTY:
+            pos = (pos + 1) & mask
+        slots[pos] = n
+
+
+@jit
+def rehash_shapes(sparent: Any, soff: Any, slen: Any, pool: Any, count: int, slots: Any) -> None:
+    slots[:] = EMPTY
+    mask = slots.shape[0] - 1
+    for n in range(count):
+        pos = np.int64(_hash_row(pool[soff[n]:soff[n] + slen[n]], 0, slen[n], sparent[n] + 7) & np.uint64(mask))
+        while slots[pos] != EMPTY:
+            pos = (pos + 1) & mask
+        slots[pos] = n
+
+
+class Tables:
+    """The compiled search's arrays, grown by doubling between `expand` calls."""
+
+    def __init__(self, width: int, mon_width: int) -> None:
+        self.width = width
+        self.pool = np.zeros(1 << 16, dtype=np.uint8)
+        self.offs = np.zeros(1024, dtype=np.int64)
+        self.slots = np.full(2048, EMPTY, dtype=np.int32)
+        self.count = np.zeros(2, dtype=np.int64)
+        self.parent = np.zeros(1024, dtype=np.int64)
+        self.via = np.zeros(1024, dtype=np.int16)
+        self.mon = np.zeros((1, mon_width), dtype=np.int64)
+        self.nmon = np.zeros((1024, mon_width), dtype=np.int64)
+        self.sparent = np.zeros(1024, dtype=np.int64)
+        self.soff = np.zeros(1024, dtype=np.int64)
+        self.slen = np.zeros(1024, dtype=np.int64)
+        self.verdict = np.full(1024, -1, dtype=np.int64)
+        self.spool = np.zeros(1 << 16, dtype=np.int64)
+        self.sslots = np.full(2048, EMPTY, dtype=np.int64)
+        self.scount = np.zeros(2, dtype=np.int64)
+
+    def room(self, new: int, hi: int, vec: int) -> None:
+        """Make room for `new` more states and shapes (of at most `vec` ints each)."""
+        need = int(self.count[0]) + new
+        if need + 1 > len(self.offs):
+            size = _grown(len(self.offs), need + 1)
+            self.offs, self.parent, self.via = (_resized(a, size) for a in (self.offs, self.parent, self.via))
+        if need * 2 > len(self.slots):
+            self.slots = np.full(_grown(len(self.slots), need * 2), EMPTY, dtype=np.int32)
+            rehash_states(self.pool, self.offs, int(self.count[0]), self.slots)
+        used = int(self.count[1]) + new * self.width * 10
+        if used > len(self.pool):
+            self.pool = _resized(self.pool, _grown(len(self.pool), used))
+        if need - hi > len(self.nmon):
+            self.nmon = _resized(self.nmon, _grown(len(self.nmon), need - hi))
+        shapes = int(self.scount[0]) + new
+        if shapes > len(self.sparent):
+            size = _grown(len(self.sparent), shapes)
+            self.sparent, self.soff, self.slen = (_resized(a, size) for a in (self.sparent, self.soff, self.slen))
+            grown = np.full(size, -1, dtype=np.int64)
+            grown[:len(self.verdict)] = self.verdict
+            self.verdict = grown
+        if shapes * 2 > len(self.sslots):
+            self.sslots = np.full(_grown(len(self.sslots), shapes * 2), EMPTY, dtype=np.int64)
+            rehash_shapes(self.sparent, self.soff, self.slen, self.spool, int(self.scount[0]), self.sslots)
+        pooled = int(self.scount[1]) + new * vec
+        if pooled > len(self.spool):
+            self.spool = _resized(self.spool, _grown(len(self.spool), pooled))
+
+    def path(self, i: int) -> list[int]:
+        """The letters from the root to state `i` (its admitting path)."""
+        out = []
+        while i:
+            out.append(int(self.via[i]))
+            i = int(self.parent[i])
+        return out[::-1]
+
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in vars(self).values() if isinstance(a, np.ndarray))
+
+
+def _grown(size: int, need: int) -> int:
+    while size < need:
+        size *= 2
+    return size
+
+
+def _resized(a: Any, size: int) -> Any:
+    out = np.zeros((size,) + a.shape[1:], dtype=a.dtype)
+    out[:len(a)] = a
+    return out
