@@ -94,12 +94,12 @@ _WRAP, _HW, _EMULATED, _MINP = (SOURCES.index(s) for s in ("wrap", "hw", "emulat
 
 @jit
 def _start(rec: Any, child: Any, sparent: Any, soff: Any, slen: Any, pool: Any, sslots: Any, scount: Any,
-           vec: Any, n: int) -> None:
+           vec: Any, sbuf: Any) -> None:
     """Monitor.start: a settled window showing `child`'s status and LVTPC."""
     vec[0], vec[1], vec[2], vec[3] = child[R_STATUS], child[K_STATUS], child[R_MASKED], child[K_MASKED]
     rec[:] = 0
     rec[M_QUIET] = 2
-    rec[M_SHAPE] = shape_add(-1, vec, 4, sparent, soff, slen, pool, sslots, scount)
+    rec[M_SHAPE] = shape_add(-1, vec, 4, sparent, soff, slen, pool, sslots, scount, sbuf)
     rec[M_SRS], rec[M_SKS], rec[M_SRM], rec[M_SKM] = vec[0], vec[1], vec[2], vec[3]
 
 
@@ -169,6 +169,16 @@ def _step_shape(vec: Any, li: int, obs: Any, reads: int, native: bool, parent: A
     return k
 
 
+@jit
+def _roomy(count: Any, offs: Any, pool: Any, slots: Any, nmon: Any, hi: int, width: int, scount: Any, sparent: Any,
+           spool: Any, sslots: Any, veclen: int) -> bool:
+    """Whether the tables hold one more transition: a state, its window, three shapes."""
+    return bool(count[0] + 2 <= offs.shape[0] and count[1] + width * 10 <= pool.shape[0]
+                and 2 * (count[0] + 1) <= slots.shape[0] and count[0] + 1 - hi <= nmon.shape[0]
+                and scount[0] + 3 <= sparent.shape[0] and 2 * (scount[0] + 3) <= sslots.shape[0]
+                and scount[1] + 30 * veclen <= spool.shape[0])
+
+
 def expand(lo: int, hi: int, at_i: int, at_li: int, stop_i: int,
            pool: Any, offs: Any, slots: Any, count: Any, parent_of: Any, via: Any,
            mon: Any, nmon: Any, letters: Any, reads: Any, native: Any, prm: Any, q: Any,
@@ -188,6 +198,7 @@ def expand(lo: int, hi: int, at_i: int, at_li: int, stop_i: int,
     obs: Any = np.empty(OBS_LEN, dtype=np.int64)
     scratch: Any = np.zeros(SCRATCH_LEN, dtype=np.int64)
     vec = np.empty(OBS_LEN * 2 + 8 * n + 16, dtype=np.int64)
+    sbuf = np.empty(vec.shape[0] * 10, dtype=np.uint8)
     kvals = np.empty(n, dtype=np.int64)
     rec = np.empty(mon.shape[1], dtype=np.int64)
     transitions = 0
@@ -195,6 +206,9 @@ def expand(lo: int, hi: int, at_i: int, at_li: int, stop_i: int,
         unpack(pool, offs[i], parent)
         pr = mon[i - lo]
         for li in range((at_li if i == at_i else 0), nletters):
+            if not _roomy(count, offs, pool, slots, nmon, hi, width, scount, sparent, spool, sslots, vec.shape[0]):
+                out[0], out[1], out[3] = i, li, transitions
+                return ROOM
             child[:] = parent
             step_row(child, letters[li], prm, scratch, obs, incr, pause, read, write, complete)
             if obs[O_FULL]:
@@ -214,7 +228,7 @@ def expand(lo: int, hi: int, at_i: int, at_li: int, stop_i: int,
                     results_equal = False
             eventful = obs[O_NRPMI] or obs[O_NKPMI] or obs[O_NRSIG] or obs[O_NKSIG]
             if not pr[M_OPEN] and not eventful and results_equal and same:
-                _start(rec, child, sparent, soff, slen, spool, sslots, scount, vec, n)
+                _start(rec, child, sparent, soff, slen, spool, sslots, scount, vec, sbuf)
             else:
                 inert = (not eventful and child[R_STATUS] == parent[R_STATUS] and child[K_STATUS] == parent[K_STATUS]
                          and child[R_MASKED] == parent[R_MASKED] and child[K_MASKED] == parent[K_MASKED])
@@ -249,16 +263,19 @@ def expand(lo: int, hi: int, at_i: int, at_li: int, stop_i: int,
                     if rec[M_WRAPS + j] != 0:
                         settles = False
                 judge = not (inert and pr[M_QUIET] >= 2 and met)
+                # a window shape is interned only where it is needed: for a step the checker
+                # judges (its verdict is kept by shape) and for an admitted state's open window
                 shape = -1
+                length = 0
                 if judge or not settles:
                     length = _step_shape(vec, li, obs, reads[li], native[li], parent, child, kvals, n, mask)
-                    shape = shape_add(pr[M_SHAPE], vec, length, sparent, soff, slen, spool, sslots, scount)
                 if judge:
-                    v = verdict[shape]
+                    shape = shape_add(pr[M_SHAPE], vec, length, sparent, soff, slen, spool, sslots, scount, sbuf, False)
+                    v = verdict[shape] if shape >= 0 else -1
                     if v < 0 and q[Q_R3] and _inside_loss(pr, parent, child, obs, kvals, n, inert):
                         v = 0
-                        verdict[shape] = 0
                     if v < 0:
+                        shape = shape_add(pr[M_SHAPE], vec, length, sparent, soff, slen, spool, sslots, scount, sbuf)
                         out[0], out[1], out[2], out[3] = i, li, shape, transitions
                         return NEED_JUDGE
                     if v > 0:
@@ -266,11 +283,11 @@ def expand(lo: int, hi: int, at_i: int, at_li: int, stop_i: int,
                         out[0], out[1], out[2], out[3] = i, li, v, transitions
                         return DIVERGED
                 if settles:
-                    _start(rec, child, sparent, soff, slen, spool, sslots, scount, vec, n)
+                    _start(rec, child, sparent, soff, slen, spool, sslots, scount, vec, sbuf)
                 else:
                     rec[M_OPEN] = 1
                     rec[M_QUIET] = 0 if eventful else min(pr[M_QUIET] + 1, 2)
-                    rec[M_SHAPE] = shape
+                    rec[M_SHAPE] = shape  # -1 until the state is admitted (below)
                     if obs[O_NRSIG] and rec[M_NRSIG] == 0:
                         rec[M_RSIGPMC], rec[M_RSIGSRC] = obs[O_RSIG], obs[O_RSIG + 2]
                     if obs[O_NKSIG] and rec[M_NKSIG] == 0:
@@ -284,6 +301,8 @@ def expand(lo: int, hi: int, at_i: int, at_li: int, stop_i: int,
             if new:
                 parent_of[at] = i
                 via[at] = li
+                if rec[M_OPEN] and rec[M_SHAPE] < 0:
+                    rec[M_SHAPE] = shape_add(pr[M_SHAPE], vec, length, sparent, soff, slen, spool, sslots, scount, sbuf)
                 nmon[at - hi, :] = rec
     out[3] = transitions
     return DONE
@@ -354,7 +373,7 @@ def compiled_bfs(p: Any, depth: int, cs: CompiledStep, deadline: float | None = 
     state_add(t.pool, t.offs, t.slots, t.count, root, np.zeros(len(root) * 10, dtype=np.uint8))
     vec = np.zeros(vec_len, dtype=np.int64)
     rec = np.zeros(M_WRAPS + n, dtype=np.int64)
-    _start(rec, root, t.sparent, t.soff, t.slen, t.spool, t.sslots, t.scount, vec, n)
+    _start(rec, root, t.sparent, t.soff, t.slen, t.spool, t.sslots, t.scount, vec, np.zeros(vec_len * 10, np.uint8))
     t.mon = rec.reshape(1, -1).copy()
     verdicts: list[tuple[tuple[str, str, str | None], ...]] = [()]
     out = np.zeros(4, dtype=np.int64)
@@ -384,9 +403,7 @@ def compiled_bfs(p: Any, depth: int, cs: CompiledStep, deadline: float | None = 
         verdict: tuple[tuple[str, str, str | None], ...] = ()
         for k, li in enumerate(path):
             state, obs = p.kernel.step(state, p.letters[li])
-            verdict, window = monitor.advance(window, li, obs, p.shown(state))
-            if verdict and k + 1 < len(path):
-                raise AssertionError(f"the compiled kernel went on after step {k} of {path}, which diverges")
+            verdict, window = monitor.advance(window, li, obs, p.shown(state), replay=k + 1 < len(path))
         if not verdict:
             return 0
         if verdict not in verdicts:
@@ -400,13 +417,15 @@ def compiled_bfs(p: Any, depth: int, cs: CompiledStep, deadline: float | None = 
                 stats.stopped_by_budget = True
                 break
             stop = min(hi, at_i + CHUNK)
-            t.room((stop - at_i) * nletters, hi, vec_len)
             code = call(at_i, at_li, stop)
             stats.transitions += int(out[3])
             stats.states = int(t.count[0])
             i, li = int(out[0]), int(out[1])
             if code == DONE:
                 at_i, at_li = stop, 0
+            elif code == ROOM:
+                t.grow(hi, vec_len)
+                at_i, at_li = i, li
             elif code == NEED_JUDGE:
                 t.verdict[int(out[2])] = judged(t.path(i) + [li])
                 at_i, at_li = i, li

@@ -142,8 +142,10 @@ class Monitor:
             window = self._starts[shown] = Window((ref,), (kvm,), 0, (0,) * len(self.layout), 0, 2, shape)
         return window
 
-    def advance(self, window: Window, letter: int, obs: StepObs, shown: Shown) -> tuple[Verdict, Window]:
-        """The verdict of one more step, and the window after it.
+    def advance(self, window: Window, letter: int, obs: StepObs, shown: Shown,
+                replay: bool = False) -> tuple[Verdict, Window]:
+        """The verdict of one more step, and the window after it (`replay`: a step known not to
+        diverge, whose window alone is wanted: not judged, its shape left unknown, -1).
 
         Judged by `compare(..., open_end=True)` on the window, except a quiet step from a
         settled window (the object engine's rule), an *inert* step — no signal, PMI or
@@ -179,8 +181,11 @@ class Monitor:
             if source in ("hw", "emulated") or source in self.losses:
                 wraps[self._slot[pmc]] -= 1
         pmis = window.pmis + len(obs[3]) - len(obs[4])
-        step_shape = self._step_shape(window, letter, obs, shown)
-        if not (inert and window.quiet_steps >= 2 and not any(window.wraps)):
+        if replay:
+            step_shape: Hashable = None
+        else:
+            step_shape = self._step_shape(window, letter, obs, shown)
+        if not replay and not (inert and window.quiet_steps >= 2 and not any(window.wraps)):
             verdict = self._decided(window, step_shape, obs, shown, inert)
             if verdict is not None:
                 self.decided += 1
@@ -191,20 +196,21 @@ class Monitor:
                 if verdict is not None and verdict != judged:
                     raise AssertionError(f"monitor rule says {verdict}, the checker {judged}: {ref} / {kvm}")
                 verdict = judged
-                self._verdicts[window.shape, step_shape] = verdict
+                if window.shape >= 0:
+                    self._verdicts[window.shape, step_shape] = verdict
             if verdict:
                 return verdict, window
         if not pmis and not any(wraps) and shown[0] == shown[1] and shown[2] == shown[3] and shown[4] == shown[5]:
             return (), self.start(shown)
-        return (), Window(ref, kvm, insn, tuple(wraps), pmis, 0 if eventful else min(window.quiet_steps + 1, 2),
-                          self._intern((window.shape, step_shape)))
+        shape = self._intern((window.shape, step_shape)) if window.shape >= 0 and not replay else -1
+        return (), Window(ref, kvm, insn, tuple(wraps), pmis, 0 if eventful else min(window.quiet_steps + 1, 2), shape)
 
     # -- the two rules that spare the checker (each checked against it by tests/test_compact.py)
 
     def _decided(self, window: Window, step_shape: Hashable, obs: StepObs, shown: Shown,
                  inert: bool) -> Verdict | None:
         """The verdict of a step without the checker, where a rule gives it (else None)."""
-        verdict = self._verdicts.get((window.shape, step_shape))
+        verdict = self._verdicts.get((window.shape, step_shape)) if window.shape >= 0 else None
         if verdict is None and self.options.r3_min_period and self._inside_loss(window, obs, shown, inert):
             verdict = ()
         return verdict

@@ -4,7 +4,7 @@ A state row packs into zigzag varints (`pack`/`unpack`: most slots hold small nu
 row of 20-44 ints takes a few dozen bytes); the visited table is the packed states end to end
 in one byte pool with an open-addressing index over them (`state_add`), so a state's index is
 its admission order. Window shapes (vpmu.explore.compact.monitor, rule 1) are interned the
-same way in a pool of ints (`shape_add`). `Tables` holds the arrays and grows them between
+same way (`shape_add`). `Tables` holds the arrays and grows them between
 compiled calls. Compiled by numba where it is importable (`jit`: cached on disk and keyed by
 what the code reads, kjit.keyed_njit), else run as Python.
 """
@@ -122,29 +122,32 @@ def state_add(pool: Any, offs: Any, slots: Any, count: Any, row: Any, buf: Any) 
 
 @jit
 def shape_add(parent: int, vec: Any, length: int, sparent: Any, soff: Any, slen: Any, pool: Any,
-              slots: Any, count: Any) -> Any:
-    """The id of window shape (`parent`, step shape `vec[:length]`), interned if new; count
-    holds (shapes, pool ints used)."""
+              slots: Any, count: Any, buf: Any, insert: bool = True) -> Any:
+    """The id of window shape (`parent`, step shape `vec[:length]`), interned if new (or -1
+    when new and not `insert`). Shapes are packed like states (`pack`, through the byte
+    buffer `buf`) into the byte `pool`; count holds (shapes, pool bytes used)."""
+    m = pack(vec[:length], buf)
     mask = slots.shape[0] - 1
-    h = _hash_row(vec, 0, length, parent + 7)
-    pos = np.int64(h & np.uint64(mask))
+    pos = np.int64(_hash_row(buf, 0, m, parent + 7) & np.uint64(mask))
     while True:
         at = slots[pos]
         if at == EMPTY:
+            if not insert:
+                return -1
             n, used = count[0], count[1]
             sparent[n] = parent
             soff[n] = used
-            slen[n] = length
-            pool[used:used + length] = vec[:length]
+            slen[n] = m
+            pool[used:used + m] = buf[:m]
             slots[pos] = n
             count[0] = n + 1
-            count[1] = used + length
+            count[1] = used + m
             return n
-        if sparent[at] == parent and slen[at] == length:
+        if sparent[at] == parent and slen[at] == m:
             off = soff[at]
             same = True
-            for i in range(length):
-                if pool[off + i] != vec[i]:
+            for i in range(m):
+                if pool[off + i] != buf[i]:
                     same = False
                     break
             if same:
@@ -191,37 +194,37 @@ class Tables:
         self.soff = np.zeros(1024, dtype=np.int64)
         self.slen = np.zeros(1024, dtype=np.int64)
         self.verdict = np.full(1024, -1, dtype=np.int64)
-        self.spool = np.zeros(1 << 16, dtype=np.int64)
+        self.spool = np.zeros(1 << 16, dtype=np.uint8)
         self.sslots = np.full(2048, EMPTY, dtype=np.int64)
         self.scount = np.zeros(2, dtype=np.int64)
 
-    def room(self, new: int, hi: int, vec: int) -> None:
-        """Make room for `new` more states and shapes (of at most `vec` ints each)."""
-        need = int(self.count[0]) + new
-        if need + 1 > len(self.offs):
-            size = _grown(len(self.offs), need + 1)
+    def grow(self, hi: int, vec: int) -> None:
+        """Double what cannot hold one more transition (`compiled._roomy` asked for room):
+        a state and its window (the level's first new state has index `hi`), and three window
+        shapes of at most `vec` ints."""
+        n, used = int(self.count[0]), int(self.count[1])
+        if n + 2 > len(self.offs):
+            size = 2 * len(self.offs)
             self.offs, self.parent, self.via = (_resized(a, size) for a in (self.offs, self.parent, self.via))
-        if need * 2 > len(self.slots):
-            self.slots = np.full(_grown(len(self.slots), need * 2), EMPTY, dtype=np.int32)
-            rehash_states(self.pool, self.offs, int(self.count[0]), self.slots)
-        used = int(self.count[1]) + new * self.width * 10
-        if used > len(self.pool):
-            self.pool = _resized(self.pool, _grown(len(self.pool), used))
-        if need - hi > len(self.nmon):
-            self.nmon = _resized(self.nmon, _grown(len(self.nmon), need - hi))
-        shapes = int(self.scount[0]) + new
-        if shapes > len(self.sparent):
-            size = _grown(len(self.sparent), shapes)
+        if 2 * (n + 1) > len(self.slots):
+            self.slots = np.full(2 * len(self.slots), EMPTY, dtype=np.int32)
+            rehash_states(self.pool, self.offs, n, self.slots)
+        if used + self.width * 10 > len(self.pool):
+            self.pool = _resized(self.pool, 2 * len(self.pool))
+        if n + 1 - hi > len(self.nmon):
+            self.nmon = _resized(self.nmon, 2 * len(self.nmon))
+        shapes, pooled = int(self.scount[0]), int(self.scount[1])
+        if shapes + 3 > len(self.sparent):
+            size = 2 * len(self.sparent)
             self.sparent, self.soff, self.slen = (_resized(a, size) for a in (self.sparent, self.soff, self.slen))
             grown = np.full(size, -1, dtype=np.int64)
             grown[:len(self.verdict)] = self.verdict
             self.verdict = grown
-        if shapes * 2 > len(self.sslots):
-            self.sslots = np.full(_grown(len(self.sslots), shapes * 2), EMPTY, dtype=np.int64)
-            rehash_shapes(self.sparent, self.soff, self.slen, self.spool, int(self.scount[0]), self.sslots)
-        pooled = int(self.scount[1]) + new * vec
-        if pooled > len(self.spool):
-            self.spool = _resized(self.spool, _grown(len(self.spool), pooled))
+        if 2 * (shapes + 3) > len(self.sslots):
+            self.sslots = np.full(2 * len(self.sslots), EMPTY, dtype=np.int64)
+            rehash_shapes(self.sparent, self.soff, self.slen, self.spool, shapes, self.sslots)
+        while pooled + 3 * vec * 10 > len(self.spool):
+            self.spool = _resized(self.spool, 2 * len(self.spool))
 
     def path(self, i: int) -> list[int]:
         """The letters from the root to state `i` (its admitting path)."""
@@ -233,12 +236,6 @@ class Tables:
 
     def nbytes(self) -> int:
         return sum(a.nbytes for a in vars(self).values() if isinstance(a, np.ndarray))
-
-
-def _grown(size: int, need: int) -> int:
-    while size < need:
-        size *= 2
-    return size
 
 
 def _resized(a: Any, size: int) -> Any:
