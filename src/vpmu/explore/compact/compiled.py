@@ -397,13 +397,22 @@ def compiled_bfs(p: Any, depth: int, cs: CompiledStep, deadline: float | None = 
             stats.elapsed = time.perf_counter() - start
             progress(stats, found.kinds)
 
-    def judged(path: list[int]) -> int:
-        """The Python monitor's verdict of the path's last step (as a code)."""
-        state, window = p.root, monitor.start(p.shown(p.root))
-        verdict: tuple[tuple[str, str, str | None], ...] = ()
-        for k, li in enumerate(path):
-            state, obs = p.kernel.step(state, p.letters[li])
-            verdict, window = monitor.advance(window, li, obs, p.shown(state), replay=k + 1 < len(path))
+    #: the last frontier state replayed for the checker: its index, compact state and window
+    #: (a state's letters are tried in a row, so its next question reuses them)
+    replayed: list[Any] = [-1, None, None]
+
+    def judged(i: int, li: int) -> int:
+        """The Python monitor's verdict of letter `li` from state `i` (as a code): the state's
+        path replayed on the Python kernel (its window built, not judged), then the step
+        judged by the monitor, which asks the checker."""
+        if replayed[0] != i:
+            state, window = p.root, monitor.start(p.shown(p.root))
+            for k in t.path(i):
+                state, obs = p.kernel.step(state, p.letters[k])
+                _, window = monitor.advance(window, k, obs, p.shown(state), replay=True)
+            replayed[:] = [i, state, window]
+        state, obs = p.kernel.step(replayed[1], p.letters[li])
+        verdict, _ = monitor.advance(replayed[2], li, obs, p.shown(state))
         if not verdict:
             return 0
         if verdict not in verdicts:
@@ -427,7 +436,7 @@ def compiled_bfs(p: Any, depth: int, cs: CompiledStep, deadline: float | None = 
                 t.grow(hi, vec_len)
                 at_i, at_li = i, li
             elif code == NEED_JUDGE:
-                t.verdict[int(out[2])] = judged(t.path(i) + [li])
+                t.verdict[int(out[2])] = judged(i, li)
                 at_i, at_li = i, li
             elif code == DIVERGED:
                 for f in kx.findings(tuple(t.path(i) + [li]), verdicts[int(out[2])]):
