@@ -169,3 +169,55 @@ def test_seed_verdicts(scenario: str, era: str) -> None:
         assert not res.failed, res.verdict
     if scenario == "seed-delayed-detection" and era == "6.8":
         assert any(d.kind == "late-overflow" and d.tolerated for d in res.divergences)
+
+
+# --- a closed output pipe (`vpmu ... | head -1`) ---------------------------------------------------
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+ONE_CONFORMANCE = str(SRC.parent / "conformance" / "kut-emulated-instr-intel.yaml")
+
+
+def _with_closed_stdout(*args: str) -> tuple[int, str]:
+    """`vpmu ARGS` (this checkout's) whose stdout reader is gone before it writes anything,
+    as when `head` has exited: its exit code and stderr."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH")) if p)}
+    proc = subprocess.Popen([sys.executable, "-m", "vpmu.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    assert proc.stdout is not None
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=300)
+    return proc.returncode, err.decode()
+
+
+@pytest.mark.parametrize("args", [
+    ("scenarios",),  # plain writes
+    ("eras",),
+    ("conformance", ONE_CONFORMANCE),  # rich tables (exit 0 otherwise)
+    ("demo",),  # rich, exit 0 otherwise
+    ("run", "seed-lost-overflow", "--kvm", "6.6", "--json"),  # exit 1 otherwise
+    ("check", "prev-counter", "--depth", "1", "--restarts", "5", "--scenarios", "seed-lost-overflow",
+     "--no-save"),  # exit 1 (regressions) otherwise
+    ("--help",),  # click's own output
+])
+def test_a_closed_output_pipe_exits_141_quietly(args: tuple[str, ...]) -> None:
+    """Not 1 ("divergence found") nor 2 (bad input): the status of a process SIGPIPE ended,
+    and nothing on stderr (no traceback, no "Exception ignored")."""
+    code, err = _with_closed_stdout(*args)
+    assert (code, err) == (141, "")
+
+
+def test_a_closed_pipe_in_process_exits_141(capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    class Closed:
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self) -> None:
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def isatty(self) -> bool:
+            return False
+
+    monkeypatch.setattr(sys, "stdout", Closed())
+    code, _, err = cli(capsys, "conformance", ONE_CONFORMANCE)
+    assert (code, err) == (141, "")

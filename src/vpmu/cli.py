@@ -1,7 +1,8 @@
 """The `vpmu` command line (docs/json.md for --json, docs/scenario-format.md for files).
 
 Exit codes: 0 no untolerated divergence and every expect holds; 1 otherwise; 2 bad input or
-usage. Errors are one line on stderr (a traceback only with --debug).
+usage; 141 the output's reader went away (`vpmu ... | head -1`), as for a process killed by
+SIGPIPE. Errors are one line on stderr (a traceback only with --debug).
 """
 
 from __future__ import annotations
@@ -52,6 +53,53 @@ def _console() -> Console:
 def _out(text: str) -> None:
     sys.stdout.write(text)
     sys.stdout.flush()
+
+
+#: The exit status of a closed output pipe: a shell's 128 + SIGPIPE, which a process that
+#: died of SIGPIPE reports (Python ignores SIGPIPE and sees EPIPE instead).
+CLOSED_PIPE = 141
+
+
+class OutputClosed(Exception):
+    """stdout's reader went away (EPIPE). Not an OSError on purpose: click and typer turn an
+    EPIPE OSError into exit 1, rich into `SystemExit(1)`; 1 would read "divergence found"."""
+
+
+class _PipeGuard:
+    """sys.stdout while a command runs: a write or flush that meets a closed pipe raises
+    `OutputClosed`, so every writer (ours, rich's, click's help) ends the same way."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._stream.write(text))
+        except BrokenPipeError:
+            raise OutputClosed from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise OutputClosed from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _silence_stdout() -> None:
+    """Point stdout's descriptor at /dev/null, so that the interpreter's last flush of what
+    is still buffered does not fail again ("Exception ignored ... BrokenPipeError")."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's capture)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 def _version_cb(value: bool) -> None:
@@ -558,37 +606,53 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args
     if debug:  # accepted anywhere on the line, also after the subcommand
         args = ["--debug"] + [a for a in args if a != "--debug"]
+    stdout = sys.stdout
+    sys.stdout = _PipeGuard(stdout)
+    try:
+        code = _main(args, debug)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+    except (OutputClosed, BrokenPipeError):
+        sys.stdout = stdout
+        _silence_stdout()
+        code = CLOSED_PIPE
+    finally:
+        sys.stdout = stdout
+    sys.exit(code)
+
+
+def _main(args: list[str], debug: bool) -> int:
+    """Run the command line; its exit code (errors are one line on stderr)."""
     try:
         rv = app(args=args, prog_name="vpmu", standalone_mode=False)
     except typer.Exit as e:
-        sys.exit(e.exit_code)
+        return int(e.exit_code)
     except typer.Abort:
         sys.stderr.write("vpmu: aborted\n")
-        sys.exit(2)
+        return 2
     except VpmuError as e:
         if debug:
             raise
         sys.stderr.write(f"vpmu: error: {one_line(str(e))}\n")
-        sys.exit(2)
-    except BrokenPipeError:
-        sys.exit(0)
+        return 2
     except KeyboardInterrupt:
         sys.stderr.write("vpmu: interrupted\n")
-        sys.exit(130)
+        return 130
+    except OutputClosed:
+        raise
     except Exception as e:
         if hasattr(e, "format_message") and hasattr(e, "exit_code"):  # a click usage error
             if type(e).__name__ == "NoArgsIsHelpError":
                 sys.stdout.write(e.format_message() + "\n")
-                sys.exit(2)
+                return 2
             sys.stderr.write(f"vpmu: error: {one_line(e.format_message())}\n")
-            sys.exit(2)
+            return 2
         if debug:
             raise
         sys.stderr.write(f"vpmu: internal error: {type(e).__name__}: {one_line(str(e))} (rerun with --debug)\n")
-        sys.exit(2)
+        return 2
     if rv == 130:  # click's answer to a KeyboardInterrupt inside a command
         sys.stderr.write("vpmu: interrupted\n")
-    sys.exit(rv if isinstance(rv, int) else 0)
+    return rv if isinstance(rv, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover
