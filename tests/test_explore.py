@@ -274,6 +274,21 @@ def test_cli_explore_bad_input_exits_2(capsys: pytest.CaptureFixture[str], args:
     assert err.startswith("vpmu: error:") and err[-1] == "\n" and err.count("\n") == 1
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    # fixed1 counts cycles: too many counters, whatever --events says (it was not given)
+    (("--counters", "1,3"), "invalid bound --counters: fixed1 counts only its own event (cycles), which the "
+     "explorer cannot drive; use at most 1 fixed counter (--counters 1,1)"),
+    (("--counters", "0,2", "--events", "instructions"), "invalid bound --counters: fixed1"),
+    # fixed0 can count instructions only: the event is what is wrong
+    (("--counters", "1,1", "--events", "branches"),
+     "invalid bound --events: fixed0 counts only its own event (instructions), not branches"),
+])
+def test_a_bad_counter_bound_blames_the_flag_at_fault(capsys: pytest.CaptureFixture[str], args: tuple[str, ...],
+                                                     message: str) -> None:
+    code, _, err = cli(capsys, "explore", "--no-save", "--depth", "1", *args)
+    assert code == 2 and message in err, err
+
+
 def test_cli_explore_width_defaults_per_vendor(capsys: pytest.CaptureFixture[str]) -> None:
     """Intel counters are narrowed to 4 bits by default; AMD ones stay 48 bits (the only width
     KVM gives an AMD guest), with the near-wrap write values keeping wraps reachable."""
