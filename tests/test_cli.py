@@ -221,3 +221,34 @@ def test_a_closed_pipe_in_process_exits_141(capsys: pytest.CaptureFixture[str],
     monkeypatch.setattr(sys, "stdout", Closed())
     code, _, err = cli(capsys, "conformance", ONE_CONFORMANCE)
     assert (code, err) == (141, "")
+
+
+# --- what a newcomer misread ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cmd", ["check", "run"])
+def test_a_design_file_without_its_class_says_so(capsys: pytest.CaptureFixture[str], cmd: str) -> None:
+    design = str(SRC.parent / "examples" / "my_design.py")
+    args = ("check", design) if cmd == "check" else ("run", "seed-lost-overflow", "--design", design)
+    code, _, err = cli(capsys, *args)
+    assert code == 2 and "names a file but no class" in err and f"'{design}:SnapshotBeforePerf'" in err, err
+
+
+def test_the_era_says_whether_the_scenario_named_it(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    steps = "cpu: intel-v2\nsteps:\n  - native: 1\n"
+    (tmp_path / "none.yaml").write_text("name: none\n" + steps)
+    (tmp_path / "named.yaml").write_text("name: named\nkvm: '6.8'\n" + steps)
+    for name, header, source in (("none", "KVM 6.8 (the default era: the scenario names none; --kvm to change)",
+                                  "default"),
+                                 ("named", "KVM 6.8 (the scenario's era; --kvm to change)", "scenario")):
+        code, out, _ = cli(capsys, "run", str(tmp_path / f"{name}.yaml"))
+        assert code == 0 and header in out.splitlines()[0], out
+        code, out, _ = cli(capsys, "run", str(tmp_path / f"{name}.yaml"), "--json")
+        assert json.loads(out)["kvm_from"] == source
+    code, out, _ = cli(capsys, "run", str(tmp_path / "none.yaml"), "--kvm", "6.6", "--json")
+    assert json.loads(out)["kvm_from"] == "command line"
+
+
+def test_one_conformance_file_is_one_scenario(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = cli(capsys, "conformance", ONE_CONFORMANCE, "--kvm", "6.8")
+    assert code == 0 and out.rstrip().splitlines()[-1].startswith("1 scenario, 1 run: 1 pass"), out

@@ -382,7 +382,8 @@ class CheckReport:
         if self.regressions:
             n = len(self.regressions)
             return f"{n} regression{'s' if n > 1 else ''}"
-        return f"no regression in {len(self.scenarios)} scenarios and {self.stats.states:,} states"
+        n = len(self.scenarios)
+        return f"no regression in {n} scenario{'' if n == 1 else 's'} and {self.stats.states:,} states"
 
 
 def _keep_shortest(found: dict[tuple[str, str, str], Difference], diffs: Sequence[Difference]) -> None:

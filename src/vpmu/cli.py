@@ -50,6 +50,11 @@ def _console() -> Console:
                    width=None if fixed else 200)
 
 
+def _count(n: int, noun: str) -> str:
+    """"1 scenario", "2 scenarios"."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def _out(text: str) -> None:
     sys.stdout.write(text)
     sys.stdout.flush()
@@ -169,9 +174,14 @@ def run(
         from vpmu.plot import plot_run
 
         plot_run(res, plot)
-    era_from = "from --kvm" if kvm is not None else "the scenario's era; --kvm to change"
+    if kvm is not None:
+        era_from, kvm_from = "from --kvm", "command line"
+    elif scn.kvm_declared:
+        era_from, kvm_from = "the scenario's era; --kvm to change", "scenario"
+    else:
+        era_from, kvm_from = "the default era: the scenario names none; --kvm to change", "default"
     if json_out:
-        _out(dumps({**res.to_dict(), "kvm_from": "command line" if kvm is not None else "scenario"}))
+        _out(dumps({**res.to_dict(), "kvm_from": kvm_from}))
     else:
         print_run(_console(), res, trace=trace, era_from=era_from)
         if plot:
@@ -247,7 +257,8 @@ def conformance(
         console = _console()
         console.print(conformance_table(results))
         scenarios = len({r.scenario.name for r in results})
-        console.print(f"{scenarios} scenarios, {len(results)} runs: " + ", ".join(f"{v} {k}" for k, v in n.items()))
+        console.print(f"{_count(scenarios, 'scenario')}, {_count(len(results), 'run')}: "
+                      + ", ".join(f"{v} {k}" for k, v in n.items()))
     raise typer.Exit(1 if bad else 0)
 
 

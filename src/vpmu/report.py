@@ -383,7 +383,8 @@ def print_check(console: Console, report: CheckReport) -> None:
     st = report.stats
     exhaustive = [s for s in report.searches if s.mode == "exhaustive"]
     how = _ending(exhaustive[-1].stats) if exhaustive else "no exhaustive search (time budget)"
-    console.print(Text(f"{len(report.scenarios)} scenarios, {st.states:,} states and {st.transitions:,} "
+    n = len(report.scenarios)
+    console.print(Text(f"{n} scenario{'' if n == 1 else 's'}, {st.states:,} states and {st.transitions:,} "
                        f"transitions explored ({how}) in {st.elapsed:.1f}s", style="dim"))
     for title, diffs in (("regression", report.regressions), ("fix", report.fixes)):
         for d in diffs:

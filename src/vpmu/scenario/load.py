@@ -210,7 +210,7 @@ class _Loader:
         return Scenario(name.strip(), " ".join(desc.split()), self.cfg, kvm, design, checker, world,
                         tuple(actions), tuple(expects), self.source, conformance, str(judge),
                         tuple(self.saves), tuple(self.computed), before_run, design_line,
-                        tuple(self.positions))
+                        tuple(self.positions), "kvm" in doc)
 
     def cpu(self, node: Any, line: int | None) -> PmuConfig:
         try:
