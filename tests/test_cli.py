@@ -125,6 +125,16 @@ def test_demo(capsys: pytest.CaptureFixture[str]) -> None:
     _check_golden("demo.json", out)
 
 
+def test_demo_exits_0_with_fail_rows_and_says_why(capsys: pytest.CaptureFixture[str]) -> None:
+    """Its FAIL rows are the seed bugs it demonstrates; --help and the README say so."""
+    code, out, _ = cli(capsys, "demo")
+    assert code == 0 and "FAIL" in out
+    _, helptext, _ = cli(capsys, "demo", "--help")
+    assert "Exit 0 whenever the table is printed" in " ".join(helptext.split())
+    readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
+    assert "`vpmu demo` exits 0 whenever it prints its table" in readme
+
+
 def _check_golden(name: str, text: str) -> None:
     path = GOLDEN / name
     if os.environ.get("VPMU_UPDATE_GOLDEN") == "1":
@@ -252,3 +262,24 @@ def test_the_era_says_whether_the_scenario_named_it(capsys: pytest.CaptureFixtur
 def test_one_conformance_file_is_one_scenario(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = cli(capsys, "conformance", ONE_CONFORMANCE, "--kvm", "6.8")
     assert code == 0 and out.rstrip().splitlines()[-1].startswith("1 scenario, 1 run: 1 pass"), out
+
+
+def test_scenarios_fit_the_terminal_width_and_a_pipe_gets_everything(capsys: pytest.CaptureFixture[str],
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from vpmu.scenario import builtin_names, load_scenario
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    _, full, _ = cli(capsys, "scenarios")  # not a terminal: whole lines
+    lines = full.splitlines()
+    assert len(lines) == len(builtin_names())
+    for line, name in zip(lines, builtin_names(), strict=True):
+        first = load_scenario(name).description.split(". ")[0].split(": ", 1)[-1]
+        assert line.startswith(name) and line.endswith(first)
+    assert max(len(line) for line in lines) > 150
+    for width in (60, 100):
+        monkeypatch.setenv("COLUMNS", str(width))
+        _, out, _ = cli(capsys, "scenarios")
+        for line, whole in zip(out.splitlines(), lines, strict=True):
+            assert len(line) <= width
+            if line != whole:  # cut after a whole word, marked
+                assert line.endswith("...") and whole.startswith(line[:-3]) and whole[len(line) - 3] in " ,;:"
