@@ -213,3 +213,23 @@ def test_regressions_beyond_the_default_assumptions_name_them(capsys: pytest.Cap
     assert code == 1
     assert all(r["assumptions"] and set(r["assumptions"]) <= {"pmi-skid", "pmi-after-handler", "live-save-restore"}
                and set(r["assumptions"]) & {"pmi-after-handler", "live-save-restore"} for r in doc["regressions"])
+
+
+def test_shrinking_a_difference_stops_at_the_deadline() -> None:
+    """Past the time budget an explored difference is only cut after its divergent step;
+    before it, the same difference shrinks further."""
+    import time
+
+    from vpmu.check import shrink_difference
+    from vpmu.explore import Target, random_search, setup_prefix
+
+    cfg = CFG.with_width(4)
+    found = random_search(Target(cfg, "6.8", "prev-counter"), Bounds(depth=5), 0, range(200)).findings
+    ctx = Context(cfg, "6.8", "emulated-counter", "prev-counter", CheckerOptions(), open_end=True)
+    f = next(f for f in found if len(f.suffix) >= 4)
+    d = ctx.runs(f.actions).differences("explore")[0]
+    keep = len(setup_prefix(cfg, f.counters))
+    late = shrink_difference(d, keep, deadline=time.time() - 1)
+    assert late.record_key == d.record_key and late.actions == d.actions[:late.step + 1]
+    full = shrink_difference(d, keep)
+    assert full.record_key == d.record_key and len(full.actions) < len(late.actions)

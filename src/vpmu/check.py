@@ -330,16 +330,18 @@ class KernelPairExpander:
                     tuple(dp)).differences("explore")
 
 
-def shrink_difference(diff: Difference, keep: int) -> Difference:
+def shrink_difference(diff: Difference, keep: int, deadline: float | None = None) -> Difference:
     """Minimise the steps after the first `keep` (an explorer's set-up prefix, never shrunk)
     while a difference of the same direction, kind and visibility stays; the result ends at
-    its divergent step."""
+    its divergent step. Shrinking stops at `deadline` (--time-budget) with the smallest
+    sequence found by then."""
 
     def first(suffix: Sequence[Action]) -> Difference | None:
         runs = diff.context.runs(diff.actions[:keep] + tuple(suffix))
         return next((d for d in runs.differences(diff.origin) if d.record_key == diff.record_key), None)
 
-    suffix = shrink(diff.actions[keep:], lambda c: first(c) is not None, diff.context.cfg.gp_mask)
+    suffix = shrink(diff.actions[keep:], lambda c: first(c) is not None, diff.context.cfg.gp_mask,
+                    deadline=deadline)
     found = first(suffix)
     assert found is not None, "shrinking lost the difference"
     end = found.step + 1 - keep
@@ -460,10 +462,10 @@ def check(
 
     shrunk: dict[tuple[str, str, str], Difference] = {}
     for d in explored.values():
-        _keep_shortest(shrunk, [shrink_difference(d, keep)])
+        _keep_shortest(shrunk, [shrink_difference(d, keep, deadline)])
     for d in scenario_diffs.values():
         if d.record_key not in shrunk:
-            shrunk[d.record_key] = d if d.kind == "expect" else shrink_difference(d, 0)
+            shrunk[d.record_key] = d if d.kind == "expect" else shrink_difference(d, 0, deadline)
     ordered = sorted(shrunk.values(), key=lambda d: (d.kind, d.visibility, d.origin))
     allowed = set(bounds.assume)
     within = [d for d in ordered if set(d.assumptions) <= allowed]

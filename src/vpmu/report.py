@@ -285,7 +285,9 @@ def print_explore(console: Console, report: ExploreReport, files: Sequence[str |
         return
     shown = len(report.counterexamples)
     cut = f" (showing {shown} of {report.causes_found}: --max-counterexamples)" if report.causes_found > shown else ""
-    console.print(Text(f"{report.causes_found} untolerated divergence cause(s), each shrunk{cut}:", style="red"))
+    stopped = any(s.stats.stopped_by_budget for s in report.searches)
+    shrunk = "shrunk as far as the time budget allowed" if stopped else "each shrunk"
+    console.print(Text(f"{report.causes_found} untolerated divergence cause(s), {shrunk}{cut}:", style="red"))
     for f, path in zip(report.counterexamples, files, strict=True):
         prefix = len(setup_prefix(t.cfg, f.counters, f.events))
         table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
