@@ -233,3 +233,16 @@ def test_shrinking_a_difference_stops_at_the_deadline() -> None:
     assert late.record_key == d.record_key and late.actions == d.actions[:late.step + 1]
     full = shrink_difference(d, keep)
     assert full.record_key == d.record_key and len(full.actions) < len(late.actions)
+
+
+def test_check_says_which_saved_files_replaced_existing_ones(capsys: pytest.CaptureFixture[str],
+                                                           tmp_path: Path) -> None:
+    args = ("check", "prev-counter", "--kvm", "6.8", "--depth", "1", "--restarts", "5", "--scenarios",
+            "seed-lost-overflow", "--save", str(tmp_path))
+    code, first, _ = cli(capsys, *args)
+    assert code == 1 and "replay:" in first and "replaced" not in first
+    code, second, _ = cli(capsys, *args)
+    replays = [line for line in second.splitlines() if "replay:" in line]
+    assert replays and all(line.endswith("(replaced an existing file of that name)") for line in replays)
+    code, out, _ = cli(capsys, *args, "--json")
+    assert all(Path(r["scenario_file"]).is_file() for r in json.loads(out)["regressions"])

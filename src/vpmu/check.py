@@ -49,7 +49,7 @@ from vpmu.explore import (
     shrink,
 )
 from vpmu.explore.compact import Plan, kernel_random, plan
-from vpmu.outputs import write_text
+from vpmu.outputs import save_text
 from vpmu.run import RunResult, execute, run_actions
 from vpmu.scenario import Scenario
 from vpmu.scenario.dump import dump_scenario
@@ -481,7 +481,8 @@ def check(
 def save_differences(report: CheckReport, directory: str | None) -> CheckReport:
     """Write each regression and fix as a scenario file `check-ERA-DESIGN-DIRECTION-KIND-VIS
     [-N].yaml` in `directory` (a regression runs the patched design, a fix the baseline: replaying
-    either shows the divergence); the report with `scenario_file` set."""
+    either shows the divergence); the report with `scenario_file` set (a `SavedFile`: it says
+    whether it replaced a file of an earlier run; other files in `directory` are left alone)."""
     if directory is None or not (report.regressions or report.fixes):
         return report
     root = Path(directory)
@@ -507,9 +508,7 @@ def save_differences(report: CheckReport, directory: str | None) -> CheckReport:
             f"{short_name(c.baseline)}: {d.kind} ({d.visibility}) at step {d.step}: {d.message}. "
             f"With --design {absolute_reference(other)} this run does not show it.",
             c.cfg, c.era, absolute_reference(design), c.checker, d.actions, dict(c.world))
-        path = root / f"{name}.yaml"
-        write_text(path, text)
-        return replace(d, scenario_file=str(path))
+        return replace(d, scenario_file=save_text(root / f"{name}.yaml", text))
 
     return replace(report, regressions=[save(d) for d in report.regressions], fixes=[save(d) for d in report.fixes])
 

@@ -100,3 +100,23 @@ def write_text(path: str | Path, text: str) -> None:
     """Write `text` (UTF-8) to `path` atomically (`replacing`)."""
     with replacing(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+class SavedFile(str):
+    """The path of a file vpmu saved (a plain string to its callers and in JSON) that also
+    says whether it replaced an existing file of the same name (`replaced`), which the text
+    reports point out: a later run with the same names overwrites an earlier one's files."""
+
+    replaced: bool
+
+    def __new__(cls, path: str, replaced: bool = False) -> SavedFile:
+        self = super().__new__(cls, path)
+        self.replaced = replaced
+        return self
+
+
+def save_text(path: str | Path, text: str) -> SavedFile:
+    """`write_text`, and whether it replaced a file that was there."""
+    existed = Path(path).exists()
+    write_text(path, text)
+    return SavedFile(str(path), existed)

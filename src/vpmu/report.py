@@ -302,7 +302,28 @@ def print_explore(console: Console, report: ExploreReport, files: Sequence[str |
         console.print(Text(f"  cause: {signature(f)}", style="dim"))
         console.print(table)
         if path:
-            console.print(Text(f"  replay: {replay_command(path, absolute_reference(t.design) if t.design else None)}"))
+            console.print(Text(f"  replay: {replay_command(path, absolute_reference(t.design) if t.design else None)}"
+                               + _replaced(path)))
+    _earlier_files(console, [p for p in files if p], "explore-*.yaml")
+
+
+def _replaced(path: str) -> str:
+    """The note on a saved file that overwrote one of the same name (`vpmu.outputs.SavedFile`)."""
+    return " (replaced an existing file of that name)" if getattr(path, "replaced", False) else ""
+
+
+def _earlier_files(console: Console, saved: Sequence[str], pattern: str) -> None:
+    """Say how many files of `pattern` beside the saved ones this run did not write: an earlier
+    run's (or another design's), left as they were."""
+    from pathlib import Path
+
+    for directory in sorted({str(Path(p).parent) for p in saved}):
+        mine = {Path(p).name for p in saved if str(Path(p).parent) == directory}
+        others = sorted(f.name for f in Path(directory).glob(pattern) if f.name not in mine)
+        if others:
+            n = len(others)
+            console.print(Text(f"\n{directory} also holds {n} {pattern} file{'s' if n > 1 else ''} this run did not "
+                               f"write (from earlier runs, left as they were)", style="dim"))
 
 
 _STATUS_STYLE = {"pass": "green", "expected-fail": "yellow", "FAIL": "bold red", "unexpected-pass": "bold red"}
@@ -397,5 +418,7 @@ def print_check(console: Console, report: CheckReport) -> None:
             console.print(difference_table(d))
             if d.scenario_file:
                 design = d.context.patched if d.direction == "regression" else d.context.baseline
-                console.print(Text(f"  replay: {replay_command(d.scenario_file, absolute_reference(design))}",
-                                   style="dim"))
+                console.print(Text(f"  replay: {replay_command(d.scenario_file, absolute_reference(design))}"
+                                   + _replaced(d.scenario_file), style="dim"))
+    _earlier_files(console, [d.scenario_file for d in report.regressions + report.fixes if d.scenario_file],
+                   "check-*.yaml")
