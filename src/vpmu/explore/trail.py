@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from vpmu.designs import absolute_reference, short_name
 from vpmu.eras import get_era
 from vpmu.errors import VpmuError
-from vpmu.outputs import SavedFile, save_text
+from vpmu.outputs import save_text
 from vpmu.scenario.dump import dump_scenario
 from vpmu.world import WorldOptions
 
