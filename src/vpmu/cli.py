@@ -563,6 +563,10 @@ def check(
     no_save: NoSaveOpt = False,
     json_out: JsonOpt = False,
     option: OptionOpt = None,
+    engine: Annotated[str, typer.Option("--engine", help="kernel: every search on the compact kernel when it "
+                                        "covers both designs and the bounds (a user design's fast form is first "
+                                        "checked against its hooks), else on the object models, saying why; "
+                                        "object: the object models only.")] = "kernel",
 ) -> None:
     """Does DESIGN break anything the baseline gets right? Runs the reference, the baseline and
     DESIGN on the same action sequences (scenarios, conformance, explorer) and reports every
@@ -572,6 +576,7 @@ def check(
     from vpmu.check import check as run_check
     from vpmu.check import report_to_dict, save_differences
     from vpmu.config import preset
+    from vpmu.explore import ENGINES
     from vpmu.designs import resolve_design
     from vpmu.eras import get_era
     from vpmu.outputs import check_directory
@@ -579,6 +584,8 @@ def check(
     from vpmu.tolerances import CheckerOptions
 
     era = get_era(kvm)
+    if engine not in ENGINES:
+        raise VpmuError(f"unknown --engine {engine!r} (known: {', '.join(ENGINES)})")
     resolve_design(design, era.default_design)  # fail early on a bad design
     if baseline is not None:
         resolve_design(baseline, era.default_design)
@@ -600,7 +607,7 @@ def check(
             status.start()
         report = run_check(design, era.name, cfg, bounds, files, baseline=baseline,
                            checker=_checker_options(CheckerOptions(), option), seed=seed, restarts=restarts,
-                           time_budget=time_budget, progress=progress)
+                           time_budget=time_budget, progress=progress, engine=engine)
     finally:
         if status is not None:
             status.stop()

@@ -409,6 +409,8 @@ def print_check(console: Console, report: CheckReport) -> None:
     n = len(report.scenarios)
     console.print(Text(f"{n} scenario{'' if n == 1 else 's'}, {st.states:,} states and {st.transitions:,} "
                        f"transitions explored ({how}) in {st.elapsed:.1f}s", style="dim"))
+    why = f" ({report.engine_note})" if report.engine_note else ""
+    console.print(Text(f"engine: {report.engine}{why}", style="dim"))
     for title, diffs in (("regression", report.regressions), ("fix", report.fixes)):
         for d in diffs:
             head = Text(f"\n{title}: {d.kind} ({d.visibility}) at step {d.step}, {d.origin}: ",
