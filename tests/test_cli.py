@@ -283,3 +283,53 @@ def test_scenarios_fit_the_terminal_width_and_a_pipe_gets_everything(capsys: pyt
             assert len(line) <= width
             if line != whole:  # cut after a whole word, marked
                 assert line.endswith("...") and whole.startswith(line[:-3]) and whole[len(line) - 3] in " ,;:"
+
+
+# --- docs/json.md names every key, and no key that is gone ----------------------------------------
+
+
+def _json_doc_tables() -> dict[str, list[set[str]]]:
+    """docs/json.md's key tables by section (`## ...` heading): per table, the backticked
+    names of its first column."""
+    import re
+
+    text = (SRC.parent / "docs" / "json.md").read_text(encoding="utf-8")
+    out: dict[str, list[set[str]]] = {}
+    for section in text.split("\n## ")[1:]:
+        title, _, body = section.partition("\n")
+        tables: list[set[str]] = []
+        rows: list[str] = []
+        for line in body.splitlines() + [""]:
+            if line.startswith("|"):
+                rows.append(line)
+            elif rows:
+                tables.append({k for row in rows[2:] for k in re.findall(r"`([a-z_]+)`", row.split("|")[1])})
+                rows = []
+        out[title] = tables
+    return out
+
+
+def test_json_docs_name_exactly_the_keys_each_output_has(capsys: pytest.CaptureFixture[str]) -> None:
+    docs = _json_doc_tables()
+
+    def table(heading: str, n: int) -> set[str]:
+        return docs[next(t for t in docs if t.startswith(heading))][n]
+
+    _, out, _ = cli(capsys, "run", "seed-lost-overflow", "--kvm", "6.6", "--json")
+    run = json.loads(out)
+    assert table("`vpmu run --json`", 0) == set(run)
+    assert table("`vpmu run --json`", 1) == set(run["trace"][-1]["kvm"]) == set(run["trace"][-1]["reference"]) | {
+        "design"}
+    _, out, _ = cli(capsys, "conformance", ONE_CONFORMANCE, "--json")
+    conf = json.loads(out)
+    assert table("`vpmu conformance --json`", 0) == set(conf)
+    assert table("`vpmu conformance --json`", 1) == set(conf["results"][0])
+    _, out, _ = cli(capsys, "explore", "--kvm", "6.6", "--depth", "2", "--restarts", "20", "--no-save", "--json")
+    assert table("`vpmu explore --json`", 0) == set(json.loads(out))
+    _, out, _ = cli(capsys, "check", "prev-counter", "--depth", "2", "--restarts", "20", "--no-save", "--json",
+                    "--scenarios", "seed-duplicate-overflow", "--assume", "none")
+    check = json.loads(out)
+    assert check["regressions"] and check["beyond_assumptions"]
+    assert table("`vpmu check --json`", 0) == set(check)
+    assert table("`vpmu check --json`", 1) == set(check["regressions"][0]) == set(
+        check["beyond_assumptions"][0]) - {"direction"}
