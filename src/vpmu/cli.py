@@ -576,9 +576,9 @@ def check(
     from vpmu.check import check as run_check
     from vpmu.check import report_to_dict, save_differences
     from vpmu.config import preset
-    from vpmu.explore import ENGINES
     from vpmu.designs import resolve_design
     from vpmu.eras import get_era
+    from vpmu.explore import ENGINES
     from vpmu.outputs import check_directory
     from vpmu.report import dumps, print_check
     from vpmu.tolerances import CheckerOptions
