@@ -213,3 +213,90 @@ def test_regressions_beyond_the_default_assumptions_name_them(capsys: pytest.Cap
     assert code == 1
     assert all(r["assumptions"] and set(r["assumptions"]) <= {"pmi-skid", "pmi-after-handler", "live-save-restore"}
                and set(r["assumptions"]) & {"pmi-after-handler", "live-save-restore"} for r in doc["regressions"])
+
+
+def test_shrinking_a_difference_stops_at_the_deadline() -> None:
+    """Past the time budget an explored difference is only cut after its divergent step;
+    before it, the same difference shrinks further."""
+    import time
+
+    from vpmu.check import shrink_difference
+    from vpmu.explore import Target, random_search, setup_prefix
+
+    cfg = CFG.with_width(4)
+    found = random_search(Target(cfg, "6.8", "prev-counter"), Bounds(depth=5), 0, range(200)).findings
+    ctx = Context(cfg, "6.8", "emulated-counter", "prev-counter", CheckerOptions(), open_end=True)
+    f = next(f for f in found if len(f.suffix) >= 4)
+    d = ctx.runs(f.actions).differences("explore")[0]
+    keep = len(setup_prefix(cfg, f.counters))
+    late = shrink_difference(d, keep, deadline=time.time() - 1)
+    assert late.record_key == d.record_key and late.actions == d.actions[:late.step + 1]
+    full = shrink_difference(d, keep)
+    assert full.record_key == d.record_key and len(full.actions) < len(late.actions)
+
+
+def test_check_says_which_saved_files_replaced_existing_ones(capsys: pytest.CaptureFixture[str],
+                                                           tmp_path: Path) -> None:
+    args = ("check", "prev-counter", "--kvm", "6.8", "--depth", "1", "--restarts", "5", "--scenarios",
+            "seed-lost-overflow", "--save", str(tmp_path))
+    code, first, _ = cli(capsys, *args)
+    assert code == 1 and "replay:" in first and "replaced" not in first
+    code, second, _ = cli(capsys, *args)
+    replays = [line for line in second.splitlines() if "replay:" in line]
+    assert replays and all(line.endswith("(replaced an existing file of that name)") for line in replays)
+    code, out, _ = cli(capsys, *args, "--json")
+    assert all(Path(r["scenario_file"]).is_file() for r in json.loads(out)["regressions"])
+
+
+# --- the engine (docs/check.md "What it runs") ---------------------------------------------------
+
+WRONG_FAST = f"{PATCHES}:ForgetClearUpstreamFast"
+EXAMPLE = f"{Path(__file__).resolve().parents[1] / 'examples' / 'my_design.py'}:SnapshotBeforePerf"
+
+
+def test_a_wrong_fast_form_would_make_the_kernel_search_another_design() -> None:
+    """Why the guard exists: with the wrong fast form the kernel's product search is not the
+    search of the hooks under review (other states, other differences); `vpmu check` refuses
+    the kernel for it, says why, and gives the object engine's answer."""
+    from vpmu.check import KernelPairExpander, PairExpander, PairJudge
+    from vpmu.explore import alphabet, bfs, counters_in_use
+    from vpmu.explore.compact import Plan, plan
+
+    b = Bounds(depth=3)
+    cfg = b.fit(CFG)
+    judge = PairJudge(Context(cfg, "6.8", "emulated-counter", WRONG_FAST, CheckerOptions(), open_end=True),
+                      counters_in_use(cfg, b), b.event_map(cfg))
+    base, patch = plan(judge.base.target, b), plan(judge.patch.target, b)
+    assert isinstance(base, Plan) and isinstance(patch, Plan)  # what plan() alone would run
+    k = bfs(KernelPairExpander(judge, base, patch), b.depth)
+    o = bfs(PairExpander(judge, [a for _, a in alphabet(cfg, b)]), b.depth)
+    assert (k.stats.states, {d.record_key for d in k.findings}) != (o.stats.states, {d.record_key for d in o.findings})
+    report = check(WRONG_FAST, "6.8", CFG, b, restarts=100)
+    assert report.engine == "object" and "its fast form disagrees with its hooks" in report.engine_note
+    same = check(WRONG_FAST, "6.8", CFG, b, restarts=100, engine="object")
+    assert same.engine == "object" and same.engine_note == ""
+    assert [(d.record_key, d.actions) for d in report.regressions] == [
+        (d.record_key, d.actions) for d in same.regressions] and report.regressed
+
+
+def test_check_runs_on_the_engine_asked_for_and_says_which(capsys: pytest.CaptureFixture[str]) -> None:
+    """--engine kernel (default) and --engine object give the same verdict; the text and the
+    JSON name the engine, and why when the kernel was asked for but not used."""
+    args = ("check", EXAMPLE, "--kvm", "6.8", "--depth", "3", "--restarts", "100", "--scenarios",
+            "seed-lost-overflow", "--no-save")
+    docs = {}
+    for engine in ("kernel", "object"):
+        code, out, _ = cli(capsys, *args, "--engine", engine, "--json")
+        docs[engine] = json.loads(out)
+        assert code == 1 and docs[engine]["engine"] == engine and docs[engine]["engine_note"] is None
+        code, out, _ = cli(capsys, *args, "--engine", engine)
+        assert f"\nengine: {engine}\n" in out
+    strip = ("engine", "explore")
+    assert {k: v for k, v in docs["kernel"].items() if k not in strip} == {
+        k: v for k, v in docs["object"].items() if k not in strip}
+    code, out, _ = cli(capsys, "check", "mediated", "--depth", "1", "--restarts", "5", "--scenarios",
+                       "seed-lost-overflow", "--no-save", "--json")
+    doc = json.loads(out)
+    assert doc["engine"] == "object" and "no fast form" in doc["engine_note"]
+    code, _, err = cli(capsys, "check", EXAMPLE, "--engine", "gpu")
+    assert code == 2 and "unknown --engine 'gpu' (known: kernel, object)" in err

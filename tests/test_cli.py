@@ -125,6 +125,16 @@ def test_demo(capsys: pytest.CaptureFixture[str]) -> None:
     _check_golden("demo.json", out)
 
 
+def test_demo_exits_0_with_fail_rows_and_says_why(capsys: pytest.CaptureFixture[str]) -> None:
+    """Its FAIL rows are the seed bugs it demonstrates; --help and the README say so."""
+    code, out, _ = cli(capsys, "demo")
+    assert code == 0 and "FAIL" in out
+    _, helptext, _ = cli(capsys, "demo", "--help")
+    assert "Exit 0 whenever the table is printed" in " ".join(helptext.split())
+    readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
+    assert "`vpmu demo` exits 0 whenever it prints its table" in readme
+
+
 def _check_golden(name: str, text: str) -> None:
     path = GOLDEN / name
     if os.environ.get("VPMU_UPDATE_GOLDEN") == "1":
@@ -169,3 +179,157 @@ def test_seed_verdicts(scenario: str, era: str) -> None:
         assert not res.failed, res.verdict
     if scenario == "seed-delayed-detection" and era == "6.8":
         assert any(d.kind == "late-overflow" and d.tolerated for d in res.divergences)
+
+
+# --- a closed output pipe (`vpmu ... | head -1`) ---------------------------------------------------
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+ONE_CONFORMANCE = str(SRC.parent / "conformance" / "kut-emulated-instr-intel.yaml")
+
+
+def _with_closed_stdout(*args: str) -> tuple[int, str]:
+    """`vpmu ARGS` (this checkout's) whose stdout reader is gone before it writes anything,
+    as when `head` has exited: its exit code and stderr."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH")) if p)}
+    proc = subprocess.Popen([sys.executable, "-m", "vpmu.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    assert proc.stdout is not None
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=300)
+    return proc.returncode, err.decode()
+
+
+@pytest.mark.parametrize("args", [
+    ("scenarios",),  # plain writes
+    ("eras",),
+    ("conformance", ONE_CONFORMANCE),  # rich tables (exit 0 otherwise)
+    ("demo",),  # rich, exit 0 otherwise
+    ("run", "seed-lost-overflow", "--kvm", "6.6", "--json"),  # exit 1 otherwise
+    ("check", "prev-counter", "--depth", "1", "--restarts", "5", "--scenarios", "seed-lost-overflow",
+     "--no-save"),  # exit 1 (regressions) otherwise
+    ("--help",),  # click's own output
+])
+def test_a_closed_output_pipe_exits_141_quietly(args: tuple[str, ...]) -> None:
+    """Not 1 ("divergence found") nor 2 (bad input): the status of a process SIGPIPE ended,
+    and nothing on stderr (no traceback, no "Exception ignored")."""
+    code, err = _with_closed_stdout(*args)
+    assert (code, err) == (141, "")
+
+
+def test_a_closed_pipe_in_process_exits_141(capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    class Closed:
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self) -> None:
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def isatty(self) -> bool:
+            return False
+
+    monkeypatch.setattr(sys, "stdout", Closed())
+    code, _, err = cli(capsys, "conformance", ONE_CONFORMANCE)
+    assert (code, err) == (141, "")
+
+
+# --- what a newcomer misread ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cmd", ["check", "run"])
+def test_a_design_file_without_its_class_says_so(capsys: pytest.CaptureFixture[str], cmd: str) -> None:
+    design = str(SRC.parent / "examples" / "my_design.py")
+    args = ("check", design) if cmd == "check" else ("run", "seed-lost-overflow", "--design", design)
+    code, _, err = cli(capsys, *args)
+    assert code == 2 and "names a file but no class" in err and f"'{design}:SnapshotBeforePerf'" in err, err
+
+
+def test_the_era_says_whether_the_scenario_named_it(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    steps = "cpu: intel-v2\nsteps:\n  - native: 1\n"
+    (tmp_path / "none.yaml").write_text("name: none\n" + steps)
+    (tmp_path / "named.yaml").write_text("name: named\nkvm: '6.8'\n" + steps)
+    for name, header, source in (("none", "KVM 6.8 (the default era: the scenario names none; --kvm to change)",
+                                  "default"),
+                                 ("named", "KVM 6.8 (the scenario's era; --kvm to change)", "scenario")):
+        code, out, _ = cli(capsys, "run", str(tmp_path / f"{name}.yaml"))
+        assert code == 0 and header in out.splitlines()[0], out
+        code, out, _ = cli(capsys, "run", str(tmp_path / f"{name}.yaml"), "--json")
+        assert json.loads(out)["kvm_from"] == source
+    code, out, _ = cli(capsys, "run", str(tmp_path / "none.yaml"), "--kvm", "6.6", "--json")
+    assert json.loads(out)["kvm_from"] == "command line"
+
+
+def test_one_conformance_file_is_one_scenario(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = cli(capsys, "conformance", ONE_CONFORMANCE, "--kvm", "6.8")
+    assert code == 0 and out.rstrip().splitlines()[-1].startswith("1 scenario, 1 run: 1 pass"), out
+
+
+def test_scenarios_fit_the_terminal_width_and_a_pipe_gets_everything(capsys: pytest.CaptureFixture[str],
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from vpmu.scenario import builtin_names, load_scenario
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    _, full, _ = cli(capsys, "scenarios")  # not a terminal: whole lines
+    lines = full.splitlines()
+    assert len(lines) == len(builtin_names())
+    for line, name in zip(lines, builtin_names(), strict=True):
+        first = load_scenario(name).description.split(". ")[0].split(": ", 1)[-1]
+        assert line.startswith(name) and line.endswith(first)
+    assert max(len(line) for line in lines) > 150
+    for width in (60, 100):
+        monkeypatch.setenv("COLUMNS", str(width))
+        _, out, _ = cli(capsys, "scenarios")
+        for line, whole in zip(out.splitlines(), lines, strict=True):
+            assert len(line) <= width
+            if line != whole:  # cut after a whole word, marked
+                assert line.endswith("...") and whole.startswith(line[:-3]) and whole[len(line) - 3] in " ,;:"
+
+
+# --- docs/json.md names every key, and no key that is gone ----------------------------------------
+
+
+def _json_doc_tables() -> dict[str, list[set[str]]]:
+    """docs/json.md's key tables by section (`## ...` heading): per table, the backticked
+    names of its first column."""
+    import re
+
+    text = (SRC.parent / "docs" / "json.md").read_text(encoding="utf-8")
+    out: dict[str, list[set[str]]] = {}
+    for section in text.split("\n## ")[1:]:
+        title, _, body = section.partition("\n")
+        tables: list[set[str]] = []
+        rows: list[str] = []
+        for line in body.splitlines() + [""]:
+            if line.startswith("|"):
+                rows.append(line)
+            elif rows:
+                tables.append({k for row in rows[2:] for k in re.findall(r"`([a-z_]+)`", row.split("|")[1])})
+                rows = []
+        out[title] = tables
+    return out
+
+
+def test_json_docs_name_exactly_the_keys_each_output_has(capsys: pytest.CaptureFixture[str]) -> None:
+    docs = _json_doc_tables()
+
+    def table(heading: str, n: int) -> set[str]:
+        return docs[next(t for t in docs if t.startswith(heading))][n]
+
+    _, out, _ = cli(capsys, "run", "seed-lost-overflow", "--kvm", "6.6", "--json")
+    run = json.loads(out)
+    assert table("`vpmu run --json`", 0) == set(run)
+    assert table("`vpmu run --json`", 1) == set(run["trace"][-1]["kvm"]) == set(run["trace"][-1]["reference"]) | {
+        "design"}
+    _, out, _ = cli(capsys, "conformance", ONE_CONFORMANCE, "--json")
+    conf = json.loads(out)
+    assert table("`vpmu conformance --json`", 0) == set(conf)
+    assert table("`vpmu conformance --json`", 1) == set(conf["results"][0])
+    _, out, _ = cli(capsys, "explore", "--kvm", "6.6", "--depth", "2", "--restarts", "20", "--no-save", "--json")
+    assert table("`vpmu explore --json`", 0) == set(json.loads(out))
+    _, out, _ = cli(capsys, "check", "prev-counter", "--depth", "2", "--restarts", "20", "--no-save", "--json",
+                    "--scenarios", "seed-duplicate-overflow", "--assume", "none")
+    check = json.loads(out)
+    assert check["regressions"] and check["beyond_assumptions"]
+    assert table("`vpmu check --json`", 0) == set(check)
+    assert table("`vpmu check --json`", 1) == set(check["regressions"][0]) == set(
+        check["beyond_assumptions"][0]) - {"direction"}

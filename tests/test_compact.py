@@ -296,3 +296,36 @@ def test_engines_agree_under_other_checker_options(options: CheckerOptions) -> N
     follows the options' tolerated losses."""
     target, b = _target("6.8", bounds=Bounds(depth=3))
     _agree(replace(target, checker_options=options), b)
+
+
+# --- the run-time guard of a user design's fast form (vpmu.explore.fastguard) -------------------
+
+WRONG_FAST = f"{ROOT / 'tests' / 'designs' / 'patches.py'}:ForgetClearUpstreamFast"
+EXAMPLE = f"{ROOT / 'examples' / 'my_design.py'}:SnapshotBeforePerf"
+
+
+@pytest.mark.parametrize("era", ["6.6", "6.8"])
+@pytest.mark.parametrize("design", ["emulated-counter", "prev-counter", EXAMPLE])
+def test_the_guard_passes_a_fast_form_that_says_what_its_hooks_do(era: str, design: str) -> None:
+    from vpmu.explore.fastguard import fast_form_disagreement, guarded_plan
+
+    target, b = _target(era, design, bounds=Bounds())
+    p = plan(target, b)
+    assert isinstance(p, Plan)
+    for seed in range(3):
+        assert fast_form_disagreement(p, seed=seed) is None
+    assert isinstance(guarded_plan(target, b), Plan)
+
+
+def test_the_guard_refuses_a_wrong_fast_form_in_one_line_naming_the_steps() -> None:
+    from vpmu.explore.fastguard import fast_form_disagreement, guarded_plan
+
+    target, b = _target("6.8", WRONG_FAST, bounds=Bounds())
+    p = plan(target, b)
+    assert isinstance(p, Plan)  # plan() alone would run it on the kernel
+    why = fast_form_disagreement(p)
+    assert why is not None and "\n" not in why
+    assert why.startswith(f"design {WRONG_FAST!r}: its fast form disagrees with its hooks after ")
+    assert "past the set-up (" in why and "by the fast form" in why and why.endswith("(docs/designs.md)")
+    assert guarded_plan(target, b) == why
+    assert fast_form_disagreement(p) == why  # seeded: the same steps every time

@@ -274,6 +274,21 @@ def test_cli_explore_bad_input_exits_2(capsys: pytest.CaptureFixture[str], args:
     assert err.startswith("vpmu: error:") and err[-1] == "\n" and err.count("\n") == 1
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    # fixed1 counts cycles: too many counters, whatever --events says (it was not given)
+    (("--counters", "1,3"), "invalid bound --counters: fixed1 counts only its own event (cycles), which the "
+     "explorer cannot drive; use at most 1 fixed counter (--counters 1,1)"),
+    (("--counters", "0,2", "--events", "instructions"), "invalid bound --counters: fixed1"),
+    # fixed0 can count instructions only: the event is what is wrong
+    (("--counters", "1,1", "--events", "branches"),
+     "invalid bound --events: fixed0 counts only its own event (instructions), not branches"),
+])
+def test_a_bad_counter_bound_blames_the_flag_at_fault(capsys: pytest.CaptureFixture[str], args: tuple[str, ...],
+                                                     message: str) -> None:
+    code, _, err = cli(capsys, "explore", "--no-save", "--depth", "1", *args)
+    assert code == 2 and message in err, err
+
+
 def test_cli_explore_width_defaults_per_vendor(capsys: pytest.CaptureFixture[str]) -> None:
     """Intel counters are narrowed to 4 bits by default; AMD ones stay 48 bits (the only width
     KVM gives an AMD guest), with the near-wrap write values keeping wraps reachable."""
@@ -319,3 +334,20 @@ def test_r3_minimum_period_loss_is_signalled_and_tolerated_only_under_r3() -> No
     assert {(d.kind, d.tolerated, d.relaxation) for d in divs} >= {("lost-overflow", True, "R3")}
     strict = compare(CFG, node.ref_obs, node.kvm_obs, CheckerOptions(r3_min_period=False))
     assert ("lost-overflow", False) in {(d.kind, d.tolerated) for d in strict}
+
+
+def test_saving_says_which_files_it_replaced_and_which_it_left(capsys: pytest.CaptureFixture[str],
+                                                              tmp_path: Path) -> None:
+    """Names are stable, so a second run overwrites the first one's files (and says so, per
+    file); files it does not write stay, counted in one note."""
+    args = ("explore", "--kvm", "6.6", "--depth", "2", "--restarts", "20", "--save", str(tmp_path))
+    code, first, _ = cli(capsys, *args)
+    replays = [line for line in first.splitlines() if "replay:" in line]
+    assert code == 1 and replays and not any("replaced" in line for line in replays)
+    (tmp_path / "explore-6.6-older-guest.yaml").write_text("name: older\n")
+    code, second, _ = cli(capsys, *args)
+    again = [line for line in second.splitlines() if "replay:" in line]
+    assert len(again) == len(replays) and all(line.endswith("(replaced an existing file of that name)")
+                                              for line in again)
+    assert f"{tmp_path} also holds 1 explore-*.yaml file this run did not write" in second
+    assert (tmp_path / "explore-6.6-older-guest.yaml").read_text() == "name: older\n"

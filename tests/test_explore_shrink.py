@@ -92,3 +92,43 @@ def test_owner_is_stable_and_in_range() -> None:
     assert owner_of(state_digest(key), 7) == owner_of(state_digest(((1, 2, "x"), (3,))), 7)
     owners = {owner_of(state_digest((i,)), 3) for i in range(50)}
     assert owners == {0, 1, 2}
+
+
+def test_shrinking_stops_at_the_deadline_with_the_best_so_far() -> None:
+    """Past the deadline nothing more is tried: the input comes back as it was (it fails);
+    before it, the same call shrinks."""
+    import time
+
+    seq: list[Action] = [Cpuid(), Native(3), Wrmsr(msrs.IA32_A_PMC0, 5), Native(3), Cpuid()]
+    tried: list[int] = []
+
+    def fails(c: Sequence[Action]) -> bool:
+        tried.append(len(c))
+        return sum(a.count for a in c if isinstance(a, Native)) >= 4
+
+    assert shrink(seq, fails, mask=0xF, deadline=time.time() - 1) == tuple(seq) and tried == []
+    assert len(shrink(seq, fails, mask=0xF, deadline=time.time() + 60)) < len(seq) and tried
+
+
+def test_a_finding_shrunk_past_the_deadline_is_only_cut_after_its_divergence() -> None:
+    import time
+
+    from vpmu.explore import Target, random_search, select_causes, shrink_finding
+
+    cfg = preset("intel-v2").with_width(4)
+    target = Target(cfg, "6.6")
+    found = random_search(target, Bounds(depth=5), 0, range(200)).findings
+    assert found
+    f = found[0]
+    late = shrink_finding(target, f, deadline=time.time() - 1)
+    assert (late.kind, late.visibility, late.counters) == (f.kind, f.visibility, f.counters)
+    assert late.suffix == f.suffix[:len(late.suffix)] and late.step == len(setup_prefix(cfg, f.counters)) + len(
+        late.suffix) - 1
+    full = shrink_finding(target, f)
+    assert len(full.suffix) <= len(late.suffix)
+    assert any(len(shrink_finding(target, g).suffix) < len(g.suffix) for g in found)  # shrinking does shrink
+    # past the deadline: nothing is shrunk, one candidate as found per kind and visibility
+    chosen, causes = select_causes(target, found, 10, deadline=time.time() - 1)
+    kinds = {(g.kind, g.visibility) for g in found}
+    assert causes == len(chosen) == len(kinds) and {(c.kind, c.visibility) for c in chosen} == kinds
+    assert all(c in found for c in chosen)

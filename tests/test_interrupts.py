@@ -3,7 +3,10 @@ interrupted leaves the old file (or none), never half a file (vpmu.outputs)."""
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -62,3 +65,39 @@ def test_jobs_are_capped_at_the_cores(capsys: pytest.CaptureFixture[str]) -> Non
     code, _, err = cli(capsys, "explore", "--jobs", "999", "--depth", "1", "--restarts", "2", "--no-save",
                        "--mode", "random")
     assert code == 0 and f"--jobs 999 capped at {os.cpu_count()}" in err
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_written_files_get_the_mode_a_plain_open_gives(tmp_path: Path, umask_022: object) -> None:
+    """0666 less the umask for a new file (not mkstemp's 0600); an existing file keeps its mode."""
+    new = tmp_path / "new.yaml"
+    write_text(new, "x\n")
+    assert stat.S_IMODE(new.stat().st_mode) == 0o644
+    os.umask(0o027)
+    other = tmp_path / "other.yaml"
+    write_text(other, "x\n")
+    assert stat.S_IMODE(other.stat().st_mode) == 0o640
+    private = tmp_path / "private.yaml"
+    private.write_text("old\n")
+    private.chmod(0o600)
+    write_text(private, "new\n")
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600 and private.read_text() == "new\n"
+
+
+def test_the_plot_and_saved_counterexamples_are_not_private(tmp_path: Path, umask_022: object,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from cli_helper import cli
+
+    png = tmp_path / "t.png"
+    cli(capsys, "run", "seed-lost-overflow", "--kvm", "6.6", "--plot", str(png))
+    code, _, _ = cli(capsys, "explore", "--kvm", "6.6", "--depth", "2", "--restarts", "50", "--save",
+                     str(tmp_path / "found"))
+    saved = sorted((tmp_path / "found").glob("*.yaml"))
+    assert code == 1 and saved
+    assert {stat.S_IMODE(p.stat().st_mode) for p in [png, *saved]} == {0o644}

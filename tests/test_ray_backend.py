@@ -167,3 +167,19 @@ def test_interrupted_cli_leaves_no_process_behind(tmp_path: Path) -> None:
         "--no-save"], "ray::run_unit")
     assert code == 130, err
     assert wait_gone(seen, timeout=120) == {}
+
+
+def test_json_output_is_the_result_alone(tmp_path: Path) -> None:
+    """`--backend ray --json`: stdout is one JSON object and stderr stays empty (Ray's start-up
+    notices, such as its token-authentication warning, are silenced)."""
+    import json
+    import subprocess
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)}
+    env.pop("RAY_AUTH_MODE", None)  # Ray's default: it announces token authentication on start-up
+    r = subprocess.run([sys.executable, "-m", "vpmu.cli", "explore", "--backend", "ray", "--json", "--depth", "1",
+                        "--restarts", "4", "--no-save"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=300, check=False)
+    assert r.returncode in (0, 1) and r.stderr == ""
+    assert json.loads(r.stdout)["bounds"]["depth"] == 1

@@ -151,17 +151,28 @@ def test_computed_write_inside_a_batch() -> None:
 
 
 @pytest.mark.parametrize(("steps", "where"), [
-    ("  - wrmsr: {msr: IA32_PMC0, value: 'C'}\n", "t.yaml:5: steps[0].wrmsr.value: C is not saved"),
+    ("  - wrmsr: {msr: IA32_PMC0, value: 'C'}\n", "t.yaml:5: steps[0].wrmsr.value: expected an integer or a name "
+     "saved by an earlier read step, not 'C' (saved so far: none)"),
+    ("  - host_wrmsr: {msr: IA32_PMC0, value: yes}\n", "t.yaml:5: steps[0].host_wrmsr.value: expected an integer "
+     "or a name saved by an earlier read step, not 'yes' (saved so far: none)"),
+    ("  - rdmsr: {msr: IA32_PMC0, save: C}\n  - wrmsr: {msr: IA32_PMC0, value: 'D + 1'}\n",
+     "t.yaml:6: steps[1].wrmsr.value: D is not saved by an earlier read step (saved so far: C)"),
     ("  - rdmsr: {msr: IA32_PMC0, save: C}\n  - rdmsr: {msr: IA32_PMC1, save: C}\n",
      "t.yaml:6: steps[1].rdmsr.save: C is already saved at line 5"),
     ("  - rdmsr: {msr: IA32_PMC0, save: 1x}\n", "t.yaml:5: steps[0].rdmsr.save: expected a name"),
     ("  - batch: [{rdmsr: {msr: IA32_PMC0, save: C}}]\n", "steps[0].batch[0].rdmsr.save: save is only allowed"),
     ("  - rdmsr: {msr: IA32_PMC0, save: C}\n  - wrmsr: {msr: IA32_PMC0, value: 'C ** 2'}\n",
      "t.yaml:6: steps[1].wrmsr.value: expected only + - * // % & | ^ << >> ~"),
-    ("  - rdpmc: {ecx: 0}\n  - expect: {result: 'D'}\n", "t.yaml:6: steps[1].expect.result: D is not saved"),
+    ("  - rdpmc: {ecx: 0}\n  - expect: {result: 'D'}\n",
+     "t.yaml:6: steps[1].expect.result: expected an integer or a name saved by an earlier read step, not 'D'"),
     ("  - rdpmc: {ecx: 0}\n  - expect: {result: {about: 3}}\n",
      "t.yaml:6: steps[1].expect.result.about: unknown comparison"),
-    ("  - rdpmc: {ecx: 0}\n  - expect: {result: {range: [1]}}\n", "steps[1].expect.result.range: expected [low, high]"),
+    ("  - rdpmc: {ecx: 0}\n  - expect: {result: {range: [1]}}\n",
+     "steps[1].expect.result.range: expected [low, high] (both included), not a list of 1 value"),
+    ("  - native: 1\n  - expect: {insn: {range: [1, 2, 3]}}\n",
+     "steps[1].expect.insn.range: expected [low, high] (both included), not a list of 3 values"),
+    ("  - native: 1\n  - expect: {insn: {range: 1}}\n",
+     "steps[1].expect.insn.range: expected [low, high] (both included), not 1"),
     ("  - cpuid\n  - wrmsr: {msr: IA32_PERF_GLOBAL_STATUS, value: 1, save: X}\n",
      "steps[1].wrmsr.save: unknown field"),
 ])

@@ -32,6 +32,7 @@ from vpmu.divergence import Divergence, Visibility
 from vpmu.eras import get_era
 from vpmu.errors import VpmuError
 from vpmu.explore import (
+    ENGINES,
     Bounds,
     EventMap,
     Judge,
@@ -48,8 +49,9 @@ from vpmu.explore import (
     setup_prefix,
     shrink,
 )
-from vpmu.explore.compact import Plan, kernel_random, plan
-from vpmu.outputs import write_text
+from vpmu.explore.compact import Plan, kernel_random
+from vpmu.explore.fastguard import guarded_plan
+from vpmu.outputs import save_text
 from vpmu.run import RunResult, execute, run_actions
 from vpmu.scenario import Scenario
 from vpmu.scenario.dump import dump_scenario
@@ -330,16 +332,18 @@ class KernelPairExpander:
                     tuple(dp)).differences("explore")
 
 
-def shrink_difference(diff: Difference, keep: int) -> Difference:
+def shrink_difference(diff: Difference, keep: int, deadline: float | None = None) -> Difference:
     """Minimise the steps after the first `keep` (an explorer's set-up prefix, never shrunk)
     while a difference of the same direction, kind and visibility stays; the result ends at
-    its divergent step."""
+    its divergent step. Shrinking stops at `deadline` (--time-budget) with the smallest
+    sequence found by then."""
 
     def first(suffix: Sequence[Action]) -> Difference | None:
         runs = diff.context.runs(diff.actions[:keep] + tuple(suffix))
         return next((d for d in runs.differences(diff.origin) if d.record_key == diff.record_key), None)
 
-    suffix = shrink(diff.actions[keep:], lambda c: first(c) is not None, diff.context.cfg.gp_mask)
+    suffix = shrink(diff.actions[keep:], lambda c: first(c) is not None, diff.context.cfg.gp_mask,
+                    deadline=deadline)
     found = first(suffix)
     assert found is not None, "shrinking lost the difference"
     end = found.step + 1 - keep
@@ -367,6 +371,10 @@ class CheckReport:
     #: differences (from scenarios) that rest on an assumption the check does not allow:
     #: reported, not judged
     beyond: list[Difference] = field(default_factory=list)
+    #: the engine the searches ran on ("kernel" or "object"), and when the kernel was asked
+    #: for but does not cover both designs and the bounds, why (one line)
+    engine: str = "object"
+    engine_note: str = ""
 
     @property
     def stats(self) -> Stats:
@@ -382,7 +390,8 @@ class CheckReport:
         if self.regressions:
             n = len(self.regressions)
             return f"{n} regression{'s' if n > 1 else ''}"
-        return f"no regression in {len(self.scenarios)} scenarios and {self.stats.states:,} states"
+        n = len(self.scenarios)
+        return f"no regression in {n} scenario{'' if n == 1 else 's'} and {self.stats.states:,} states"
 
 
 def _keep_shortest(found: dict[tuple[str, str, str], Difference], diffs: Sequence[Difference]) -> None:
@@ -404,11 +413,19 @@ def check(
     restarts: int = 2000,
     time_budget: float | None = None,
     progress: Callable[[str], None] | None = None,
+    engine: str = "kernel",
 ) -> CheckReport:
     """Judge `design` against `baseline` (default: the era's own design) on `scenarios`, then
     by exploring `cfg` within `bounds`: each design's random search finds where it diverges and
     the product decides whether that is a difference; then the product is searched
-    exhaustively. Scenario differences are shrunk as final runs, explored ones open-ended."""
+    exhaustively. Scenario differences are shrunk as final runs, explored ones open-ended.
+
+    engine "kernel" runs every search on the compact kernel when it covers both designs and
+    the bounds (a user design's fast form checked against its hooks first,
+    `vpmu.explore.fastguard`), else every search on the object models with the reason in
+    `CheckReport.engine_note`; "object" always uses the object models. Both find the same."""
+    if engine not in ENGINES:
+        raise VpmuError(f"unknown --engine {engine!r} (known: {', '.join(ENGINES)})")
     era_name = get_era(era).name
     base_ref = baseline if baseline is not None else get_era(era).default_design
     opts = checker or CheckerOptions()
@@ -435,23 +452,23 @@ def check(
     keep = len(judge.prefix)
     searches: list[SearchResult] = []
     explored: dict[tuple[str, str, str], Difference] = {}
-    for target in (judge.patch.target, judge.base.target):
+    plans, note = kernel_pair(judge, bounds) if engine == "kernel" else (None, "")
+    where = "compact kernel" if plans else "object models" + (f": {note}" if note else "")
+    base_plan, patch_plan = plans if plans else (None, None)
+    for target, fast in ((judge.patch.target, patch_plan), (judge.base.target, base_plan)):
         if past_deadline(deadline):
             break
-        say(f"random search on {target.design}")
-        fast = plan(target, bounds)
-        result = (kernel_random(fast, seed, range(restarts), deadline) if isinstance(fast, Plan)
+        say(f"random search on {target.design} ({where})")
+        result = (kernel_random(fast, seed, range(restarts), deadline) if fast
                   else random_search(target, bounds, seed, range(restarts), deadline))
         searches.append(result)
         for f in result.findings:
             _keep_shortest(explored, context.runs(f.actions).differences("explore"))
     if not past_deadline(deadline):
-        base, patch = plan(judge.base.target, bounds), plan(judge.patch.target, bounds)
-        if isinstance(base, Plan) and isinstance(patch, Plan):
-            say("exhaustive search of the product (compact kernel)")
-            result = bfs(KernelPairExpander(judge, base, patch), bounds.depth, deadline)
+        say(f"exhaustive search of the product ({where})")
+        if plans:
+            result = bfs(KernelPairExpander(judge, *plans), bounds.depth, deadline)
         else:
-            say(f"exhaustive search of the product (object models: {base if isinstance(base, str) else patch})")
             letters = [a for _, a in alphabet(narrowed, bounds)]
             result = bfs(PairExpander(judge, letters), bounds.depth, deadline)
         searches.append(result)
@@ -459,17 +476,30 @@ def check(
 
     shrunk: dict[tuple[str, str, str], Difference] = {}
     for d in explored.values():
-        _keep_shortest(shrunk, [shrink_difference(d, keep)])
+        _keep_shortest(shrunk, [shrink_difference(d, keep, deadline)])
     for d in scenario_diffs.values():
         if d.record_key not in shrunk:
-            shrunk[d.record_key] = d if d.kind == "expect" else shrink_difference(d, 0)
+            shrunk[d.record_key] = d if d.kind == "expect" else shrink_difference(d, 0, deadline)
     ordered = sorted(shrunk.values(), key=lambda d: (d.kind, d.visibility, d.origin))
     allowed = set(bounds.assume)
     within = [d for d in ordered if set(d.assumptions) <= allowed]
     return CheckReport(design, base_ref, era_name, narrowed, bounds, verdicts, searches,
                        [d for d in within if d.direction == "regression"],
                        [d for d in within if d.direction == "fix"],
-                       [d for d in ordered if d not in within])
+                       [d for d in ordered if d not in within], "kernel" if plans else "object", note)
+
+
+def kernel_pair(judge: PairJudge, bounds: Bounds) -> tuple[tuple[Plan, Plan] | None, str]:
+    """The kernel plans of the baseline and the patched design, or None and why not (one
+    line): the kernel runs a check only when it covers both (`guarded_plan`: a user design's
+    fast form must also agree with its hooks), so that every search of it runs on one engine."""
+    patch = guarded_plan(judge.patch.target, bounds)
+    base = guarded_plan(judge.base.target, bounds)
+    if isinstance(patch, str):
+        return None, patch
+    if isinstance(base, str):
+        return None, base
+    return (base, patch), ""
 
 
 # --- output -------------------------------------------------------------------------------------
@@ -478,7 +508,8 @@ def check(
 def save_differences(report: CheckReport, directory: str | None) -> CheckReport:
     """Write each regression and fix as a scenario file `check-ERA-DESIGN-DIRECTION-KIND-VIS
     [-N].yaml` in `directory` (a regression runs the patched design, a fix the baseline: replaying
-    either shows the divergence); the report with `scenario_file` set."""
+    either shows the divergence); the report with `scenario_file` set (a `SavedFile`: it says
+    whether it replaced a file of an earlier run; other files in `directory` are left alone)."""
     if directory is None or not (report.regressions or report.fixes):
         return report
     root = Path(directory)
@@ -504,9 +535,7 @@ def save_differences(report: CheckReport, directory: str | None) -> CheckReport:
             f"{short_name(c.baseline)}: {d.kind} ({d.visibility}) at step {d.step}: {d.message}. "
             f"With --design {absolute_reference(other)} this run does not show it.",
             c.cfg, c.era, absolute_reference(design), c.checker, d.actions, dict(c.world))
-        path = root / f"{name}.yaml"
-        write_text(path, text)
-        return replace(d, scenario_file=str(path))
+        return replace(d, scenario_file=save_text(root / f"{name}.yaml", text))
 
     return replace(report, regressions=[save(d) for d in report.regressions], fixes=[save(d) for d in report.fixes])
 
@@ -537,6 +566,8 @@ def report_to_dict(report: CheckReport) -> dict[str, Any]:
                                            if any(d.direction == "regression" for d in v.differences)}),
                       "fixed": sorted({v.scenario.name for v in report.scenarios
                                        if any(d.direction == "fix" for d in v.differences)})},
+        "engine": report.engine,
+        "engine_note": report.engine_note or None,
         "explore": {"states": total.states, "transitions": total.transitions,
                     "exhausted": bool(exhaustive) and exhaustive[-1].stats.exhausted,
                     "depth_limited": bool(exhaustive) and exhaustive[-1].stats.depth_limited,

@@ -1,7 +1,8 @@
 """The `vpmu` command line (docs/json.md for --json, docs/scenario-format.md for files).
 
 Exit codes: 0 no untolerated divergence and every expect holds; 1 otherwise; 2 bad input or
-usage. Errors are one line on stderr (a traceback only with --debug).
+usage; 141 the output's reader went away (`vpmu ... | head -1`), as for a process killed by
+SIGPIPE. Errors are one line on stderr (a traceback only with --debug).
 """
 
 from __future__ import annotations
@@ -49,9 +50,61 @@ def _console() -> Console:
                    width=None if fixed else 200)
 
 
+def _count(n: int, noun: str) -> str:
+    """"1 scenario", "2 scenarios"."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def _out(text: str) -> None:
     sys.stdout.write(text)
     sys.stdout.flush()
+
+
+#: The exit status of a closed output pipe: a shell's 128 + SIGPIPE, which a process that
+#: died of SIGPIPE reports (Python ignores SIGPIPE and sees EPIPE instead).
+CLOSED_PIPE = 141
+
+
+class OutputClosed(Exception):
+    """stdout's reader went away (EPIPE). Not an OSError on purpose: click and typer turn an
+    EPIPE OSError into exit 1, rich into `SystemExit(1)`; 1 would read "divergence found"."""
+
+
+class _PipeGuard:
+    """sys.stdout while a command runs: a write or flush that meets a closed pipe raises
+    `OutputClosed`, so every writer (ours, rich's, click's help) ends the same way."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._stream.write(text))
+        except BrokenPipeError:
+            raise OutputClosed from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise OutputClosed from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _silence_stdout() -> None:
+    """Point stdout's descriptor at /dev/null, so that the interpreter's last flush of what
+    is still buffered does not fail again ("Exception ignored ... BrokenPipeError")."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's capture)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 def _version_cb(value: bool) -> None:
@@ -121,9 +174,14 @@ def run(
         from vpmu.plot import plot_run
 
         plot_run(res, plot)
-    era_from = "from --kvm" if kvm is not None else "the scenario's era; --kvm to change"
+    if kvm is not None:
+        era_from, kvm_from = "from --kvm", "command line"
+    elif scn.kvm_declared:
+        era_from, kvm_from = "the scenario's era; --kvm to change", "scenario"
+    else:
+        era_from, kvm_from = "the default era: the scenario names none; --kvm to change", "default"
     if json_out:
-        _out(dumps({**res.to_dict(), "kvm_from": "command line" if kvm is not None else "scenario"}))
+        _out(dumps({**res.to_dict(), "kvm_from": kvm_from}))
     else:
         print_run(_console(), res, trace=trace, era_from=era_from)
         if plot:
@@ -135,7 +193,10 @@ def run(
 def demo(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object (docs/json.md).")] = False,
 ) -> None:
-    """Run the seed scenarios on KVM 6.6, 6.8, 6.9 and mediated; print the verdict table."""
+    """Run the seed scenarios on KVM 6.6, 6.8, 6.9 and mediated; print the verdict table.
+
+    Exit 0 whenever the table is printed: its FAIL rows are the seed bugs it demonstrates
+    (6.6's lost and duplicate overflows), not a failure of the demo."""
     from vpmu.eras import ERAS
     from vpmu.report import dumps, verdict_table
     from vpmu.run import execute
@@ -199,7 +260,8 @@ def conformance(
         console = _console()
         console.print(conformance_table(results))
         scenarios = len({r.scenario.name for r in results})
-        console.print(f"{scenarios} scenarios, {len(results)} runs: " + ", ".join(f"{v} {k}" for k, v in n.items()))
+        console.print(f"{_count(scenarios, 'scenario')}, {_count(len(results), 'run')}: "
+                      + ", ".join(f"{v} {k}" for k, v in n.items()))
     raise typer.Exit(1 if bad else 0)
 
 
@@ -208,10 +270,34 @@ def scenarios() -> None:
     """List the built-in scenarios."""
     from vpmu.scenario import builtin_names, load_scenario
 
+    width = _line_width()
     for name in builtin_names():
         scn = load_scenario(name)
         first = scn.description.split(". ")[0].split(": ", 1)[-1] if scn.description else ""
-        _out(f"{name:28} [{scn.cpu.name}, KVM {scn.kvm}] {first[:90]}\n")
+        _out(_fit(f"{name:28} [{scn.cpu.name}, KVM {scn.kvm}] {first}", width) + "\n")
+
+
+def _line_width() -> int | None:
+    """The width one-line listings fit: $COLUMNS, else the terminal's; None (no limit) when
+    the output is not a terminal, so that a pipe or a file gets the whole text."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    if sys.stdout.isatty():
+        import shutil
+
+        return shutil.get_terminal_size().columns
+    return None
+
+
+def _fit(line: str, width: int | None) -> str:
+    """`line` cut to `width` characters at a word boundary, ending in "..." when cut (ASCII:
+    any terminal encoding can show it)."""
+    if width is None or len(line) <= width:
+        return line
+    cut = line[: max(width - 3, 1)]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > 0 else cut).rstrip(" ,;:") + "..."
 
 
 @app.command()
@@ -477,6 +563,10 @@ def check(
     no_save: NoSaveOpt = False,
     json_out: JsonOpt = False,
     option: OptionOpt = None,
+    engine: Annotated[str, typer.Option("--engine", help="kernel: every search on the compact kernel when it "
+                                        "covers both designs and the bounds (a user design's fast form is first "
+                                        "checked against its hooks), else on the object models, saying why; "
+                                        "object: the object models only.")] = "kernel",
 ) -> None:
     """Does DESIGN break anything the baseline gets right? Runs the reference, the baseline and
     DESIGN on the same action sequences (scenarios, conformance, explorer) and reports every
@@ -488,11 +578,14 @@ def check(
     from vpmu.config import preset
     from vpmu.designs import resolve_design
     from vpmu.eras import get_era
+    from vpmu.explore import ENGINES
     from vpmu.outputs import check_directory
     from vpmu.report import dumps, print_check
     from vpmu.tolerances import CheckerOptions
 
     era = get_era(kvm)
+    if engine not in ENGINES:
+        raise VpmuError(f"unknown --engine {engine!r} (known: {', '.join(ENGINES)})")
     resolve_design(design, era.default_design)  # fail early on a bad design
     if baseline is not None:
         resolve_design(baseline, era.default_design)
@@ -514,7 +607,7 @@ def check(
             status.start()
         report = run_check(design, era.name, cfg, bounds, files, baseline=baseline,
                            checker=_checker_options(CheckerOptions(), option), seed=seed, restarts=restarts,
-                           time_budget=time_budget, progress=progress)
+                           time_budget=time_budget, progress=progress, engine=engine)
     finally:
         if status is not None:
             status.stop()
@@ -558,37 +651,53 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args
     if debug:  # accepted anywhere on the line, also after the subcommand
         args = ["--debug"] + [a for a in args if a != "--debug"]
+    stdout = sys.stdout
+    sys.stdout = _PipeGuard(stdout)
+    try:
+        code = _main(args, debug)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+    except (OutputClosed, BrokenPipeError):
+        sys.stdout = stdout
+        _silence_stdout()
+        code = CLOSED_PIPE
+    finally:
+        sys.stdout = stdout
+    sys.exit(code)
+
+
+def _main(args: list[str], debug: bool) -> int:
+    """Run the command line; its exit code (errors are one line on stderr)."""
     try:
         rv = app(args=args, prog_name="vpmu", standalone_mode=False)
     except typer.Exit as e:
-        sys.exit(e.exit_code)
+        return int(e.exit_code)
     except typer.Abort:
         sys.stderr.write("vpmu: aborted\n")
-        sys.exit(2)
+        return 2
     except VpmuError as e:
         if debug:
             raise
         sys.stderr.write(f"vpmu: error: {one_line(str(e))}\n")
-        sys.exit(2)
-    except BrokenPipeError:
-        sys.exit(0)
+        return 2
     except KeyboardInterrupt:
         sys.stderr.write("vpmu: interrupted\n")
-        sys.exit(130)
+        return 130
+    except OutputClosed:
+        raise
     except Exception as e:
         if hasattr(e, "format_message") and hasattr(e, "exit_code"):  # a click usage error
             if type(e).__name__ == "NoArgsIsHelpError":
                 sys.stdout.write(e.format_message() + "\n")
-                sys.exit(2)
+                return 2
             sys.stderr.write(f"vpmu: error: {one_line(e.format_message())}\n")
-            sys.exit(2)
+            return 2
         if debug:
             raise
         sys.stderr.write(f"vpmu: internal error: {type(e).__name__}: {one_line(str(e))} (rerun with --debug)\n")
-        sys.exit(2)
+        return 2
     if rv == 130:  # click's answer to a KeyboardInterrupt inside a command
         sys.stderr.write("vpmu: interrupted\n")
-    sys.exit(rv if isinstance(rv, int) else 0)
+    return rv if isinstance(rv, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -341,6 +341,23 @@ def load_design(ref: str) -> type[CounterDesign]:
     return cls
 
 
+def _missing_class(path: str) -> str:
+    """The error for a design file named without its class: which classes it defines, read
+    from its syntax tree (nothing in it runs before the user names one)."""
+    import ast
+
+    if not Path(path).is_file():
+        return f"design file {path!r} does not exist (a design file is named 'path/to/file.py:Class')"
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+        classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        classes = []
+    defines = f"; it defines {', '.join(classes)}" if classes else ""
+    example = classes[-1] if classes else "Class"
+    return f"design {path!r} names a file but no class: write '{path}:{example}' (FILE:CLASS){defines}"
+
+
 def resolve_design(design: str | type | None, default: str) -> CounterDesign:
     """None -> the era's default; a DESIGNS name; a load_design reference; a class; or
     `kernel:PATH`, a kernel tree's own C (vpmu.kernel_design, which does the compiling)."""
@@ -352,6 +369,8 @@ def resolve_design(design: str | type | None, default: str) -> CounterDesign:
         return load_kernel_design(design.removeprefix("kernel:"))
     if isinstance(design, str):
         if design not in DESIGNS and ":" not in design:
+            if design.endswith(".py") or Path(design).is_file():
+                raise VpmuError(_missing_class(design))
             raise VpmuError(f"unknown design {design!r} (known: {', '.join(DESIGNS)}; or 'module:Class', "
                             "'path/to/file.py:Class', 'kernel:PATH')")
         if design in DESIGNS:

@@ -4,12 +4,14 @@
 work: a directory where a file is wanted or the reverse, a parent that does not exist, a place
 that is not writable, a file name without the suffix its format needs. `write_text` and
 `replacing` write to a temporary file beside the target and `os.replace` it into place, so
-an interrupted run (Ctrl-C) never leaves a half-written file (docs/reliability.md).
+an interrupted run (Ctrl-C) never leaves a half-written file (docs/reliability.md); the file
+gets the mode a plain open() would give it.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -67,15 +69,27 @@ def check_file(path: str, flag: str, suffixes: tuple[str, ...] = ()) -> None:
         raise VpmuError(f"{where}: directory {clean(str(parent))} is not writable")
 
 
+def _plain_mode(target: Path) -> int:
+    """The mode open(target, "w") would leave: an existing file keeps its own, a new one gets
+    0666 less the umask (mkstemp's temporary files are 0600, private to the owner)."""
+    try:
+        return stat.S_IMODE(target.stat().st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 @contextmanager
 def replacing(path: str | Path) -> Iterator[Path]:
     """A temporary path beside `path` to write to; moved onto `path` when the block ends
-    without an exception, removed otherwise."""
+    without an exception (with the mode a plain write would give it), removed otherwise."""
     target = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + target.suffix, dir=target.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, _plain_mode(target))
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -86,3 +100,23 @@ def write_text(path: str | Path, text: str) -> None:
     """Write `text` (UTF-8) to `path` atomically (`replacing`)."""
     with replacing(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+class SavedFile(str):
+    """The path of a file vpmu saved (a plain string to its callers and in JSON) that also
+    says whether it replaced an existing file of the same name (`replaced`), which the text
+    reports point out: a later run with the same names overwrites an earlier one's files."""
+
+    replaced: bool
+
+    def __new__(cls, path: str, replaced: bool = False) -> SavedFile:
+        self = super().__new__(cls, path)
+        self.replaced = replaced
+        return self
+
+
+def save_text(path: str | Path, text: str) -> SavedFile:
+    """`write_text`, and whether it replaced a file that was there."""
+    existed = Path(path).exists()
+    write_text(path, text)
+    return SavedFile(str(path), existed)

@@ -285,7 +285,9 @@ def print_explore(console: Console, report: ExploreReport, files: Sequence[str |
         return
     shown = len(report.counterexamples)
     cut = f" (showing {shown} of {report.causes_found}: --max-counterexamples)" if report.causes_found > shown else ""
-    console.print(Text(f"{report.causes_found} untolerated divergence cause(s), each shrunk{cut}:", style="red"))
+    stopped = any(s.stats.stopped_by_budget for s in report.searches)
+    shrunk = "shrunk as far as the time budget allowed" if stopped else "each shrunk"
+    console.print(Text(f"{report.causes_found} untolerated divergence cause(s), {shrunk}{cut}:", style="red"))
     for f, path in zip(report.counterexamples, files, strict=True):
         prefix = len(setup_prefix(t.cfg, f.counters, f.events))
         table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
@@ -300,7 +302,28 @@ def print_explore(console: Console, report: ExploreReport, files: Sequence[str |
         console.print(Text(f"  cause: {signature(f)}", style="dim"))
         console.print(table)
         if path:
-            console.print(Text(f"  replay: {replay_command(path, absolute_reference(t.design) if t.design else None)}"))
+            console.print(Text(f"  replay: {replay_command(path, absolute_reference(t.design) if t.design else None)}"
+                               + _replaced(path)))
+    _earlier_files(console, [p for p in files if p], "explore-*.yaml")
+
+
+def _replaced(path: str) -> str:
+    """The note on a saved file that overwrote one of the same name (`vpmu.outputs.SavedFile`)."""
+    return " (replaced an existing file of that name)" if getattr(path, "replaced", False) else ""
+
+
+def _earlier_files(console: Console, saved: Sequence[str], pattern: str) -> None:
+    """Say how many files of `pattern` beside the saved ones this run did not write: an earlier
+    run's (or another design's), left as they were."""
+    from pathlib import Path
+
+    for directory in sorted({str(Path(p).parent) for p in saved}):
+        mine = {Path(p).name for p in saved if str(Path(p).parent) == directory}
+        others = sorted(f.name for f in Path(directory).glob(pattern) if f.name not in mine)
+        if others:
+            n = len(others)
+            console.print(Text(f"\n{directory} also holds {n} {pattern} file{'s' if n > 1 else ''} this run did not "
+                               f"write (from earlier runs, left as they were)", style="dim"))
 
 
 _STATUS_STYLE = {"pass": "green", "expected-fail": "yellow", "FAIL": "bold red", "unexpected-pass": "bold red"}
@@ -383,8 +406,11 @@ def print_check(console: Console, report: CheckReport) -> None:
     st = report.stats
     exhaustive = [s for s in report.searches if s.mode == "exhaustive"]
     how = _ending(exhaustive[-1].stats) if exhaustive else "no exhaustive search (time budget)"
-    console.print(Text(f"{len(report.scenarios)} scenarios, {st.states:,} states and {st.transitions:,} "
+    n = len(report.scenarios)
+    console.print(Text(f"{n} scenario{'' if n == 1 else 's'}, {st.states:,} states and {st.transitions:,} "
                        f"transitions explored ({how}) in {st.elapsed:.1f}s", style="dim"))
+    why = f" ({report.engine_note})" if report.engine_note else ""
+    console.print(Text(f"engine: {report.engine}{why}", style="dim"))
     for title, diffs in (("regression", report.regressions), ("fix", report.fixes)):
         for d in diffs:
             head = Text(f"\n{title}: {d.kind} ({d.visibility}) at step {d.step}, {d.origin}: ",
@@ -394,5 +420,7 @@ def print_check(console: Console, report: CheckReport) -> None:
             console.print(difference_table(d))
             if d.scenario_file:
                 design = d.context.patched if d.direction == "regression" else d.context.baseline
-                console.print(Text(f"  replay: {replay_command(d.scenario_file, absolute_reference(design))}",
-                                   style="dim"))
+                console.print(Text(f"  replay: {replay_command(d.scenario_file, absolute_reference(design))}"
+                                   + _replaced(d.scenario_file), style="dim"))
+    _earlier_files(console, [d.scenario_file for d in report.regressions + report.fixes if d.scenario_file],
+                   "check-*.yaml")

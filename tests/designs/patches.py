@@ -1,9 +1,12 @@
 """Counter-tracking designs a patch author might write, for the `vpmu check` tests: a pure
-refactor of the 6.8 design and three buggy variants (our own code, shaped like pmu.c)."""
+refactor of the 6.8 design and three buggy variants (our own code, shaped like pmu.c), and
+one whose fast form does not say what its hooks do."""
 
 from __future__ import annotations
 
-from vpmu.designs import CounterDesign, DesignHost, EmulatedCounterDesign
+from typing import ClassVar
+
+from vpmu.designs import CounterDesign, DesignHost, EmulatedCounterDesign, EmulatedCounterFast, FastForm
 from vpmu.kvm import KvmPmc
 
 MASK48 = (1 << 48) - 1
@@ -73,3 +76,12 @@ class NoReprogramRequest(EmulatedCounterDesign):
 
     def incr_counter(self, kvm: DesignHost, pmc: KvmPmc) -> None:
         pmc.emulated_counter += 1
+
+
+class ForgetClearUpstreamFast(ForgetClearEmulated):
+    """`ForgetClearEmulated`'s buggy hooks with upstream's fast form: a wrong fast form, which
+    would make the compact kernel search upstream instead and miss every regression of the
+    hooks (the run-time guard, vpmu.explore.fastguard, refuses it)."""
+
+    name = "forget-clear-upstream-fast"
+    fast: ClassVar[FastForm | None] = EmulatedCounterFast()

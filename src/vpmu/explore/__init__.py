@@ -30,8 +30,9 @@ from vpmu.pmc_map import counter_name
 
 from .backends import Backend, LocalBackend
 from .causes import MAX_COUNTEREXAMPLES, Candidates, select_causes, signature
-from .compact import Plan, kernel_search, plan
+from .compact import Plan, kernel_search
 from .compact.machine import OBSERVATION_FULL_WHY, ObservationFull
+from .fastguard import guarded_plan
 from .judge import Finding, Judge, Node, Target
 from .search import (
     Expander,
@@ -206,7 +207,7 @@ def explore(
     target = replace(target, cfg=bounds.fit(target.cfg), world=replace(target.world, skid=bounds.skid))
     kernel: Plan | str | None = None
     if engine == "kernel":
-        kernel = plan(target, bounds)
+        kernel = guarded_plan(target, bounds)
     note = kernel if isinstance(kernel, str) else ""
     used_engine = "kernel" if isinstance(kernel, Plan) else "object"
     owned = backend is None

@@ -13,6 +13,7 @@ its action kinds in order, with the assumptions they rest on.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Hashable, Iterable, Sequence
 from typing import Generic, Protocol, TypeVar
 
@@ -112,11 +113,15 @@ class Candidates(Generic[F]):
         return list(self._kept)
 
 
-def select_causes(target: Target, findings: Sequence[Finding], cap: int) -> tuple[list[Finding], int]:
+def select_causes(target: Target, findings: Sequence[Finding], cap: int,
+                  deadline: float | None = None) -> tuple[list[Finding], int]:
     """Shrink every candidate, keep the shortest per signature (the first found on a tie),
     and return at most `cap` of them with the number of distinct causes. Within the cap each
     (kind, visibility) gets its shortest cause before any gets a second; the result is sorted
-    by kind, visibility, then length."""
+    by kind, visibility, then length. Shrinking stops at `deadline` (the search's time
+    budget): the candidate being shrunk keeps its best shrink so far; of those left, one is
+    kept as found for each kind and visibility that has no counterexample yet, the rest are
+    dropped (unshrunk traces would each count as a cause of their own)."""
     best: dict[str, Finding] = {}
     done: set[tuple[object, ...]] = set()
     for f in findings:
@@ -124,7 +129,12 @@ def select_causes(target: Target, findings: Sequence[Finding], cap: int) -> tupl
         if start in done:
             continue
         done.add(start)
-        s = shrink_finding(target, f)
+        if deadline is not None and time.time() > deadline:
+            if any((b.kind, b.visibility) == (f.kind, f.visibility) for b in best.values()):
+                continue
+            s = f
+        else:
+            s = shrink_finding(target, f, deadline)
         sig = signature(s)
         if sig not in best or len(s.suffix) < len(best[sig].suffix):
             best[sig] = s

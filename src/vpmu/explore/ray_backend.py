@@ -10,15 +10,20 @@ Ray is joined or started on first use (so bad input costs no start-up) or by `st
 The driver never leaves work or processes behind: `close()` shuts down a Ray instance
 this backend started, with every unit still running on it (the CLI calls it in a
 `finally`, so Ctrl-C cleans up too), and a Ctrl-C during start-up is held until Ray has
-recorded what it started. docs/scaling.md has the design, measurements and how to run on a
-multi-node cluster.
+recorded what it started. Ray's own start-up output (log lines such as its token
+authentication notice, anything its native code writes to stderr) is silenced, so that
+`--json` prints nothing but the result (`quiet`). docs/scaling.md has the design,
+measurements and how to run on a multi-node cluster.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -76,6 +81,31 @@ def _sigint_deferred() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
+@contextlib.contextmanager
+def _silenced(quiet: bool) -> Iterator[None]:
+    """With `quiet`, what Ray prints while the block runs goes nowhere: its Python log records
+    (it logs through the standard logging module, whose last-resort handler writes warnings
+    to stderr) and whatever its native code writes to file descriptor 2. A failure still
+    reaches the caller as the exception ray.init raises (a one-line VpmuError)."""
+    if not quiet:
+        yield
+        return
+    previous = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        logging.disable(previous)
+
+
 class RayBackend:
     """A `vpmu.explore.backends.Backend` on Ray: joins the cluster at `address`, or starts a
     local Ray instance with `num_cpus`, on first use.
@@ -85,13 +115,16 @@ class RayBackend:
     always explicit. When Ray is already initialized in this process, that connection is
     used (and left alone by `close()`). The number of partitions is the cluster's CPU count.
     `unit_fn` and `random_fn` are what the tasks run (default `run_unit`, `random_unit`).
+    `quiet` (the default) silences Ray's own output while it starts and shuts down: its
+    notices are not vpmu's, and `--json` promises nothing but the result.
     """
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None, *,
                  unit_fn: Callable[[Unit], list[Successor[IndexPath, bytes]]] = run_unit,
-                 random_fn: Callable[[RandomJob], SearchResult] = random_unit) -> None:
+                 random_fn: Callable[[RandomJob], SearchResult] = random_unit, quiet: bool = True) -> None:
         self._ray = _import_ray()
         self._address, self._num_cpus = address, num_cpus
+        self._quiet = quiet
         self._fns = (unit_fn, random_fn)
         #: the Ray tasks (expand, random) once started, and the cluster's CPU count
         self._tasks: tuple[Any, Any] | None = None
@@ -112,7 +145,7 @@ class RayBackend:
             try:
                 if address is not None:
                     _check_reachable(address)
-                with _sigint_deferred():
+                with _sigint_deferred(), _silenced(self._quiet):
                     ray.init(address=address or "local", num_cpus=None if address else self._num_cpus, **kwargs)
             except BaseException as e:
                 # interrupted or failed half-way: leave no half-started instance behind
@@ -169,4 +202,5 @@ class RayBackend:
         if self._connected:
             self._connected = False
             self._tasks = None
-            self._ray.shutdown()
+            with _silenced(self._quiet):
+                self._ray.shutdown()

@@ -7,11 +7,13 @@ instruction; a shorter run, a smaller batch, a write value nearer 0, hold_pmi of
 PMI before the handler). Every accepted candidate is therefore strictly smaller in that well-founded
 order, so shrinking ends even without its `max_tries` cap (which bounds the replays). When
 it ends without reaching the cap, no single step can be dropped and no single action
-simplified any more.
+simplified any more. Given a `deadline` (the search's `--time-budget`), shrinking stops there
+too and keeps the smallest sequence found so far, which still diverges.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
@@ -53,6 +55,11 @@ def _simpler_actions(action: Action, mask: int) -> Iterable[Action]:
         yield replace(action, host_pmi="before-handler")
 
 
+def _past(deadline: float | None) -> bool:
+    """`vpmu.explore.search.past_deadline` (not imported: search imports this module, via causes)."""
+    return deadline is not None and time.time() > deadline
+
+
 def _magnitude(v: int, mask: int) -> int:
     """How far a value is from 0 in counter terms (so -1 is as simple as 1)."""
     v &= mask
@@ -64,18 +71,24 @@ def shrink(
     still_fails: Callable[[Sequence[Action]], bool],
     mask: int,
     max_tries: int = 2000,
+    deadline: float | None = None,
 ) -> tuple[Action, ...]:
     """Greedy minimisation: drop chunks of steps (halving chunk sizes, like ddmin), then
-    simplify single actions, repeating until nothing more can be removed or simplified."""
+    simplify single actions, repeating until nothing more can be removed or simplified, the
+    tries reach `max_tries` or the wall clock `deadline` passes (then: the best so far)."""
     current = tuple(actions)
     tries = 0
+
+    def more() -> bool:
+        return tries < max_tries and not _past(deadline)
+
     progress = True
-    while progress and tries < max_tries:
+    while progress and more():
         progress = False
         chunk = max(1, len(current) // 2)
-        while chunk >= 1 and tries < max_tries:
+        while chunk >= 1 and more():
             i = 0
-            while i < len(current) and tries < max_tries:
+            while i < len(current) and more():
                 candidate = current[:i] + current[i + chunk:]
                 tries += 1
                 if candidate and still_fails(candidate):
@@ -86,6 +99,8 @@ def shrink(
             chunk //= 2
         for i in range(len(current)):
             for simpler in _simpler_actions(current[i], mask):
+                if not more():
+                    return current
                 candidate = current[:i] + (simpler,) + current[i + 1:]
                 tries += 1
                 if still_fails(candidate):
@@ -107,11 +122,12 @@ def first_of_kind(target: Target, counters: tuple[int, ...], suffix: Sequence[Ac
     return None
 
 
-def shrink_finding(target: Target, finding: Finding) -> Finding:
+def shrink_finding(target: Target, finding: Finding, deadline: float | None = None) -> Finding:
     """Minimise while the same divergence kind and visibility stay reported: fewer and
     simpler explored steps (the set-up prefix is kept, so the cause cannot drift into the
     set-up), then fewer counters in use; finally cut the trace after the first step at
-    which the divergence is reported, so nothing follows it."""
+    which the divergence is reported, so nothing follows it. Past `deadline` only that cut
+    is made (at most one replay per step): the finding is as small as it got by then."""
     judge = Judge(target)
     kind, vis, events = finding.kind, finding.visibility, finding.events
 
@@ -119,11 +135,12 @@ def shrink_finding(target: Target, finding: Finding) -> Finding:
         return first_of_kind(target, counters, suffix, kind, vis, judge, events)
 
     def shrink_suffix(counters: tuple[int, ...], suffix: Sequence[Action]) -> tuple[Action, ...]:
-        return shrink(suffix, lambda candidate: found(counters, candidate) is not None, target.cfg.gp_mask)
+        return shrink(suffix, lambda candidate: found(counters, candidate) is not None, target.cfg.gp_mask,
+                      deadline=deadline)
 
     counters, suffix = finding.counters, shrink_suffix(finding.counters, finding.suffix)
     for pmc in sorted(counters, reverse=True):
-        if len(counters) == 1:
+        if len(counters) == 1 or _past(deadline):
             break
         fewer = tuple(c for c in counters if c != pmc)
         kept = tuple(a for a in suffix if not touches(target.cfg, a, pmc))

@@ -171,18 +171,24 @@ class Bounds:
 
     def event_map(self, cfg: PmuConfig) -> EventMap:
         """What each counter in use counts; raises on events a counter cannot count (a fixed
-        counter counts only its own event, and only fixed counter 0's is explorable)."""
+        counter counts only its own event, and only fixed counter 0's is explorable). A fixed
+        counter whose own event is not explorable is too many `--counters`, whatever --events
+        says; a fixed counter 0 asked for another event is a bad --events."""
         used = counters_in_use(cfg, self)
+        for n, pmc in enumerate(p for p in used if p >= FIXED_BASE):
+            if FIXED_EVENTS.get(pmc - FIXED_BASE) != ENCODINGS["intel"]["instructions"]:
+                own = FIXED_KINDS.get(pmc - FIXED_BASE, "?")
+                raise VpmuError(f"invalid bound --counters: {counter_name(pmc)} counts only its own event ({own}), "
+                                f"which the explorer cannot drive; use at most {n} fixed counter"
+                                f"{'' if n == 1 else 's'} (--counters {self.gp},{n})")
         if len(self.events) not in (1, len(used)):
             raise VpmuError(f"invalid bound --events: give one event for all {len(used)} counters in use or "
                             f"one per counter (GP first, then fixed), not {len(self.events)}")
         events = [CountedEvent.parse(e) for e in self.events] * (len(used) if len(self.events) == 1 else 1)
         for pmc, ev in zip(used, events, strict=True):
-            if pmc >= FIXED_BASE and (FIXED_EVENTS.get(pmc - FIXED_BASE) != ENCODINGS["intel"]["instructions"]
-                                      or ev.kind != "instructions"):
+            if pmc >= FIXED_BASE and ev.kind != "instructions":
                 own = FIXED_KINDS.get(pmc - FIXED_BASE, "?")
-                raise VpmuError(f"invalid bound --events: {counter_name(pmc)} counts only its own event "
-                                f"({own if pmc == FIXED_BASE else f'{own}, not explorable'}), "
+                raise VpmuError(f"invalid bound --events: {counter_name(pmc)} counts only its own event ({own}), "
                                 f"not {ev.name}")
         return tuple(zip(used, events, strict=True))
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from vpmu.designs import absolute_reference, short_name
 from vpmu.eras import get_era
 from vpmu.errors import VpmuError
-from vpmu.outputs import write_text
+from vpmu.outputs import save_text
 from vpmu.scenario.dump import dump_scenario
 from vpmu.world import WorldOptions
 
@@ -25,7 +25,9 @@ def save_counterexamples(report: ExploreReport, directory: str | None) -> list[s
     (`explore-ERA-DESIGN-...` for a design other than the era's own; the first of its kind and
     visibility; further causes add their signature digest: `...-VISIBILITY-1a2b3c4d.yaml`), with
     the CPU at the explored width, the era, the design, the checker options and the skid; the
-    paths, in counterexample order (None when not saved: no directory, or nothing found)."""
+    paths, in counterexample order (None when not saved: no directory, or nothing found), each
+    a `SavedFile` that says whether it replaced a file of an earlier run. Other files in the
+    directory are left alone."""
     if directory is None or not report.counterexamples:
         return [None] * len(report.counterexamples)
     t = report.target
@@ -54,6 +56,5 @@ def save_counterexamples(report: ExploreReport, directory: str | None) -> list[s
             f"and shrunk: {f.kind} ({f.visibility}) at step {f.step}: {f.detail}; assumes: {assumed}",
             t.cfg, t.era, absolute_reference(t.design) if t.design else None, t.checker_options, f.actions, world)
         path = root / f"{name}.yaml"
-        write_text(path, text)
-        paths.append(str(path))
+        paths.append(save_text(path, text))
     return paths

@@ -210,7 +210,7 @@ class _Loader:
         return Scenario(name.strip(), " ".join(desc.split()), self.cfg, kvm, design, checker, world,
                         tuple(actions), tuple(expects), self.source, conformance, str(judge),
                         tuple(self.saves), tuple(self.computed), before_run, design_line,
-                        tuple(self.positions))
+                        tuple(self.positions), "kvm" in doc)
 
     def cpu(self, node: Any, line: int | None) -> PmuConfig:
         try:
@@ -442,9 +442,13 @@ class _Loader:
             raise self.err(line, fld, f"expected {e}, not {shown(value)}") from None
         known = {s.name for s in self.saves}
         missing = sorted(expr.names - known)
+        saved = f"saved so far: {', '.join(sorted(known)) or 'none'}"
+        if missing and str(expr) == missing[0]:
+            # a lone word (`value: "yes"`): most likely not meant as a saved name at all
+            raise self.err(line, fld, f"expected an integer or a name saved by an earlier read step, "
+                           f"not {shown(value)} ({saved})")
         if missing:
-            raise self.err(line, fld, f"{missing[0]} is not saved by an earlier read step "
-                           f"(saved so far: {', '.join(sorted(known)) or 'none'})")
+            raise self.err(line, fld, f"{missing[0]} is not saved by an earlier read step ({saved})")
         return expr
 
     def operand(self, value: Any, line: int | None, fld: str, *, lo: int | None = 0) -> Operand:
@@ -470,7 +474,8 @@ class _Loader:
             of = f"{fld}.{op}"
             if op == "range":
                 if not isinstance(v, list) or len(v) != 2:
-                    raise self.err(ol, of, f"expected [low, high] (both included), not {shown(v)}")
+                    got = f"a list of {len(v)} value{'s' if len(v) != 1 else ''}" if isinstance(v, list) else shown(v)
+                    raise self.err(ol, of, f"expected [low, high] (both included), not {got}")
                 tests += [("ge", one(v[0], of)), ("le", one(v[1], of))]
             elif op in COMPARISONS:
                 tests.append((str(op), one(v, of)))

@@ -185,4 +185,6 @@ class Scenario:
     #: each action's step in the file (`steps[i]`, `before_run[i]`) and line, for errors found
     #: while running
     positions: tuple[tuple[str, int], ...] = ()
+    #: whether the file names its era (`kvm:`); else `kvm` is the default era (DEFAULT_ERA)
+    kvm_declared: bool = True
 
