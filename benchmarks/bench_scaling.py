@@ -3,10 +3,12 @@ backend with 2 workers and the Ray backend with 1 and 2 workers, exhaustive (def
 KVM 6.6) and random (swarm) search, with the per-level times of the level-synchronous
 exhaustive search, where a level's time goes
 (replay, shipping keys, driver work), the driver's memory per visited state, and how far a
-time budget is overrun. docs/scaling.md explains the numbers.
+time budget is overrun. docs/scaling.md explains the numbers. Each timed part starts once the
+machine has been idle for 3 s (`machine.wait_quiet`): on a shared 2-core machine a
+partitioned search measured under other load is slower than one process.
 
 Run: .venv/bin/python benchmarks/bench_scaling.py   (writes benchmarks/results/scaling.json;
-needs the ray extra: pip install -e '.[ray]'; about a minute on 2 cores)
+needs the ray extra: pip install -e '.[ray]'; a few minutes on 2 cores, mostly waiting)
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from machine import machine_info
+from machine import machine_info, wait_quiet
 
 from vpmu.config import preset
 from vpmu.explore import (
@@ -62,6 +64,7 @@ def _rate(n: int, seconds: float) -> float:
 
 
 def exhaustive_single() -> dict[str, Any]:
+    wait_quiet()
     t0 = time.perf_counter()
     result = bfs(InMemoryExpander(TARGET, BOUNDS), BOUNDS.depth)
     wall = time.perf_counter() - t0
@@ -80,6 +83,7 @@ def exhaustive_levels(expander_for: Callable[[Bounds], Expander[Any, Any]]) -> d
                        "transitions": stats.transitions - last[2], "seconds": round(now - last[0], 3)})
         last[:] = [now, stats.states, stats.transitions]
 
+    wait_quiet()
     t0 = last[0] = time.perf_counter()
     result = bfs(expander_for(BOUNDS), BOUNDS.depth, progress=progress)
     wall = time.perf_counter() - t0
@@ -88,6 +92,7 @@ def exhaustive_levels(expander_for: Callable[[Bounds], Expander[Any, Any]]) -> d
 
 
 def random_single() -> dict[str, Any]:
+    wait_quiet()
     t0 = time.perf_counter()
     result = random_search(TARGET, BOUNDS, 0, range(RESTARTS))
     wall = time.perf_counter() - t0
@@ -98,6 +103,7 @@ def random_single() -> dict[str, Any]:
 def random_parts(backend: Backend) -> dict[str, Any]:
     # warm up first: workers started, vpmu imported
     backend.random_parts([RandomJob(TARGET, BOUNDS, 0, r) for r in split_restarts(10, backend.partitions)])
+    wait_quiet()
     t0 = time.perf_counter()
     jobs = [RandomJob(TARGET, BOUNDS, 0, r) for r in split_restarts(RESTARTS, backend.partitions)]
     result = merge_random(backend.random_parts(jobs))
@@ -116,6 +122,7 @@ def level_costs() -> list[dict[str, Any]]:
     visited = {state_digest(judge.root(prefix)[0].key())}
     frontier: list[tuple[int, ...]] = [()]
     out = []
+    wait_quiet()
     for depth in range(1, BOUNDS.depth + 1):
         t0 = time.perf_counter()
         expansions = expand_unit(TARGET, BOUNDS, frontier)
@@ -170,6 +177,7 @@ def budget_overrun(make: Callable[[], Backend]) -> dict[str, Any]:
     """`--time-budget 3` on a search far too big for it (6.8, depth 8): how long it runs."""
     backend = make()
     try:
+        wait_quiet()
         t0 = time.perf_counter()
         report = explore(Target(TARGET.cfg, "6.8"), Bounds(depth=8), mode="exhaustive", time_budget=3.0,
                          backend=backend)

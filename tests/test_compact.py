@@ -329,3 +329,13 @@ def test_the_guard_refuses_a_wrong_fast_form_in_one_line_naming_the_steps() -> N
     assert "past the set-up (" in why and "by the fast form" in why and why.endswith("(docs/designs.md)")
     assert guarded_plan(target, b) == why
     assert fast_form_disagreement(p) == why  # seeded: the same steps every time
+
+
+def test_the_guard_refuses_a_fast_form_that_raises_in_one_line() -> None:
+    from vpmu.explore.fastguard import guarded_plan
+
+    target, b = _target("6.8", f"{ROOT / 'tests' / 'designs' / 'patches.py'}:FastFormRaises", bounds=Bounds())
+    why = guarded_plan(target, b)
+    assert isinstance(why, str) and "\n" not in why
+    assert "its fast form disagrees with its hooks after 1 step" in why
+    assert "the fast form raised ValueError: no\\x0aread" in why

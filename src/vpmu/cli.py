@@ -17,6 +17,7 @@ from rich.console import Console
 from vpmu.assumptions import ASSUMPTIONS, CHECK_DEFAULT
 from vpmu.errors import VpmuError, one_line, shown
 from vpmu.explore.space import ACTION_KINDS
+from vpmu.outputs import CLOSED_PIPE, OutputClosed, PipeGuard, silence_stdout
 
 app = typer.Typer(
     name="vpmu",
@@ -58,53 +59,6 @@ def _count(n: int, noun: str) -> str:
 def _out(text: str) -> None:
     sys.stdout.write(text)
     sys.stdout.flush()
-
-
-#: The exit status of a closed output pipe: a shell's 128 + SIGPIPE, which a process that
-#: died of SIGPIPE reports (Python ignores SIGPIPE and sees EPIPE instead).
-CLOSED_PIPE = 141
-
-
-class OutputClosed(Exception):
-    """stdout's reader went away (EPIPE). Not an OSError on purpose: click and typer turn an
-    EPIPE OSError into exit 1, rich into `SystemExit(1)`; 1 would read "divergence found"."""
-
-
-class _PipeGuard:
-    """sys.stdout while a command runs: a write or flush that meets a closed pipe raises
-    `OutputClosed`, so every writer (ours, rich's, click's help) ends the same way."""
-
-    def __init__(self, stream: Any) -> None:
-        self._stream = stream
-
-    def write(self, text: str) -> int:
-        try:
-            return int(self._stream.write(text))
-        except BrokenPipeError:
-            raise OutputClosed from None
-
-    def flush(self) -> None:
-        try:
-            self._stream.flush()
-        except BrokenPipeError:
-            raise OutputClosed from None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-
-def _silence_stdout() -> None:
-    """Point stdout's descriptor at /dev/null, so that the interpreter's last flush of what
-    is still buffered does not fail again ("Exception ignored ... BrokenPipeError")."""
-    try:
-        fd = sys.stdout.fileno()
-    except (AttributeError, OSError, ValueError):  # not a real file (a test's capture)
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, fd)
-    finally:
-        os.close(devnull)
 
 
 def _version_cb(value: bool) -> None:
@@ -268,36 +222,14 @@ def conformance(
 @app.command()
 def scenarios() -> None:
     """List the built-in scenarios."""
+    from vpmu.report import fit_line, line_width
     from vpmu.scenario import builtin_names, load_scenario
 
-    width = _line_width()
+    width = line_width()
     for name in builtin_names():
         scn = load_scenario(name)
         first = scn.description.split(". ")[0].split(": ", 1)[-1] if scn.description else ""
-        _out(_fit(f"{name:28} [{scn.cpu.name}, KVM {scn.kvm}] {first}", width) + "\n")
-
-
-def _line_width() -> int | None:
-    """The width one-line listings fit: $COLUMNS, else the terminal's; None (no limit) when
-    the output is not a terminal, so that a pipe or a file gets the whole text."""
-    columns = os.environ.get("COLUMNS", "")
-    if columns.isdigit() and int(columns) > 0:
-        return int(columns)
-    if sys.stdout.isatty():
-        import shutil
-
-        return shutil.get_terminal_size().columns
-    return None
-
-
-def _fit(line: str, width: int | None) -> str:
-    """`line` cut to `width` characters at a word boundary, ending in "..." when cut (ASCII:
-    any terminal encoding can show it)."""
-    if width is None or len(line) <= width:
-        return line
-    cut = line[: max(width - 3, 1)]
-    space = cut.rfind(" ")
-    return (cut[:space] if space > 0 else cut).rstrip(" ,;:") + "..."
+        _out(fit_line(f"{name:28} [{scn.cpu.name}, KVM {scn.kvm}] {first}", width) + "\n")
 
 
 @app.command()
@@ -652,13 +584,13 @@ def main(argv: list[str] | None = None) -> None:
     if debug:  # accepted anywhere on the line, also after the subcommand
         args = ["--debug"] + [a for a in args if a != "--debug"]
     stdout = sys.stdout
-    sys.stdout = _PipeGuard(stdout)
+    sys.stdout = PipeGuard(stdout)
     try:
         code = _main(args, debug)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
     except (OutputClosed, BrokenPipeError):
         sys.stdout = stdout
-        _silence_stdout()
+        silence_stdout()
         code = CLOSED_PIPE
     finally:
         sys.stdout = stdout

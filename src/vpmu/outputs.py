@@ -5,17 +5,20 @@ work: a directory where a file is wanted or the reverse, a parent that does not 
 that is not writable, a file name without the suffix its format needs. `write_text` and
 `replacing` write to a temporary file beside the target and `os.replace` it into place, so
 an interrupted run (Ctrl-C) never leaves a half-written file (docs/reliability.md); the file
-gets the mode a plain open() would give it.
+gets the mode a plain open() would give it. Standard output too: a closed pipe
+(`vpmu ... | head -1`) ends the command quietly (`PipeGuard`, `CLOSED_PIPE`).
 """
 
 from __future__ import annotations
 
 import os
 import stat
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from vpmu.errors import VpmuError, clean
 
@@ -120,3 +123,52 @@ def save_text(path: str | Path, text: str) -> SavedFile:
     existed = Path(path).exists()
     write_text(path, text)
     return SavedFile(str(path), existed)
+
+
+# --- standard output -----------------------------------------------------------------------
+
+#: The exit status of a closed output pipe: a shell's 128 + SIGPIPE, which a process that
+#: died of SIGPIPE reports (Python ignores SIGPIPE and sees EPIPE instead).
+CLOSED_PIPE = 141
+
+
+class OutputClosed(Exception):
+    """stdout's reader went away (EPIPE). Not an OSError on purpose: click and typer turn an
+    EPIPE OSError into exit 1, rich into `SystemExit(1)`; 1 would read "divergence found"."""
+
+
+class PipeGuard:
+    """sys.stdout while a command runs: a write or flush that meets a closed pipe raises
+    `OutputClosed`, so every writer (ours, rich's, click's help) ends the same way."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._stream.write(text))
+        except BrokenPipeError:
+            raise OutputClosed from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise OutputClosed from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def silence_stdout() -> None:
+    """Point stdout's descriptor at /dev/null, so that the interpreter's last flush of what
+    is still buffered does not fail again ("Exception ignored ... BrokenPipeError")."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's capture)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +30,29 @@ if TYPE_CHECKING:
 def dumps(obj: Any) -> str:
     """Deterministic JSON: sorted keys, 2-space indent, trailing newline."""
     return json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def line_width() -> int | None:
+    """The width one-line listings fit: $COLUMNS, else the terminal's; None (no limit) when
+    the output is not a terminal, so that a pipe or a file gets the whole text."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    if sys.stdout.isatty():
+        import shutil
+
+        return shutil.get_terminal_size().columns
+    return None
+
+
+def fit_line(line: str, width: int | None) -> str:
+    """`line` cut to `width` characters at a word boundary, ending in "..." when cut (ASCII:
+    any terminal encoding can show it)."""
+    if width is None or len(line) <= width:
+        return line
+    cut = line[: max(width - 3, 1)]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > 0 else cut).rstrip(" ,;:") + "..."
 
 
 def _val(v: int) -> str:

@@ -85,3 +85,15 @@ class ForgetClearUpstreamFast(ForgetClearEmulated):
 
     name = "forget-clear-upstream-fast"
     fast: ClassVar[FastForm | None] = EmulatedCounterFast()
+
+
+class _RaisingFast(EmulatedCounterFast):
+    def read(self, f: tuple[int, int, int], live: int, mask: int) -> int:
+        raise ValueError("no\nread")
+
+
+class FastFormRaises(EmulatedCounterDesign):
+    """Upstream's hooks with a fast form whose `read` raises: also refused by the guard."""
+
+    name = "fast-form-raises"
+    fast: ClassVar[FastForm | None] = _RaisingFast()

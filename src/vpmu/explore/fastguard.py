@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from vpmu import msrs
 from vpmu.actions import Action, Batch, Cpuid, Emulate, Native, Rdmsr, Rdpmc, Wrmsr
 from vpmu.designs import DESIGNS
+from vpmu.errors import one_line
 from vpmu.pmc_map import counter_name
 from vpmu.reference import ReferenceMachine
 from vpmu.trace import Observation
@@ -80,23 +81,24 @@ def fast_form_disagreement(p: Plan, steps: int = GUARD_STEPS, seed: int = 0) -> 
             li = rng.choice(few)
             path.append(actions[li])
             taken += 1
-            try:
+            try:  # the kernel calls the fast form in its step and for the guest-visible values
                 state, obs = p.kernel.step(state, p.letters[li])
+                fast = p.shown(state)[1]
             except Exception as e:  # noqa: BLE001 - the user's fast form: any failure is a disagreement
-                return _reason(p, path, f"the fast form raised {type(e).__name__}: {e}")
+                return _reason(p, path, f"the fast form raised {type(e).__name__}: {one_line(str(e), 120)}")
             r, k = ref.step(actions[li]), world.step(actions[li])
-            what = _difference(p, state, obs, ref, world, r, k, insn)
+            what = _difference(p, state, obs, fast, ref, world, r, k, insn)
             if what is not None:
                 return _reason(p, path, what)
             insn = r.insn
     return None
 
 
-def _difference(p: Plan, state: tuple[int, ...], obs: StepObs, ref: ReferenceMachine, world: World,
-                r: Observation, k: Observation, start: int) -> str | None:
-    """What differs after one step between the kernel (`state`, `obs`) and the object models
-    (their machines `ref`, `world`, this step's observations `r`, `k`; `start` instructions
-    had retired before it), or None."""
+def _difference(p: Plan, state: tuple[int, ...], obs: StepObs, fast: tuple[int, ...], ref: ReferenceMachine,
+                world: World, r: Observation, k: Observation, start: int) -> str | None:
+    """What differs after one step between the kernel (`state`, `obs`, the guest-visible
+    values `fast`) and the object models (their machines `ref`, `world`, this step's
+    observations `r`, `k`; `start` instructions had retired before it), or None."""
     encoded = p.kernel.encode(ref, world)
     if encoded is None:
         return "the hooks leave a state the fast form cannot hold (e.g. a field in pmc.extra)"
@@ -104,7 +106,6 @@ def _difference(p: Plan, state: tuple[int, ...], obs: StepObs, ref: ReferenceMac
         i = next(i for i, (a, b) in enumerate(zip(state, encoded, strict=True)) if a != b)
         return _slot(p, i, state, encoded)
     positions = [p.target.cfg.pmc_indices.index(i) for i in p.counters]
-    fast = p.shown(state)[1]
     hooks = tuple(k.counters[n] for n in positions)
     if fast != hooks:
         return f"the guest reads {_named(p, fast)} by the fast form, {_named(p, hooks)} by the hooks"
