@@ -401,9 +401,9 @@ def explore(
     address: Annotated[str | None, typer.Option("--address", help="Ray cluster to join (default: start a "
                                                 "local Ray instance).")] = None,
     option: OptionOpt = None,
-    engine: Annotated[str, typer.Option("--engine", help="Search on the compact kernel where it covers the "
-                                        "configuration (else on the object models, saying why), or on the "
-                                        "object models.")] = "kernel",
+    engine: Annotated[str, typer.Option("--engine", help="kernel (default): the compact kernel where it covers "
+                                        "the configuration (compiled with numba where it can be), else the object "
+                                        "models, saying why; object: the object models only.")] = "kernel",
 ) -> None:
     """Search guest-action interleavings for divergences; shrink and save what is found.
 

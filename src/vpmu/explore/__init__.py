@@ -239,6 +239,6 @@ def explore(
         if owned:
             run_on.close()
     candidates: Candidates[Finding] = Candidates(f for search in searches for f in search.findings)
-    chosen, causes = select_causes(target, candidates.findings(), max_counterexamples)
+    chosen, causes = select_causes(target, candidates.findings(), max_counterexamples, deadline)
     return ExploreReport(target, bounds, mode, seed, searches, chosen, causes, used_engine, note,
                          kernel_compiled, kernel_note)

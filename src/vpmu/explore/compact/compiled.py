@@ -94,12 +94,13 @@ _WRAP, _HW, _EMULATED, _MINP = (SOURCES.index(s) for s in ("wrap", "hw", "emulat
 
 @jit
 def _start(rec: Any, child: Any, sparent: Any, soff: Any, slen: Any, pool: Any, sslots: Any, scount: Any,
-           vec: Any, sbuf: Any) -> None:
-    """Monitor.start: a settled window showing `child`'s status and LVTPC."""
-    vec[0], vec[1], vec[2], vec[3] = child[R_STATUS], child[K_STATUS], child[R_MASKED], child[K_MASKED]
+           vec: Any, sbuf: Any, equal: int) -> None:
+    """Monitor.start: a settled window showing `child`'s status and LVTPC (`equal`: whether it
+    shows equal values, as every settled window but maybe a search's root does)."""
+    vec[0], vec[1], vec[2], vec[3], vec[4] = child[R_STATUS], child[K_STATUS], child[R_MASKED], child[K_MASKED], equal
     rec[:] = 0
     rec[M_QUIET] = 2
-    rec[M_SHAPE] = shape_add(-1, vec, 4, sparent, soff, slen, pool, sslots, scount, sbuf)
+    rec[M_SHAPE] = shape_add(-1, vec, 5, sparent, soff, slen, pool, sslots, scount, sbuf)
     rec[M_SRS], rec[M_SKS], rec[M_SRM], rec[M_SKM] = vec[0], vec[1], vec[2], vec[3]
 
 
@@ -228,7 +229,7 @@ def expand(lo: int, hi: int, at_i: int, at_li: int, stop_i: int,
                     results_equal = False
             eventful = obs[O_NRPMI] or obs[O_NKPMI] or obs[O_NRSIG] or obs[O_NKSIG]
             if not pr[M_OPEN] and not eventful and results_equal and same:
-                _start(rec, child, sparent, soff, slen, spool, sslots, scount, vec, sbuf)
+                _start(rec, child, sparent, soff, slen, spool, sslots, scount, vec, sbuf, 1)
             else:
                 inert = (not eventful and child[R_STATUS] == parent[R_STATUS] and child[K_STATUS] == parent[K_STATUS]
                          and child[R_MASKED] == parent[R_MASKED] and child[K_MASKED] == parent[K_MASKED])
@@ -283,7 +284,7 @@ def expand(lo: int, hi: int, at_i: int, at_li: int, stop_i: int,
                         out[0], out[1], out[2], out[3] = i, li, v, transitions
                         return DIVERGED
                 if settles:
-                    _start(rec, child, sparent, soff, slen, spool, sslots, scount, vec, sbuf)
+                    _start(rec, child, sparent, soff, slen, spool, sslots, scount, vec, sbuf, 1)
                 else:
                     rec[M_OPEN] = 1
                     rec[M_QUIET] = 0 if eventful else min(pr[M_QUIET] + 1, 2)
@@ -373,7 +374,9 @@ def compiled_bfs(p: Any, depth: int, cs: CompiledStep, deadline: float | None = 
     state_add(t.pool, t.offs, t.slots, t.count, root, np.zeros(len(root) * 10, dtype=np.uint8))
     vec = np.zeros(vec_len, dtype=np.int64)
     rec = np.zeros(M_WRAPS + n, dtype=np.int64)
-    _start(rec, root, t.sparent, t.soff, t.slen, t.spool, t.sslots, t.scount, vec, np.zeros(vec_len * 10, np.uint8))
+    shown = p.shown(p.root)
+    _start(rec, root, t.sparent, t.soff, t.slen, t.spool, t.sslots, t.scount, vec, np.zeros(vec_len * 10, np.uint8),
+           int(shown[0] == shown[1]))
     t.mon = rec.reshape(1, -1).copy()
     verdicts: list[tuple[tuple[str, str, str | None], ...]] = [()]
     out = np.zeros(4, dtype=np.int64)

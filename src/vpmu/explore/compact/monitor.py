@@ -23,7 +23,7 @@ values). When a step settles everything the window closes again.
 Two more rules spare the checker where its verdict is known without it:
 
 1. *A step whose window has a shape judged before.* The checker reads a window only through
-   its shape: the settled status and LVTPC it starts from, then per step its *shape*
+   its shape: the settled status and LVTPC it starts from (and whether its values are equal), then per step its *shape*
    (`Monitor._step_shape`: the letter, which values are equal, what the reference counted,
    the statuses, LVTPCs, PMIs and signals at their offsets), not the values themselves. So
    its verdict is memoised by the window's shape (`Window.shape`, interned) and the step's:
@@ -138,7 +138,9 @@ class Monitor:
         if window is None:
             ref = Observation(0, Cpuid(), 0, (), self.counters(shown[0]), shown[2], shown[4])
             kvm = Observation(0, Cpuid(), 0, (), self.counters(shown[1]), shown[3], shown[5])
-            shape = self._intern(("start", shown[2], shown[3], shown[4], shown[5]))
+            # a settled window shows equal values; only a search's root might not (a fast form
+            # that disagrees with its hooks), and the checker reads that at the window's start
+            shape = self._intern(("start", shown[2], shown[3], shown[4], shown[5], shown[0] == shown[1]))
             window = self._starts[shown] = Window((ref,), (kvm,), 0, (0,) * len(self.layout), 0, 2, shape)
         return window
 
