@@ -81,9 +81,9 @@ DONE, NEED_JUDGE, DIVERGED, FULL, ROOM = 0, 1, 2, 3, 4
 M_OPEN, M_QUIET, M_PMIS, M_SHAPE, M_SRS, M_SKS, M_SRM, M_SKM, M_NRSIG, M_RSIGPMC, M_RSIGSRC, \
     M_NKSIG, M_KSIGPMC, M_KSIGSRC, M_NRPMI, M_NKPMI, M_WRAPS = range(17)
 
-#: The search's constants as a row: counters in use, ints in a state, their width mask, which KVM signal
-#: sources meet a wrap (bits by SOURCES index), whether R3 is on (the tolerated-loss rule),
-#: then the PMC index of each counter in use.
+#: The search's constants as a row: counters in use, ints in a state, their width mask, which
+#: KVM signal sources meet a wrap (bits by SOURCES index), whether R3 is on (the
+#: tolerated-loss rule), then the PMC index of each counter in use.
 Q_N, Q_WIDTH, Q_MASK, Q_MEETS, Q_R3, Q_IDX = range(6)
 
 _WRAP, _HW, _EMULATED, _MINP = (SOURCES.index(s) for s in ("wrap", "hw", "emulated", "min-period"))
@@ -341,6 +341,8 @@ def refusal(p: Any) -> str | None:
 # --- the Python side: the driver ---------------------------------------------------------------
 
 
+#: Replayed states kept for the checker's questions (`compiled_bfs`), at most.
+REPLAYED = 1 << 16
 #: Frontier states handed to one `expand` call (between calls: the deadline, progress, room).
 CHUNK = 2048
 
@@ -400,22 +402,35 @@ def compiled_bfs(p: Any, depth: int, cs: CompiledStep, deadline: float | None = 
             stats.elapsed = time.perf_counter() - start
             progress(stats, found.kinds)
 
-    #: the last frontier state replayed for the checker: its index, compact state and window
-    #: (a state's letters are tried in a row, so its next question reuses them)
-    replayed: list[Any] = [-1, None, None]
+    #: states replayed for the checker: index -> (compact state, window), so that a state's
+    #: letters, and its descendants, extend a replayed window instead of replaying from the root
+    replayed: dict[int, tuple[tuple[int, ...], Any]] = {0: (p.root, monitor.start(p.shown(p.root)))}
+
+    def replay(i: int) -> tuple[tuple[int, ...], Any]:
+        """State `i` and its window, from its nearest replayed ancestor (its window built, not
+        judged: the compiled search went on from every step of it)."""
+        down = []
+        while i not in replayed:
+            down.append(i)
+            i = int(t.parent[i])
+        state, window = replayed[i]
+        for j in reversed(down):
+            k = int(t.via[j])
+            state, obs = p.kernel.step(state, p.letters[k])
+            _, window = monitor.advance(window, k, obs, p.shown(state), replay=True)
+            if len(replayed) >= REPLAYED:
+                replayed.clear()
+                replayed[0] = (p.root, monitor.start(p.shown(p.root)))
+            replayed[j] = (state, window)
+        return state, window
 
     def judged(i: int, li: int) -> int:
-        """The Python monitor's verdict of letter `li` from state `i` (as a code): the state's
-        path replayed on the Python kernel (its window built, not judged), then the step
-        judged by the monitor, which asks the checker."""
-        if replayed[0] != i:
-            state, window = p.root, monitor.start(p.shown(p.root))
-            for k in t.path(i):
-                state, obs = p.kernel.step(state, p.letters[k])
-                _, window = monitor.advance(window, k, obs, p.shown(state), replay=True)
-            replayed[:] = [i, state, window]
-        state, obs = p.kernel.step(replayed[1], p.letters[li])
-        verdict, _ = monitor.advance(replayed[2], li, obs, p.shown(state))
+        """The Python monitor's verdict of letter `li` from state `i` (as a code): the state
+        replayed on the Python kernel, then the step judged by the monitor, which asks the
+        checker."""
+        state, window = replay(i)
+        state, obs = p.kernel.step(state, p.letters[li])
+        verdict, _ = monitor.advance(window, li, obs, p.shown(state))
         if not verdict:
             return 0
         if verdict not in verdicts:

@@ -7,7 +7,8 @@ order, statistics and end conditions as the object engine) with a `KernelExpande
 compact states: the state is the visited key, a transition is one `Kernel.step` and one
 `Monitor.advance`. A path that diverges is replayed on the object models
 (`Judge.root`), so its findings, and everything shrunk and saved from them, are exactly the
-object engine's.
+object engine's. `kernel_search` is what the explorer runs: the same search compiled
+(vpmu.explore.compact.compiled) where numba compiles the design's fast form, else `kernel_bfs`.
 """
 
 from __future__ import annotations
@@ -195,7 +196,7 @@ def kernel_bfs(p: Plan, depth: int, deadline: float | None = None, progress: Pro
 
 
 def compiled_search(p: Plan) -> CompiledStep | str:
-    """The plan's design's compiled step (`kstep.compiled_step`) for `compiled_bfs`, or why
+    """The plan's design's compiled step (`kjit.compiled_step`) for `compiled_bfs`, or why
     there is none (one line); built once per plan. numba caches the compiled code on disk,
     so only the first process compiles it."""
     if p.compiled is None:
