@@ -342,7 +342,7 @@ def refusal(p: Any) -> str | None:
 
 
 #: Replayed states kept for the checker's questions (`compiled_bfs`), at most.
-REPLAYED = 1 << 16
+REPLAYED = 1 << 12
 #: Frontier states handed to one `expand` call (between calls: the deadline, progress, room).
 CHUNK = 2048
 
