@@ -131,3 +131,16 @@ def test_a_step_the_kernel_cannot_show_sends_the_search_to_the_object_models(mon
     report = explore(Target(b.fit(preset("intel-v2")), "6.8"), b, mode="exhaustive", jobs=1)
     assert report.engine == "object" and "observation row" in report.engine_note
     assert report.stats.states > 1
+
+
+def test_the_explorer_announces_loading_the_compiled_kernel() -> None:
+    """On a terminal the status line says why nothing is searched yet (a first run compiles)."""
+    heard: list[str] = []
+    b = Bounds(depth=1)
+    target = Target(b.fit(preset("intel-v2")), "6.8")
+    report = explore(target, b, mode="exhaustive", jobs=1, announce=heard.append)
+    assert report.kernel_compiled and heard == [
+        "loading the compiled search kernel (the first run on a machine compiles it: about 30 s)"]
+    heard.clear()
+    explore(target, b, mode="exhaustive", jobs=1, announce=heard.append, engine="object")
+    assert heard == []

@@ -453,7 +453,8 @@ def explore(
             status.start()
         report = run_explore(target, bounds, mode=mode, seed=seed, restarts=restarts,
                              time_budget=time_budget, progress=progress, backend=chosen,
-                             max_counterexamples=max_counterexamples, engine=engine)
+                             max_counterexamples=max_counterexamples, engine=engine,
+                             announce=None if status is None else status.update)
     finally:
         if status is not None:
             status.stop()

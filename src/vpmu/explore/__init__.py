@@ -20,7 +20,7 @@ docs/explorer.md and docs/scaling.md describe the whole.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -178,6 +178,7 @@ def explore(
     backend: Backend | None = None,
     max_counterexamples: int = MAX_COUNTEREXAMPLES,
     engine: str = "kernel",
+    announce: Callable[[str], None] | None = None,
 ) -> ExploreReport:
     """Check the request, run the chosen searches, then shrink one counterexample per
     cause (at most `max_counterexamples`, `vpmu.explore.causes`).
@@ -194,7 +195,8 @@ def explore(
     engine "kernel" runs the searches on the compact kernel when it covers the configuration
     (the exhaustive search in this process, whatever `jobs`; the random restarts in the
     workers), else on the object models with the reason in `ExploreReport.engine_note`;
-    "object" always uses the object models.
+    "object" always uses the object models. `announce` hears a one-line message before a long
+    pause that is not searching (loading, or the first time compiling, the compiled kernel).
     """
     if engine not in ENGINES:
         raise VpmuError(f"unknown --engine {engine!r} (known: {', '.join(ENGINES)})")
@@ -228,7 +230,7 @@ def explore(
             done = None
             if isinstance(kernel, Plan):
                 try:
-                    done, kernel_note = kernel_search(kernel, bounds.depth, deadline, progress)
+                    done, kernel_note = kernel_search(kernel, bounds.depth, deadline, progress, announce)
                     kernel_compiled = not isinstance(kernel.compiled, str)
                 except ObservationFull:  # a step the kernel cannot show: the object models can
                     used_engine, note = "object", OBSERVATION_FULL_WHY

@@ -14,7 +14,7 @@ object engine's. `kernel_search` is what the explorer runs: the same search comp
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from vpmu.config import FIXED_BASE
 from vpmu.designs import fast_form, resolve_design
@@ -208,16 +208,20 @@ def compiled_search(p: Plan) -> CompiledStep | str:
     return p.compiled
 
 
-def kernel_search(p: Plan, depth: int, deadline: float | None = None,
-                  progress: Progress | None = None) -> tuple[SearchResult, str]:
+def kernel_search(p: Plan, depth: int, deadline: float | None = None, progress: Progress | None = None,
+                  announce: Callable[[str], None] | None = None) -> tuple[SearchResult, str]:
     """The exhaustive search on the kernel: compiled when it can be (`compiled_bfs`), else
-    the same kernel in pure Python (`kernel_bfs`); with a one-line note of which ran."""
+    the same kernel in pure Python (`kernel_bfs`); with a one-line note of which ran.
+    `announce` hears, before it happens, that the compiled search is being loaded (the first
+    run on a machine compiles it, which takes a while)."""
     from .compiled import compiled_bfs
 
+    start = time.perf_counter()
+    if announce is not None:
+        announce("loading the compiled search kernel (the first run on a machine compiles it: about 30 s)")
     cs = compiled_search(p)
     if isinstance(cs, str):
         return kernel_bfs(p, depth, deadline, progress), f"pure Python: {cs}"
-    start = time.perf_counter()
     result = compiled_bfs(p, depth, cs, deadline, progress)
     loaded = time.perf_counter() - start - result.stats.elapsed
     return result, f"compiled with numba ({loaded:.1f}s to compile or load)"
