@@ -316,8 +316,8 @@ def compiled_expand(cs: CompiledStep) -> Callable[..., int]:
     """`expand` as `compiled_bfs` runs it: compiled, with `cs.step` (the compiled `step_row`,
     the same for every design) as its global `step_row`, so that its only per-design
     arguments are the fast form's hooks (first-class functions of fixed signatures) and numba
-    can cache it on disk; without the compiler, `expand` itself. Compiling takes about a
-    minute, once per machine (numba's cache beside this file, or NUMBA_CACHE_DIR)."""
+    can cache it on disk; without the compiler, `expand` itself. Compiling takes about 30 s,
+    once per machine (numba's cache beside this file, or NUMBA_CACHE_DIR)."""
     if COMPILER is not None:
         return expand
     if "expand" not in _compiled:
