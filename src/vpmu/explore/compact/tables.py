@@ -4,8 +4,8 @@ A state row packs into zigzag varints (`pack`/`unpack`: most slots hold small nu
 row of 20-44 ints takes a few dozen bytes); the visited table is the packed states end to end
 in one byte pool with an open-addressing index over them (`state_add`), so a state's index is
 its admission order. Window shapes (vpmu.explore.compact.monitor, rule 1) are interned the
-same way (`shape_add`). `Tables` holds the arrays and grows them between
-compiled calls. Compiled by numba where it is importable (`jit`: cached on disk and keyed by
+same way (`shape_add`). `Tables` holds the arrays and doubles them when the compiled loop
+asks for room. Compiled by numba where it is importable (`jit`: cached on disk and keyed by
 what the code reads, kjit.keyed_njit), else run as Python.
 """
 
@@ -233,9 +233,6 @@ class Tables:
             out.append(int(self.via[i]))
             i = int(self.parent[i])
         return out[::-1]
-
-    def nbytes(self) -> int:
-        return sum(a.nbytes for a in vars(self).values() if isinstance(a, np.ndarray))
 
 
 def _resized(a: Any, size: int) -> Any:
