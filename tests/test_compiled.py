@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cli_helper import cli
@@ -27,6 +27,7 @@ from vpmu.explore.compact.tables import EMPTY, pack, rehash_states, state_add, u
 INT64 = st.integers(-(1 << 63), (1 << 63) - 1)
 
 
+@settings(deadline=None)  # the first example may compile the packing (numba), once per machine
 @given(st.lists(INT64, min_size=1, max_size=50))
 def test_a_packed_row_unpacks_to_itself(row: list[int]) -> None:
     values = np.array(row, dtype=np.int64)
@@ -44,6 +45,7 @@ def test_small_values_pack_into_a_byte_each() -> None:
     assert pack(np.array([64, -65], dtype=np.int64), buf) == 4
 
 
+@settings(deadline=None)
 @given(st.lists(st.lists(st.integers(-300, 300), min_size=3, max_size=3), min_size=1, max_size=60))
 def test_the_visited_table_admits_each_distinct_state_once_in_order(rows: list[list[int]]) -> None:
     pool = np.zeros(60 * 30, dtype=np.uint8)
