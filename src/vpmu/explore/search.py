@@ -255,6 +255,27 @@ class InMemoryExpander:
         return node, (self.findings(node, divs) if divs else None)
 
 
+class Reporter:
+    """An exhaustive search's progress reports (`bfs`, and the compiled kernel's
+    `compiled_bfs`): at the end of every level, and within one every PROGRESS_EVERY
+    transitions (`due`); its clock starts with it."""
+
+    def __init__(self, stats: Stats, found: Candidates[Finding], progress: Progress | None) -> None:
+        self.stats, self.found, self.progress = stats, found, progress
+        self.start = time.perf_counter()
+        self.reported = 0  # transitions at the last report
+
+    @property
+    def due(self) -> bool:
+        return self.stats.transitions - self.reported >= PROGRESS_EVERY
+
+    def __call__(self) -> None:
+        self.reported = self.stats.transitions
+        if self.progress is not None:
+            self.stats.elapsed = time.perf_counter() - self.start
+            self.progress(self.stats, self.found.kinds)
+
+
 def bfs(
     expander: Expander[S, K],
     depth: int,
@@ -273,16 +294,7 @@ def bfs(
     """
     stats = Stats(states=1)
     found: Candidates[Finding] = Candidates()
-    start = time.perf_counter()
-    reported = 0  # transitions at the last progress report
-
-    def report() -> None:
-        nonlocal reported
-        reported = stats.transitions
-        if progress is not None:
-            stats.elapsed = time.perf_counter() - start
-            progress(stats, found.kinds)
-
+    report = Reporter(stats, found, progress)
     root = expander.root()
     visited = {root[1]}
     frontier = [root]
@@ -305,7 +317,7 @@ def bfs(
                 stats.states += 1
                 next_frontier.append((child, key))
             expanded += len(states)
-            if n + 1 < len(calls) and stats.transitions - reported >= PROGRESS_EVERY:
+            if n + 1 < len(calls) and report.due:
                 report()
         if stats.stopped_by_budget:
             stats.frontier_left = len(frontier) - expanded + len(next_frontier)
@@ -319,5 +331,5 @@ def bfs(
     else:
         stats.depth_limited = True
         stats.frontier_left = len(frontier)
-    stats.elapsed = time.perf_counter() - start
+    stats.elapsed = time.perf_counter() - report.start
     return SearchResult("exhaustive", stats, found.findings())

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..causes import Candidates
 from ..judge import Finding
-from ..search import PROGRESS_EVERY, Progress, SearchResult, Stats, past_deadline
+from ..search import Progress, Reporter, SearchResult, Stats, past_deadline
 from .kjit import JIT_MAX_WIDTH, CompiledStep, int64_row
 from .kstep import step_row
 from .layout import (
@@ -228,9 +228,9 @@ def expand(lo: int, hi: int, at_i: int, at_li: int, stop_i: int,
                 if obs[O_RES + 2 * r] != obs[O_RES + 2 * r + 1]:
                     results_equal = False
             eventful = obs[O_NRPMI] or obs[O_NKPMI] or obs[O_NRSIG] or obs[O_NKSIG]
-            if not pr[M_OPEN] and not eventful and results_equal and same:
-                _start(rec, child, sparent, soff, slen, spool, sslots, scount, vec, sbuf, 1)
-            else:
+            # the child's window: settled (built by `_start` only if the child is admitted) or open
+            starts = not pr[M_OPEN] and not eventful and results_equal and same
+            if not starts:
                 inert = (not eventful and child[R_STATUS] == parent[R_STATUS] and child[K_STATUS] == parent[K_STATUS]
                          and child[R_MASKED] == parent[R_MASKED] and child[K_MASKED] == parent[K_MASKED])
                 if inert:
@@ -283,9 +283,8 @@ def expand(lo: int, hi: int, at_i: int, at_li: int, stop_i: int,
                         transitions += 1
                         out[0], out[1], out[2], out[3] = i, li, v, transitions
                         return DIVERGED
-                if settles:
-                    _start(rec, child, sparent, soff, slen, spool, sslots, scount, vec, sbuf, 1)
-                else:
+                starts = settles
+                if not settles:
                     rec[M_OPEN] = 1
                     rec[M_QUIET] = 0 if eventful else min(pr[M_QUIET] + 1, 2)
                     rec[M_SHAPE] = shape  # -1 until the state is admitted (below)
@@ -302,7 +301,9 @@ def expand(lo: int, hi: int, at_i: int, at_li: int, stop_i: int,
             if new:
                 parent_of[at] = i
                 via[at] = li
-                if rec[M_OPEN] and rec[M_SHAPE] < 0:
+                if starts:
+                    _start(rec, child, sparent, soff, slen, spool, sslots, scount, vec, sbuf, 1)
+                elif rec[M_SHAPE] < 0:
                     rec[M_SHAPE] = shape_add(pr[M_SHAPE], vec, length, sparent, soff, slen, spool, sslots, scount, sbuf)
                 nmon[at - hi, :] = rec
     out[3] = transitions
@@ -329,6 +330,17 @@ def compiled_expand(cs: CompiledStep) -> Callable[..., int]:
         fn.__doc__ = expand.__doc__
         _compiled["expand"] = jit(fn)
     return cast(Callable[..., int], _compiled["expand"])
+
+
+def _entry_point(fn: Callable[..., int]) -> Callable[..., int]:
+    """The compiled `fn`'s own entry point once it has its one signature: numba's dispatcher
+    types every argument on every call, ~16 us for each of the hooks (first-class functions),
+    and `compiled_bfs` calls it once per question to the checker."""
+    sigs: list[Any] = list(getattr(fn, "signatures", ()))
+    if len(sigs) != 1:
+        return fn
+    dispatcher: Any = fn
+    return cast(Callable[..., int], dispatcher.overloads[sigs[0]].entry_point)
 
 
 def refusal(p: Any) -> str | None:
@@ -384,23 +396,17 @@ def compiled_bfs(p: Any, depth: int, cs: CompiledStep, deadline: float | None = 
     out = np.zeros(4, dtype=np.int64)
 
     def call(at_i: int, at_li: int, stop: int) -> int:
-        return int(search(lo, hi, at_i, at_li, stop, t.pool, t.offs, t.slots, t.count, t.parent, t.via, t.mon,
+        return int(run(lo, hi, at_i, at_li, stop, t.pool, t.offs, t.slots, t.count, t.parent, t.via, t.mon,
                           t.nmon, letters, reads, native, prm, q, t.sparent, t.soff, t.slen, t.spool, t.sslots,
                           t.scount, t.verdict, out, cs.incr, cs.pause, cs.read, cs.write, cs.complete))
 
     lo, hi = 0, 1
+    run = search
     call(0, 0, 0)  # compiles (or loads) `expand` before the clock starts: an empty range
+    run = _entry_point(search)
     stats = Stats(states=1)
     found: Candidates[Finding] = Candidates()
-    start = time.perf_counter()
-    reported = 0
-
-    def report() -> None:
-        nonlocal reported
-        reported = stats.transitions
-        if progress is not None:
-            stats.elapsed = time.perf_counter() - start
-            progress(stats, found.kinds)
+    report = Reporter(stats, found, progress)
 
     #: states replayed for the checker: index -> (compact state, window), so that a state's
     #: letters, and its descendants, extend a replayed window instead of replaying from the root
@@ -462,7 +468,7 @@ def compiled_bfs(p: Any, depth: int, cs: CompiledStep, deadline: float | None = 
                 at_i, at_li = i, li + 1
             else:
                 raise ObservationFull(OBSERVATION_FULL)
-            if stats.transitions - reported >= PROGRESS_EVERY and at_i < hi:
+            if report.due and at_i < hi:
                 report()
         if stats.stopped_by_budget:
             stats.frontier_left = hi - at_i + int(t.count[0]) - hi
@@ -477,5 +483,5 @@ def compiled_bfs(p: Any, depth: int, cs: CompiledStep, deadline: float | None = 
     else:
         stats.depth_limited = True
         stats.frontier_left = hi - lo
-    stats.elapsed = time.perf_counter() - start
+    stats.elapsed = time.perf_counter() - report.start
     return SearchResult("exhaustive", stats, found.findings())

@@ -91,6 +91,15 @@ def unpack(pool: Any, off: int, row: Any) -> None:
 
 
 @jit
+def _same(pool: Any, off: int, buf: Any, m: int) -> bool:
+    """Whether the `m` packed bytes at `pool[off]` are `buf[:m]`."""
+    for i in range(m):  # noqa: SIM110 - a loop numba compiles, not a generator
+        if pool[off + i] != buf[i]:
+            return False
+    return True
+
+
+@jit
 def state_add(pool: Any, offs: Any, slots: Any, count: Any, row: Any, buf: Any) -> tuple[Any, bool]:
     """The index of state `row` in the visited table, added if new. The table is the states'
     packed bytes end to end in `pool` (state n at offs[n]..offs[n+1]) and an open-addressing
@@ -108,15 +117,8 @@ def state_add(pool: Any, offs: Any, slots: Any, count: Any, row: Any, buf: Any) 
             count[0] = n + 1
             count[1] = used + m
             return n, True
-        lo = offs[at]
-        if offs[at + 1] - lo == m:
-            same = True
-            for i in range(m):
-                if pool[lo + i] != buf[i]:
-                    same = False
-                    break
-            if same:
-                return np.int64(at), False
+        if offs[at + 1] - offs[at] == m and _same(pool, offs[at], buf, m):
+            return np.int64(at), False
         pos = (pos + 1) & mask
 
 
@@ -143,15 +145,8 @@ def shape_add(parent: int, vec: Any, length: int, sparent: Any, soff: Any, slen:
             count[0] = n + 1
             count[1] = used + m
             return n
-        if sparent[at] == parent and slen[at] == m:
-            off = soff[at]
-            same = True
-            for i in range(m):
-                if pool[off + i] != buf[i]:
-                    same = False
-                    break
-            if same:
-                return at
+        if sparent[at] == parent and slen[at] == m and _same(pool, soff[at], buf, m):
+            return at
         pos = (pos + 1) & mask
 
 
@@ -171,7 +166,7 @@ def rehash_shapes(sparent: Any, soff: Any, slen: Any, pool: Any, count: int, slo
     slots[:] = EMPTY
     mask = slots.shape[0] - 1
     for n in range(count):
-        pos = np.int64(_hash_row(pool[soff[n]:soff[n] + slen[n]], 0, slen[n], sparent[n] + 7) & np.uint64(mask))
+        pos = np.int64(_hash_row(pool, soff[n], soff[n] + slen[n], sparent[n] + 7) & np.uint64(mask))
         while slots[pos] != EMPTY:
             pos = (pos + 1) & mask
         slots[pos] = n
