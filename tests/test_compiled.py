@@ -40,7 +40,7 @@ def test_a_packed_row_unpacks_to_itself(row: list[int]) -> None:
 
 
 def test_small_values_pack_into_a_byte_each() -> None:
-    buf = np.zeros(40, dtype=np.int64).astype(np.uint8)
+    buf = np.zeros(40, dtype=np.uint8)
     assert pack(np.array([0, 1, -1, 63, -64], dtype=np.int64), buf) == 5
     assert pack(np.array([64, -65], dtype=np.int64), buf) == 4
 

@@ -23,9 +23,10 @@ values). When a step settles everything the window closes again.
 Two more rules spare the checker where its verdict is known without it:
 
 1. *A step whose window has a shape judged before.* The checker reads a window only through
-   its shape: the settled status and LVTPC it starts from (and whether its values are equal), then per step its *shape*
-   (`Monitor._step_shape`: the letter, which values are equal, what the reference counted,
-   the statuses, LVTPCs, PMIs and signals at their offsets), not the values themselves. So
+   its shape: the settled status and LVTPC it starts from (and whether its values are
+   equal), then per step its *shape* (`Monitor._step_shape`: the letter, which values are
+   equal, what the reference counted, the statuses, LVTPCs, PMIs and signals at their
+   offsets), not the values themselves. So
    its verdict is memoised by the window's shape (`Window.shape`, interned) and the step's:
    the many states that show different values through the same shape are judged once.
 2. *A step inside a tolerated loss* (`Monitor._inside_loss`): after a wrap that perf
